@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One command: install every Debian package ft needs (idempotent), then build.
+#   bash scripts/setup.sh            # Release build in ./build
+#   FT_SANITIZE=1 bash scripts/setup.sh   # also an ASan+UBSan build in ./build-asan
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PKGS=(build-essential cmake ninja-build pkg-config
+      libeigen3-dev libtbb-dev libcli11-dev nlohmann-json3-dev libhdf5-dev
+      libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libyaml-cpp-dev libhwy-dev
+      python3 python3-numpy)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+JOBS=${JOBS:-$(nproc)}
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$JOBS"
+if [ "${FT_SANITIZE:-0}" = 1 ]; then
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFT_SANITIZE=ON -DFT_BUILD_BENCH=OFF
+  cmake --build build-asan -j "$JOBS" --target ft_tests ft
+fi
