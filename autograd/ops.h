@@ -1,0 +1,91 @@
+#pragma once
+// Differentiable ops. Each is a public function; its forward kernel and its vector-Jacobian product
+// live together in one autograd/ops_*.cpp file. Inputs may be strided views; results are fresh,
+// contiguous float32 tensors unless stated. Misuse (shapes, dtypes) throws ft::Error naming the op
+// and the shapes.
+#include <optional>
+#include <vector>
+
+#include "autograd/autograd.h"
+
+namespace ft {
+
+// ---- elementwise (numpy broadcasting) -------------------------------------------------- ops_elementwise.cpp
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& x, float s);        // x * s
+Tensor add_scalar(const Tensor& x, float s);   // x + s
+Tensor neg(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor silu(const Tensor& x);
+Tensor gelu_tanh(const Tensor& x);             // HF "gelu_pytorch_tanh" / "gelu_new"
+Tensor gelu(const Tensor& x);                  // exact erf GELU
+Tensor tanh(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor softcap(const Tensor& x, float cap);    // cap * tanh(x / cap)
+// Fused gated MLP activation: act(gate) * up (act: "silu", "gelu_pytorch_tanh", "gelu").
+Tensor gated_act(const Tensor& gate, const Tensor& up, const std::string& act);
+// Inverted dropout: zeroes with probability p and scales by 1/(1-p). Masks come from the global
+// counter-based RNG stream (autograd/random.h): reproducible and recomputable.
+Tensor dropout(const Tensor& x, float p, bool training = true);
+
+// ---- reductions ------------------------------------------------------------------------ ops_reduce.cpp
+Tensor sum(const Tensor& x, std::vector<int64_t> dims = {}, bool keepdim = false);  // {} = all
+Tensor mean(const Tensor& x, std::vector<int64_t> dims = {}, bool keepdim = false);
+Tensor softmax(const Tensor& x);       // over the last dim
+Tensor log_softmax(const Tensor& x);   // over the last dim
+
+// ---- shape ----------------------------------------------------------------------------- ops_shape.cpp
+Tensor reshape(const Tensor& x, const Shape& shape);  // no copy when x is contiguous
+Tensor transpose(const Tensor& x, int64_t a, int64_t b);  // materialised (contiguous copy)
+Tensor permute(const Tensor& x, const std::vector<int64_t>& perm);  // materialised
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end);  // materialised
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
+Tensor to_dtype(const Tensor& x, DType dtype);  // differentiable cast (gradient cast back)
+
+// ---- linear algebra -------------------------------------------------------------------- ops_matmul.cpp
+// Batched matmul: a [..., M, K] (or [..., K, M] with trans_a), b [..., K, N] (or [..., N, K] with
+// trans_b). Batch dims must match, or b may be 2-D (shared across the batch).
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// y = x·Wᵀ (+ bias). x [..., in] float32, W [out, in] float32 or bfloat16 (frozen bf16 base weights
+// get no weight gradient), bias [out]. No weight-gradient GEMM when W does not require grad.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+
+// ---- model ops ------------------------------------------------------------------------- ops_embedding.cpp, ops_norm.cpp, ops_rope.cpp, ops_attention.cpp, ops_loss.cpp
+// weight [V, D] (f32 or bf16), ids int32 [...] -> [..., D]; gradient scatter-added into weight rows.
+// An id outside [0, V) is an ft::Error naming the id and V.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+// RMSNorm over the last dim with fp32 statistics: y = x / sqrt(mean(x²) + eps) * w  (plus_one: * (1 + w)).
+Tensor rms_norm(const Tensor& x, const Tensor& w, float eps, bool plus_one = false);
+// Rotate-half RoPE on x [B, T, H, D]: the first rot_dim = cos.size(-1) dims of each head are rotated,
+// the rest pass through. cos/sin: [T, rot_dim] (positions of x's T rows, already scaled).
+Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
+
+struct AttentionOptions {
+  float scale = 0;            // 0 = 1/sqrt(D)
+  bool causal = true;
+  int64_t window = 0;         // sliding window: key j visible from query i iff i - j < window (0 = off)
+  float softcap = 0;          // logit softcap: cap * tanh(s / cap) before masking (0 = off)
+  int64_t q_offset = 0;       // position of query row 0 relative to key row 0 (KV-cache decode)
+  // Optional per-token segment ids [B, Tk] (int32): a query attends only to keys of its own segment
+  // (packed sequences). Queries use segment_ids[:, q_offset + i].
+  Tensor segment_ids;
+};
+// Fused memory-efficient attention. q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] with Hq % Hkv == 0 (GQA).
+// Returns [B, Tq, Hq, D]. Never materialises a B×H×T×T tensor (online softmax, blockwise recompute
+// in backward). A fully masked row gives zeros, never NaN.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt = {});
+
+// Cross-entropy of logits [N, V] against targets int32 [N]; targets == ignore_index are skipped.
+// Returns the SUM of per-token losses (a scalar) — divide by the supervised-token count yourself,
+// so that the loss is a token-weighted mean over a whole (accumulated) batch. Never copies logits:
+// the gradient is computed row by row from the saved logits and logsumexp.
+Tensor cross_entropy_sum(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -100);
+// Token-weighted mean (sum / number of supervised tokens); 0 when nothing is supervised.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -100);
+
+}  // namespace ft
