@@ -1,0 +1,80 @@
+#include "autograd/cpu.h"
+
+#include <tbb/global_control.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+
+#include "autograd/error.h"
+
+namespace ft {
+namespace {
+
+CpuFeatures detect() {
+  CpuFeatures f;
+  __builtin_cpu_init();  // libgcc also checks XCR0, i.e. that the OS saves YMM/ZMM state
+  f.fma = __builtin_cpu_supports("fma");
+  f.avx2 = __builtin_cpu_supports("avx2") && f.fma && __builtin_cpu_supports("f16c");
+  f.avx512f = f.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  f.avx512bf16 = f.avx512f && __builtin_cpu_supports("avx512bf16");
+  return f;
+}
+
+CpuFeatures capped(const CpuFeatures& hw, const std::string& level) {
+  CpuFeatures f = hw;
+  if (level == "avx512" || level == "native" || level.empty()) return f;
+  if (level == "avx512f") { f.avx512bf16 = false; return f; }
+  if (level == "avx2") { f.avx512f = f.avx512bf16 = false; return f; }
+  if (level == "baseline") return CpuFeatures{};
+  throw Error(cat("ISA level '", level,
+                  "' is unknown (FT_ISA / set_isa accept baseline, avx2, avx512f, avx512, native)"));
+}
+
+CpuFeatures& current() {
+  static CpuFeatures f = [] {
+    const char* e = std::getenv("FT_ISA");
+    return capped(cpu_features_hw(), e ? e : "");
+  }();
+  return f;
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features_hw() {
+  static const CpuFeatures hw = detect();
+  return hw;
+}
+
+const CpuFeatures& cpu_features() { return current(); }
+
+void set_isa(const std::string& level) { current() = capped(cpu_features_hw(), level); }
+
+const char* isa_name() {
+  const CpuFeatures& f = cpu_features();
+  return f.avx512bf16 ? "avx512" : f.avx512f ? "avx512f" : f.avx2 ? "avx2" : "baseline";
+}
+
+namespace {
+std::mutex g_threads_mu;
+std::unique_ptr<tbb::global_control> g_threads;
+}  // namespace
+
+int num_threads() {
+  int n = tbb::this_task_arena::max_concurrency();
+  int cap = int(tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
+  return std::max(1, cap > 0 ? std::min(n, cap) : n);
+}
+
+void set_num_threads(int n) {
+  std::lock_guard<std::mutex> lock(g_threads_mu);
+  g_threads.reset();
+  if (n > 0)
+    g_threads = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
+                                                      size_t(n));
+}
+
+}  // namespace ft

@@ -1,0 +1,39 @@
+#pragma once
+// Run-time CPU feature detection, ISA override and thread count.
+//
+// Hot kernels live in files named *_avx2.cpp / *_avx512.cpp (compiled with those ISAs) and are
+// chosen per call from cpu_features(). The environment variable FT_ISA caps the ISA so every
+// path can be tested on one machine:
+//   FT_ISA=baseline   portable x86-64 (SSE2) code only
+//   FT_ISA=avx2       AVX2 + FMA kernels
+//   FT_ISA=avx512f    AVX-512 (F/BW/VL/DQ) kernels, but no AVX512-BF16 instructions
+//   FT_ISA=avx512     everything this CPU has (default; same as "native")
+// A level above what the CPU supports is capped to the hardware (never an illegal instruction).
+#include <string>
+
+namespace ft {
+
+struct CpuFeatures {
+  bool avx2 = false;        // AVX2 + FMA + F16C (the *_avx2.cpp kernels need all three)
+  bool fma = false;
+  bool avx512f = false;     // AVX-512 F + BW + VL + DQ (the *_avx512.cpp kernels need all four)
+  bool avx512bf16 = false;  // AVX512-BF16 (vdpbf16ps, vcvtne2ps2bf16)
+};
+
+// Features in effect: hardware capped by FT_ISA (read once) or by set_isa(). Cheap to call.
+const CpuFeatures& cpu_features();
+// What the hardware (and OS, via XCR0) supports, ignoring any override.
+const CpuFeatures& cpu_features_hw();
+// Caps the features in effect to `level` (baseline|avx2|avx512f|avx512|native); throws ft::Error
+// on an unknown name. Meant for tests and benchmarks; not thread-safe against running kernels.
+void set_isa(const std::string& level);
+// Name of the level in effect: "baseline", "avx2", "avx512f" or "avx512".
+const char* isa_name();
+
+// Threads ft's parallel loops may use: TBB's concurrency, limited by set_num_threads.
+int num_threads();
+// Limits TBB parallelism process-wide (a tbb::global_control held until the next call);
+// n <= 0 restores the default (all cores). The CLI calls this for FT_NUM_THREADS / --threads.
+void set_num_threads(int n);
+
+}  // namespace ft

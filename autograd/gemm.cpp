@@ -1,0 +1,399 @@
+// ft's GEMM driver (see autograd/gemm.h): BLIS-style packing and cache blocking, TBB parallel
+// over blocks of C, micro-kernels from the ISA files (gemm_avx512.cpp, gemm_avx2.cpp) or the
+// portable SSE2 one below.
+//
+// Loop structure for C = alpha·op(A)·op(B) + beta·C, depth D (= K, or K-pairs in bf16 mode):
+//   for each column block jc (NC wide, packed B of D×NC kept ~4 MiB so it stays in L3):
+//     pack op(B)[:, jc] into NR-wide slivers (parallel)           -> shared, read-only
+//     parallel over tasks = (row range of MR-panels) × (range of slivers):
+//       for each depth block (DC deep):
+//         pack op(A)[rows, depth block] into MR-tall panels (thread-local, ~L2 sized)
+//         for each sliver (DC×NR, L1/L2): for each A panel: micro-kernel on an MR×NR tile of C
+// The first depth block applies beta, later ones accumulate (beta = 1). The summation order of
+// every C element depends only on the depth blocking, never on the thread count.
+#include "autograd/gemm.h"
+
+#include <emmintrin.h>  // SSE2: part of the x86-64 baseline
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "autograd/cpu.h"
+#include "autograd/dtype.h"
+#include "autograd/error.h"
+#include "autograd/gemm_kernels.h"
+
+namespace ft {
+namespace {
+
+using gemm_detail::Kernel;
+using gemm_detail::Kernels;
+
+// ---------------------------------------------------------------- portable kernel (SSE2, 6×8)
+constexpr int kBaseMR = 6, kBaseNR = 8;
+
+void base_kernel(int64_t depth, const void* ap, const void* bp, float* c, int64_t ldc, int m, int n,
+                 float alpha, float beta) {
+  const float* a = static_cast<const float*>(ap);
+  const float* b = static_cast<const float*>(bp);
+  __m128 acc0[kBaseMR], acc1[kBaseMR];
+  for (int r = 0; r < kBaseMR; ++r) acc0[r] = acc1[r] = _mm_setzero_ps();
+  for (int64_t d = 0; d < depth; ++d) {
+    const __m128 b0 = _mm_load_ps(b), b1 = _mm_load_ps(b + 4);
+    for (int r = 0; r < kBaseMR; ++r) {
+      const __m128 av = _mm_set1_ps(a[r]);
+      acc0[r] = _mm_add_ps(acc0[r], _mm_mul_ps(av, b0));
+      acc1[r] = _mm_add_ps(acc1[r], _mm_mul_ps(av, b1));
+    }
+    a += kBaseMR;
+    b += kBaseNR;
+  }
+  alignas(16) float t[kBaseMR][kBaseNR];
+  const __m128 va = _mm_set1_ps(alpha);
+  for (int r = 0; r < kBaseMR; ++r) {
+    _mm_store_ps(t[r], _mm_mul_ps(acc0[r], va));
+    _mm_store_ps(t[r] + 4, _mm_mul_ps(acc1[r], va));
+  }
+  for (int r = 0; r < m; ++r) {
+    float* cr = c + r * ldc;
+    if (beta != 0.0f)
+      for (int j = 0; j < n; ++j) cr[j] = t[r][j] + beta * cr[j];
+    else
+      for (int j = 0; j < n; ++j) cr[j] = t[r][j];
+  }
+}
+
+const Kernels kBaseKernels = {kBaseMR, kBaseNR, base_kernel, nullptr};
+
+// ---------------------------------------------------------------- scratch memory
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+using Block = std::unique_ptr<uint32_t[], FreeDeleter>;
+
+Block alloc_block(size_t elems) {
+  size_t bytes = (elems * 4 + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, std::max<size_t>(bytes, 64));
+  FT_CHECK(p, "gemm: out of memory allocating ", bytes, " bytes of packing scratch");
+  return Block(static_cast<uint32_t*>(p));
+}
+
+struct Scratch {
+  Block p;
+  size_t cap = 0;
+  uint32_t* get(size_t elems) {
+    if (elems > cap) { p = alloc_block(elems); cap = elems; }
+    return p.get();
+  }
+};
+
+// Packed-B buffers, one per GEMM in flight (a pool, not thread_local: a thread waiting in
+// parallel_for may run another GEMM's task, e.g. when GEMMs are called from parallel loops).
+class ScratchPool {
+ public:
+  Scratch take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) return {};
+    Scratch s = std::move(free_.back());
+    free_.pop_back();
+    return s;
+  }
+  void give(Scratch s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.size() < 8) free_.push_back(std::move(s));
+  }
+ private:
+  std::mutex mu_;
+  std::vector<Scratch> free_;
+};
+ScratchPool& pool() { static ScratchPool p; return p; }
+
+// A panels: thread-local is safe here because a task body never waits on other tasks.
+Scratch& a_scratch() { thread_local Scratch s; return s; }
+
+// ---------------------------------------------------------------- the job and its packers
+struct Job {
+  bool ta, tb;
+  int64_t M, N, K;
+  float alpha, beta;
+  const float* A;
+  int64_t lda;
+  const void* B;  // float or uint16_t (bf16)
+  int64_t ldb;
+  bool b_bf16;
+  bool pairs;     // bf16 dot-product mode: depth unit is a k-pair, panels hold bf16 pairs
+  float* C;
+  int64_t ldc;
+
+  float a(int64_t i, int64_t k) const { return ta ? A[k * lda + i] : A[i * lda + k]; }
+};
+
+inline uint32_t pair(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
+
+// op(A)[i0 .. i0+m) × depth [d0, d0+dc) into ceil(m/mr) panels of dc×mr (zero padded).
+void pack_a(const Job& g, int mr, int64_t i0, int64_t m, int64_t d0, int64_t dc, uint32_t* dst) {
+  for (int64_t p = 0; p < m; p += mr, dst += dc * mr) {
+    const int mm = int(std::min<int64_t>(mr, m - p));
+    const int64_t row = i0 + p;
+    if (!g.pairs) {
+      float* o = reinterpret_cast<float*>(dst);
+      if (g.ta) {
+        for (int64_t d = 0; d < dc; ++d) {
+          const float* s = g.A + (d0 + d) * g.lda + row;
+          float* od = o + d * mr;
+          for (int r = 0; r < mm; ++r) od[r] = s[r];
+          for (int r = mm; r < mr; ++r) od[r] = 0.0f;
+        }
+      } else {
+        for (int r = 0; r < mm; ++r) {
+          const float* s = g.A + (row + r) * g.lda + d0;
+          for (int64_t d = 0; d < dc; ++d) o[d * mr + r] = s[d];
+        }
+        for (int r = mm; r < mr; ++r)
+          for (int64_t d = 0; d < dc; ++d) o[d * mr + r] = 0.0f;
+      }
+    } else {
+      for (int64_t d = 0; d < dc; ++d) {
+        const int64_t k = 2 * (d0 + d);
+        const bool has2 = k + 1 < g.K;
+        uint32_t* od = dst + d * mr;
+        for (int r = 0; r < mm; ++r)
+          od[r] = pair(f32_to_bf16(g.a(row + r, k)), has2 ? f32_to_bf16(g.a(row + r, k + 1)) : 0);
+        for (int r = mm; r < mr; ++r) od[r] = 0;
+      }
+    }
+  }
+}
+
+// op(B)[depth [d0, d0+dc), columns j0 .. j0+n) (n <= nr) into one dc×nr sliver (zero padded).
+void pack_b(const Job& g, int nr, int64_t d0, int64_t dc, int64_t j0, int n, uint32_t* dst) {
+  if (g.pairs) {  // B is bf16
+    const uint16_t* B = static_cast<const uint16_t*>(g.B);
+    for (int64_t d = 0; d < dc; ++d) {
+      const int64_t k = 2 * (d0 + d);
+      const bool has2 = k + 1 < g.K;
+      uint32_t* od = dst + d * nr;
+      if (g.tb) {
+        for (int j = 0; j < n; ++j) {
+          const uint16_t* s = B + (j0 + j) * g.ldb + k;
+          od[j] = pair(s[0], has2 ? s[1] : 0);
+        }
+      } else {
+        const uint16_t* s0 = B + k * g.ldb + j0;
+        const uint16_t* s1 = s0 + g.ldb;
+        for (int j = 0; j < n; ++j) od[j] = pair(s0[j], has2 ? s1[j] : 0);
+      }
+      for (int j = n; j < nr; ++j) od[j] = 0;
+    }
+    return;
+  }
+  float* o = reinterpret_cast<float*>(dst);
+  if (g.b_bf16) {
+    const uint16_t* B = static_cast<const uint16_t*>(g.B);
+    if (g.tb) {
+      for (int j = 0; j < n; ++j) {
+        const uint16_t* s = B + (j0 + j) * g.ldb + d0;
+        for (int64_t d = 0; d < dc; ++d) o[d * nr + j] = bf16_to_f32(s[d]);
+      }
+    } else {
+      for (int64_t d = 0; d < dc; ++d) {
+        const uint16_t* s = B + (d0 + d) * g.ldb + j0;
+        for (int j = 0; j < n; ++j) o[d * nr + j] = bf16_to_f32(s[j]);
+      }
+    }
+  } else {
+    const float* B = static_cast<const float*>(g.B);
+    if (g.tb) {
+      for (int j = 0; j < n; ++j) {
+        const float* s = B + (j0 + j) * g.ldb + d0;
+        for (int64_t d = 0; d < dc; ++d) o[d * nr + j] = s[d];
+      }
+    } else {
+      for (int64_t d = 0; d < dc; ++d) std::memcpy(o + d * nr, B + (d0 + d) * g.ldb + j0, n * 4);
+    }
+  }
+  if (n < nr)
+    for (int64_t d = 0; d < dc; ++d)
+      for (int j = n; j < nr; ++j) o[d * nr + j] = 0.0f;
+}
+
+// ---------------------------------------------------------------- blocking and parallel driver
+constexpr int64_t kDepthBlock = 512;         // k per depth block (A block ~ MC×512 floats in L2)
+constexpr int64_t kMaxPanelRows = 168;       // MC: rows of A packed per task and depth block
+constexpr int64_t kPackedBElems = 1 << 20;   // packed B per column block: 4 MiB (L3)
+constexpr double kParallelFlops = 1 << 21;   // below this a GEMM runs on the calling thread
+
+template <class F>
+void parallel_tasks(int64_t n, bool par, const F& f) {
+  if (!par || n == 1) {
+    for (int64_t t = 0; t < n; ++t) f(t);
+    return;
+  }
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, 1),
+                    [&](const tbb::blocked_range<int64_t>& r) {
+                      for (int64_t t = r.begin(); t < r.end(); ++t) f(t);
+                    },
+                    tbb::simple_partitioner());
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Splits mp A-panels × sp B-slivers into nmb × nnb tasks for P threads, minimising the
+// estimated makespan (tasks run in waves of P; packing A costs ~half a sliver per panel).
+void partition(int64_t mp, int64_t sp, int64_t max_panels, int P, int64_t& nmb, int64_t& nnb) {
+  const int64_t nmb0 = ceil_div(mp, max_panels);
+  nmb = nmb0;
+  nnb = 1;
+  if (P <= 1) return;
+  double best = 1e300;
+  for (int64_t a = nmb0; a <= std::min(mp, nmb0 * 4 * P); ++a) {
+    for (int64_t b = 1; b <= std::min<int64_t>(sp, 4 * P); ++b) {
+      const double pm = double(ceil_div(mp, a)), sq = double(ceil_div(sp, b));
+      const double waves = double(ceil_div(a * b, P));
+      const double cost = waves * (pm * sq + 0.5 * pm + 1.0);
+      if (cost < best * 0.999) { best = cost; nmb = a; nnb = b; }
+    }
+  }
+}
+
+void run(const Job& g, bool allow_parallel) {
+  const CpuFeatures& f = cpu_features();
+  const Kernels& kr = f.avx512f ? *gemm_detail::kernels_avx512()
+                    : f.avx2    ? *gemm_detail::kernels_avx2()
+                                : kBaseKernels;
+  const Kernel kern = g.pairs ? kr.bf16 : kr.f32;
+  FT_CHECK(kern, "gemm: no bf16 kernel for ISA ", isa_name());
+  const int MR = kr.mr, NR = kr.nr;
+  const int64_t M = g.M, N = g.N;
+
+  const int64_t D = g.pairs ? (g.K + 1) / 2 : g.K;
+  const int64_t dmax = g.pairs ? kDepthBlock / 2 : kDepthBlock;
+  const int64_t nd = ceil_div(D, dmax), DC = ceil_div(D, nd);
+  const int64_t ncmax = std::max<int64_t>(NR, kPackedBElems / D / NR * NR);
+  const int64_t NC = ceil_div(ceil_div(N, ceil_div(N, ncmax)), NR) * NR;
+
+  const double flops = 2.0 * double(M) * double(N) * double(g.K);
+  const int P = allow_parallel && flops >= kParallelFlops ? num_threads() : 1;
+  const bool par = P > 1;
+
+  Scratch bbuf = pool().take();
+  uint32_t* Bp = bbuf.get(size_t(D) * size_t(NC));
+  const int64_t mp = ceil_div(M, MR);
+  const int64_t max_panels = std::max<int64_t>(1, kMaxPanelRows / MR);
+
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc), sp = ceil_div(nc, NR);
+    parallel_tasks(sp * nd, par && sp * nd > 1 && double(nc) * D > 32768, [&](int64_t t) {
+      const int64_t s = t / nd, d0 = (t % nd) * DC, dc = std::min(DC, D - d0);
+      pack_b(g, NR, d0, dc, jc + s * NR, int(std::min<int64_t>(NR, nc - s * NR)),
+             Bp + s * D * NR + d0 * NR);
+    });
+    int64_t nmb, nnb;
+    partition(mp, sp, max_panels, P, nmb, nnb);
+    parallel_tasks(nmb * nnb, par, [&](int64_t t) {
+      const int64_t mb = t / nnb, nb = t % nnb;
+      const int64_t p0 = mb * mp / nmb, p1 = (mb + 1) * mp / nmb;
+      const int64_t s0 = nb * sp / nnb, s1 = (nb + 1) * sp / nnb;
+      if (p0 == p1 || s0 == s1) return;
+      const int64_t i0 = p0 * MR, m = std::min(M, p1 * MR) - i0;
+      uint32_t* Ap = a_scratch().get(size_t((p1 - p0) * MR) * size_t(DC));
+      for (int64_t d0 = 0; d0 < D; d0 += DC) {
+        const int64_t dc = std::min(DC, D - d0);
+        pack_a(g, MR, i0, m, d0, dc, Ap);
+        const float beta = d0 == 0 ? g.beta : 1.0f;
+        for (int64_t s = s0; s < s1; ++s) {
+          const uint32_t* bs = Bp + s * D * NR + d0 * NR;
+          const int nn = int(std::min<int64_t>(NR, nc - s * NR));
+          float* cs = g.C + jc + s * NR;
+          for (int64_t p = p0; p < p1; ++p) {
+            const int mm = int(std::min<int64_t>(MR, M - p * MR));
+            kern(dc, Ap + (p - p0) * MR * dc, bs, cs + p * MR * g.ldc, g.ldc, mm, nn, g.alpha,
+                 beta);
+          }
+        }
+      }
+    });
+  }
+  pool().give(std::move(bbuf));
+}
+
+// C = beta·C on M×N (beta == 0 writes zeros without reading C).
+void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
+  if (beta == 1.0f) return;
+  for (int64_t i = 0; i < M; ++i) {
+    float* c = C + i * ldc;
+    if (beta == 0.0f)
+      std::fill(c, c + N, 0.0f);
+    else
+      for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+  }
+}
+
+void check_args(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A,
+                int64_t lda, const void* B, int64_t ldb, const float* C, int64_t ldc) {
+  FT_CHECK(M >= 0 && N >= 0 && K >= 0, op, ": negative size M=", M, " N=", N, " K=", K);
+  const int64_t wa = ta ? M : K, wb = tb ? K : N;
+  FT_CHECK(lda >= std::max<int64_t>(1, wa), op, ": lda=", lda, " is smaller than the row width ",
+           wa, " of A (", ta ? "trans_a, A is K×M" : "A is M×K", ", M=", M, " K=", K, ")");
+  FT_CHECK(ldb >= std::max<int64_t>(1, wb), op, ": ldb=", ldb, " is smaller than the row width ",
+           wb, " of B (", tb ? "trans_b, B is N×K" : "B is K×N", ", K=", K, " N=", N, ")");
+  FT_CHECK(ldc >= std::max<int64_t>(1, N), op, ": ldc=", ldc, " is smaller than N=", N);
+  FT_CHECK(M == 0 || N == 0 || C, op, ": C is null for a ", M, "×", N, " result");
+  FT_CHECK(M == 0 || N == 0 || K == 0 || (A && B), op, ": A or B is null (M=", M, " N=", N,
+           " K=", K, ")");
+}
+
+void gemm_any(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+              const float* A, int64_t lda, const void* B, bool b_bf16, int64_t ldb, float beta,
+              float* C, int64_t ldc, bool allow_parallel) {
+  check_args(op, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+  if (M == 0 || N == 0) return;
+  if (K == 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
+  Job g{ta, tb, M, N, K, alpha, beta, A, lda, B, ldb, b_bf16, b_bf16 && gemm_bf16w_rounds_a(),
+        C, ldc};
+  run(g, allow_parallel);
+}
+
+}  // namespace
+
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+           int64_t ldc) {
+  gemm_any("sgemm", trans_a, trans_b, M, N, K, alpha, A, lda, B, false, ldb, beta, C, ldc, true);
+}
+
+void gemm_bf16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                const float* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
+                int64_t ldc) {
+  gemm_any("gemm_bf16w", trans_a, trans_b, M, N, K, alpha, A, lda, B, true, ldb, beta, C, ldc,
+           true);
+}
+
+bool gemm_bf16w_rounds_a() { return cpu_features().avx512bf16; }
+
+void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
+                   float alpha, const float* A, int64_t lda, int64_t stride_a, const float* B,
+                   int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc,
+                   int64_t stride_c) {
+  FT_CHECK(batch >= 0, "sgemm_batched: negative batch ", batch);
+  if (batch == 0) return;
+  const int P = num_threads();
+  // Many items: one task per item (each runs serially). Few: items in turn, each parallel.
+  const bool per_item = P > 1 && batch >= 2 * P;
+  auto item = [&](int64_t b) {
+    gemm_any("sgemm_batched", trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda,
+             B + b * stride_b, false, ldb, beta, C + b * stride_c, ldc, !per_item);
+  };
+  if (!per_item) {
+    for (int64_t b = 0; b < batch; ++b) item(b);
+    return;
+  }
+  tbb::parallel_for(int64_t(0), batch, item);
+}
+
+}  // namespace ft

@@ -1,0 +1,43 @@
+#pragma once
+// ft's GEMM: every matmul in ft goes through these. Row-major, BLAS semantics:
+//   C[M×N] = alpha · op(A) · op(B) + beta · C
+// op(A) is M×K: A[i*lda + k], or with trans_a A is stored K×M and op(A)[i][k] = A[k*lda + i].
+// op(B) is K×N: B[k*ldb + j], or with trans_b B is stored N×K and op(B)[k][j] = B[j*ldb + k].
+// beta == 0: C is write-only (its old contents, even NaN/inf, are ignored).
+// alpha == 0 or K == 0: A and B are not read; C = beta·C.
+// Leading dimensions must be >= the stored row width (and >= 1); bad arguments throw ft::Error.
+//
+// Packed, cache-blocked (BLIS-style) with register-blocked micro-kernels chosen at run time
+// (autograd/cpu.h; FT_ISA overrides): AVX-512 14×32, AVX2 6×16, portable 4×16.
+// Parallel with TBB over blocks of C using every core (num_threads()); safe and not
+// oversubscribing when called from inside a TBB parallel region (nested tasks share the pool).
+// Summation order depends on K-blocking, not on the thread count: results are deterministic
+// for a given ISA path and shape.
+#include <cstdint>
+
+namespace ft {
+
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+           int64_t ldc);
+
+// Same, but B holds bf16 values (raw uint16_t bits; weights), A and C are fp32.
+// Precision: on CPUs with AVX512-BF16 (and FT_ISA allowing it) A is rounded to bf16
+// (round-to-nearest-even, relative error <= 2^-9 per element) and the products are accumulated
+// in fp32 with vdpbf16ps (bf16×bf16 products are exact in fp32; denormal inputs and outputs of
+// the instruction flush to zero). Elsewhere B is widened to fp32 exactly while packing and the
+// result is a plain fp32 GEMM of A with the bf16 values of B.
+// gemm_bf16w_rounds_a() tells which of the two the current ISA does.
+void gemm_bf16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                const float* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
+                int64_t ldc);
+bool gemm_bf16w_rounds_a();
+
+// batch independent sgemms: item b uses A + b*stride_a, B + b*stride_b, C + b*stride_c
+// (e.g. attention scores per head). Parallel over items and blocks within them.
+void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
+                   float alpha, const float* A, int64_t lda, int64_t stride_a, const float* B,
+                   int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc,
+                   int64_t stride_c);
+
+}  // namespace ft

@@ -1,0 +1,30 @@
+#pragma once
+// Internal to the GEMM (autograd/gemm*.cpp): the micro-kernel table each ISA file exports.
+// Included by *_avx2.cpp / *_avx512.cpp, so: no STL, only plain types.
+#include <cstddef>
+#include <cstdint>
+
+namespace ft::gemm_detail {
+
+// One register tile: C[m×n] (row-major, ldc; m <= mr, n <= nr) =
+//   alpha · Σ_d Apanel[d] ⊗ Bpanel[d] + beta · C        (beta == 0: C is not read)
+// over depth d < depth. Panels are packed with 4-byte elements:
+//   fp32 kernels:  Apanel[d*mr + r] = op(A)[r][d],  Bpanel[d*nr + j] = op(B)[d][j]   (float)
+//   bf16 kernels:  d counts k-pairs; Apanel[d*mr + r] = bf16 pair (op(A)[r][2d], op(A)[r][2d+1])
+//                  (low half = even k), Bpanel[d*nr + j] likewise for op(B)[2d..2d+1][j].
+// Rows r >= m and columns j >= n of the panels are zero padding; the kernel writes only m×n.
+// Panels are 64-byte aligned.
+using Kernel = void (*)(int64_t depth, const void* a, const void* b, float* c, int64_t ldc, int m,
+                        int n, float alpha, float beta);
+
+struct Kernels {
+  int mr, nr;
+  Kernel f32;   // fp32 × fp32 -> fp32 (FMA)
+  Kernel bf16;  // bf16 pairs × bf16 pairs -> fp32 (vdpbf16ps); null where the ISA has none
+};
+
+// One entry per ISA file.
+const Kernels* kernels_avx2();    // gemm_avx2.cpp
+const Kernels* kernels_avx512();  // gemm_avx512.cpp
+
+}  // namespace ft::gemm_detail
