@@ -1,0 +1,40 @@
+#pragma once
+// Crash-safe training state in HDF5 (one file per save):
+//   /params/<name>      float32 trainable weights
+//   /optimizer/<name>   optimiser moments (see Optimizer::state)
+//   attributes on "/":  format ("ft-training-state"), version, step, optimizer_steps,
+//                       rng_seed, rng_counter, settings (JSON), data (JSON: data-loader position),
+//                       extra (JSON: anything else the loop wants back, e.g. loss history)
+// Written to "<path>.tmp", flushed and fsync'd, then renamed over <path>: a reader sees either the
+// previous complete file or the new complete file, never a partial one.
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "autograd/random.h"
+#include "autograd/tensor.h"
+
+namespace ft {
+
+struct TrainingState {
+  int64_t step = 0;
+  int64_t optimizer_steps = 0;
+  RngState rng;
+  std::map<std::string, Tensor> params;
+  std::map<std::string, Tensor> optimizer;
+  nlohmann::json settings = nlohmann::json::object();
+  nlohmann::json data = nlohmann::json::object();
+  nlohmann::json extra = nlohmann::json::object();
+};
+
+void save_training_state(const std::string& path, const TrainingState& st);
+// Throws ft::Error naming the file (and dataset) when the file is missing, truncated or not a state.
+TrainingState load_training_state(const std::string& path);
+
+// fsync a file or directory by path (best effort for directories).
+void fsync_path(const std::string& path);
+// Atomically replaces `path` with `content` (tmp file + fsync + rename).
+void write_file_atomic(const std::string& path, const std::string& content);
+
+}  // namespace ft
