@@ -1,7 +1,6 @@
 // matmul (batched, transposes) and linear (x·Wᵀ + b) with their vector-Jacobian products.
-// All GEMMs go through gemm_f32 / gemm_w below, which call the dispatched kernels in autograd/gemm.h.
-#include <Eigen/Core>
-
+// All GEMMs go through the dispatched kernels in autograd/gemm.h.
+#include "autograd/gemm.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
 
@@ -9,33 +8,20 @@ namespace ft {
 
 namespace {
 
-// Row-major C[M×N] = alpha·op(A)·op(B) + beta·C (beta == 0 ignores C).
 void gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using CMap = Eigen::Map<const Mat, 0, Eigen::OuterStride<>>;
-  using MMap = Eigen::Map<Mat, 0, Eigen::OuterStride<>>;
-  // Split M across threads in row blocks.
-  int64_t blk = std::max<int64_t>(16, (M + 15) / 16);
-  parallel_range((M + blk - 1) / blk, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      int64_t m0 = b * blk, m = std::min(M, m0 + blk) - m0;
-      MMap c(C + m0 * ldc, m, N, Eigen::OuterStride<>(ldc));
-      if (beta == 0) c.setZero(); else if (beta != 1) c *= beta;
-      if (K == 0) continue;
-      if (!ta && !tb) c.noalias() += alpha * CMap(A + m0 * lda, m, K, Eigen::OuterStride<>(lda)) * CMap(B, K, N, Eigen::OuterStride<>(ldb));
-      else if (!ta && tb) c.noalias() += alpha * CMap(A + m0 * lda, m, K, Eigen::OuterStride<>(lda)) * CMap(B, N, K, Eigen::OuterStride<>(ldb)).transpose();
-      else if (ta && !tb) c.noalias() += alpha * CMap(A + m0, K, m, Eigen::OuterStride<>(lda)).transpose() * CMap(B, K, N, Eigen::OuterStride<>(ldb));
-      else c.noalias() += alpha * CMap(A + m0, K, m, Eigen::OuterStride<>(lda)).transpose() * CMap(B, N, K, Eigen::OuterStride<>(ldb)).transpose();
-    }
-  });
+  sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// Same with B given as a tensor that may be bf16 (frozen base weights). B is [rows, cols] row-major.
+// B given as a weight tensor [rows, cols] that may be bf16 (frozen base weights) or f16.
 void gemm_w(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
             const Tensor& B, float beta, float* C, int64_t ldc) {
+  if (B.dtype() == DType::BF16) {
+    gemm_bf16w(ta, tb, M, N, K, alpha, A, lda, B.data<uint16_t>(), B.size(1), beta, C, ldc);
+    return;
+  }
   Tensor b32 = f32c(B);
-  gemm_f32(ta, tb, M, N, K, alpha, A, lda, b32.data<float>(), B.size(1), beta, C, ldc);
+  sgemm(ta, tb, M, N, K, alpha, A, lda, b32.data<float>(), B.size(1), beta, C, ldc);
 }
 
 struct MatmulNode : Node {
@@ -118,10 +104,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
   if (shared_b && !ta) {
     gemm_f32(false, tb, nb * M, N, K, 1.f, pa, lda, pb, ldb, 0.f, po, N);
   } else {
-    int64_t sa = M * K, sb = shared_b ? 0 : K * N;
-    parallel_range(nb, 1, [&](int64_t s, int64_t e) {
-      for (int64_t i = s; i < e; ++i) gemm_f32(ta, tb, M, N, K, 1.f, pa + i * sa, lda, pb + i * sb, ldb, 0.f, po + i * M * N, N);
-    });
+    sgemm_batched(ta, tb, nb, M, N, K, 1.f, pa, lda, M * K, pb, ldb, shared_b ? 0 : K * N, 0.f, po, N, M * N);
   }
   if (should_record({&a_in, &b_in})) {
     auto node = std::make_shared<MatmulNode>();
