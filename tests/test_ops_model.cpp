@@ -1,0 +1,207 @@
+// Model ops: rms_norm, rope, cross_entropy(_sum).
+// Gradient checks: central differences in float32 (tests/gradcheck.h; h = 1e-2, tolerance
+// |err| <= 2e-3 + 2e-2·|numeric| unless a test says otherwise). Forwards (and the cross-entropy
+// gradient) are compared with naive double-precision references. Kernels that have AVX-512 / AVX2 /
+// baseline variants are run on every path this CPU has (set_isa).
+#include <cmath>
+#include <string>
+
+#include "autograd/cpu.h"
+#include "gradcheck.h"
+
+using namespace ft;
+using namespace ft::testing;
+
+namespace {
+
+// Runs f once per ISA level available here, restoring the level in effect afterwards.
+template <class F>
+void for_each_isa(F f) {
+  std::string prev = isa_name();
+  for (const char* lvl : {"baseline", "avx2", "avx512"}) {
+    set_isa(lvl);
+    SCOPED_TRACE(std::string("isa ") + isa_name());
+    f();
+  }
+  set_isa(prev);
+}
+
+// ---- cross-entropy reference (double) ----
+struct CeRef { double loss = 0; std::vector<double> grad; int64_t count = 0; };
+CeRef ce_ref(const std::vector<float>& x, const std::vector<int32_t>& t, int64_t V, int32_t ignore, bool mean) {
+  int64_t N = int64_t(t.size());
+  CeRef r;
+  r.grad.assign(size_t(N * V), 0.0);
+  for (int64_t i = 0; i < N; ++i) r.count += t[size_t(i)] != ignore;
+  double f = mean ? (r.count ? 1.0 / double(r.count) : 0.0) : 1.0;
+  for (int64_t i = 0; i < N; ++i) {
+    if (t[size_t(i)] == ignore) continue;
+    const float* xr = x.data() + i * V;
+    double m = -INFINITY, s = 0;
+    for (int64_t j = 0; j < V; ++j) m = std::max(m, double(xr[j]));
+    for (int64_t j = 0; j < V; ++j) s += std::exp(double(xr[j]) - m);
+    double lse = m + std::log(s);
+    r.loss += (lse - xr[t[size_t(i)]]) * f;
+    for (int64_t j = 0; j < V; ++j) r.grad[size_t(i * V + j)] = std::exp(double(xr[j]) - lse) * f;
+    r.grad[size_t(i * V + t[size_t(i)])] -= f;
+  }
+  return r;
+}
+
+// Forward and gradient of cross_entropy(_sum) against the double reference.
+void check_ce(const Tensor& logits_in, const std::vector<int32_t>& t, int32_t ignore, bool mean, double loss_rtol,
+              double grad_atol) {
+  int64_t V = logits_in.size(-1), N = int64_t(t.size());
+  Tensor logits = logits_in.detach();
+  logits.set_requires_grad(true);
+  Tensor tt = Tensor::from_ids(t, {N});
+  Tensor loss = mean ? cross_entropy(logits, tt, ignore) : cross_entropy_sum(logits, tt, ignore);
+  EXPECT_EQ(loss.dim(), 0);
+  CeRef ref = ce_ref(logits.contiguous().to_vector(), t, V, ignore, mean);
+  EXPECT_NEAR(loss.item(), ref.loss, loss_rtol * std::max(1.0, std::abs(ref.loss)));
+  loss.backward();
+  std::vector<float> g = logits.grad().to_vector();
+  ASSERT_EQ(g.size(), ref.grad.size());
+  double worst = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(g[i])) << "gradient element " << i;
+    worst = std::max(worst, std::abs(g[i] - ref.grad[i]));
+  }
+  EXPECT_LE(worst, grad_atol);
+}
+
+std::vector<int32_t> random_targets(int64_t n, int64_t V, uint64_t seed, int every_ignored, int32_t ignore) {
+  std::vector<float> u = Tensor::uniform({n}, seed, 0.f, 1.f).to_vector();
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    t[size_t(i)] = (every_ignored && i % every_ignored == 1) ? ignore : std::min<int32_t>(int32_t(u[size_t(i)] * float(V)), int32_t(V - 1));
+  return t;
+}
+
+}  // namespace
+
+// ================================================================================= cross-entropy
+
+TEST(CrossEntropy, GradCheckOddShapes) {
+  for (auto [N, V] : std::vector<std::pair<int64_t, int64_t>>{{5, 7}, {1, 1}, {3, 1}, {13, 33}, {2, 2}}) {
+    SCOPED_TRACE("N=" + std::to_string(N) + " V=" + std::to_string(V));
+    Tensor tt = Tensor::from_ids(random_targets(N, V, 3, 3, -100), {N});
+    for (bool mean : {false, true})
+      check_grad([&](auto& v) { return mean ? cross_entropy(v[0], tt) : cross_entropy_sum(v[0], tt); }, {param({N, V}, 1, 2.f)});
+  }
+  // Leading dims are flattened: logits [B, T, V] with targets [B, T].
+  Tensor t3 = Tensor::from_ids({0, 4, -100, 2, 1, 3}, {2, 3});
+  check_grad([&](auto& v) { return cross_entropy(v[0], t3); }, {param({2, 3, 5}, 2)});
+}
+
+TEST(CrossEntropy, MatchesDoubleReferenceOnEveryIsa) {
+  for_each_isa([] {
+    for (auto [N, V] : std::vector<std::pair<int64_t, int64_t>>{{37, 1000}, {9, 17}, {4, 1}, {3, 64}}) {
+      Tensor x = Tensor::randn({N, V}, 11, 3.f);
+      check_ce(x, random_targets(N, V, 5, 4, -100), -100, false, 1e-5, 1e-6);
+      check_ce(x, random_targets(N, V, 6, 3, 7), 7, true, 1e-5, 1e-6);
+    }
+  });
+}
+
+TEST(CrossEntropy, VocabularyOf50kAndHugeLogits) {
+  for_each_isa([] {
+    int64_t V = 50257;
+    Tensor x = Tensor::randn({3, V}, 21, 4.f);
+    check_ce(x, {50256, 0, 12345}, -100, true, 1e-5, 1e-7);
+    // ±1e4 logits: no inf/NaN, exact where the target is the argmax, softmax concentrated correctly.
+    Tensor h = Tensor::from_vector({1e4f, -1e4f, 0.f, 1e4f - 2.f, -1e4f, -1e4f, 1e4f, 9999.f,
+                                    -1e4f, -1e4f, -1e4f, -1e4f}, {3, 4});
+    check_ce(h, {0, 1, 2}, -100, false, 1e-6, 1e-6);
+    Tensor l = cross_entropy_sum(h, Tensor::from_ids({0, 2, 3}, {3}));
+    double expect = std::log1p(std::exp(-2.0)) + std::log1p(std::exp(-1.0)) + std::log(4.0);
+    EXPECT_NEAR(l.item(), expect, 1e-5);
+  });
+}
+
+TEST(CrossEntropy, IgnoredRowsAndNothingSupervised) {
+  Tensor x = param({4, 6}, 3);
+  Tensor all_ign = Tensor::from_ids({-100, -100, -100, -100}, {4});
+  for (bool mean : {false, true}) {
+    x.zero_grad();
+    Tensor l = mean ? cross_entropy(x, all_ign) : cross_entropy_sum(x, all_ign);
+    EXPECT_EQ(l.item(), 0.f);
+    l.backward();
+    ASSERT_TRUE(x.grad().defined());
+    for (float g : x.grad().to_vector()) EXPECT_EQ(g, 0.f);
+  }
+  // Ignored rows get exactly zero gradient; the mean divides by the supervised count only.
+  Tensor t = Tensor::from_ids({2, -100, 5, -100}, {4});
+  x.zero_grad();
+  Tensor l = cross_entropy(x, t);
+  EXPECT_NEAR(l.item(), 0.5 * cross_entropy_sum(x.detach(), t).item(), 1e-6);
+  l.backward();
+  std::vector<float> g = x.grad().to_vector();
+  for (int j = 0; j < 6; ++j) {
+    EXPECT_EQ(g[size_t(6 + j)], 0.f);
+    EXPECT_EQ(g[size_t(18 + j)], 0.f);
+  }
+}
+
+TEST(CrossEntropy, StridedBf16AndInt64Inputs) {
+  int64_t N = 5, V = 11;
+  Tensor wide = Tensor::randn({N, V + 3}, 8, 2.f);
+  Tensor view = wide.slice(1, 0, V);  // row stride V + 3: read in place
+  ASSERT_FALSE(view.is_contiguous());
+  std::vector<int32_t> t = {1, 10, 0, -100, 7};
+  Tensor dense = view.contiguous();
+  float a = cross_entropy_sum(view, Tensor::from_ids(t, {N})).item();
+  EXPECT_FLOAT_EQ(a, cross_entropy_sum(dense, Tensor::from_ids(t, {N})).item());
+  check_ce(view, t, -100, false, 1e-5, 1e-6);
+  Tensor ids64 = Tensor::empty({N}, DType::I64);
+  for (int64_t i = 0; i < N; ++i) ids64.data<int64_t>()[i] = t[size_t(i)];
+  EXPECT_FLOAT_EQ(cross_entropy_sum(dense, ids64).item(), a);
+  Tensor b16 = dense.to(DType::BF16);
+  check_ce(b16.to(DType::F32), t, -100, false, 1e-5, 1e-6);
+  EXPECT_FLOAT_EQ(cross_entropy_sum(b16, Tensor::from_ids(t, {N})).item(),
+                  cross_entropy_sum(b16.to(DType::F32), Tensor::from_ids(t, {N})).item());
+}
+
+TEST(CrossEntropy, BadTargetsAndShapesAreErrors) {
+  Tensor x = Tensor::randn({3, 5}, 1);
+  try {
+    cross_entropy_sum(x, Tensor::from_ids({0, 5, 1}, {3}));
+    ADD_FAILURE() << "no error for target 5 with V = 5";
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("target id 5"), std::string::npos) << m;
+    EXPECT_NE(m.find("row 1"), std::string::npos) << m;
+  }
+  EXPECT_THROW(cross_entropy(x, Tensor::from_ids({0, -1, 1}, {3})), Error);
+  EXPECT_THROW(cross_entropy(x, Tensor::from_ids({0, 1}, {2})), Error);
+  EXPECT_THROW(cross_entropy(x, Tensor::randn({3}, 2)), Error);  // float targets
+  EXPECT_THROW(cross_entropy(Tensor::randn({3, 0}, 1), Tensor::from_ids({0, 0, 0}, {3})), Error);
+}
+
+TEST(CrossEntropy, AllocatesOnlyTheGradient) {
+  const int64_t N = 64, V = 8192, D = 16;
+  const int64_t nv_bytes = N * V * int64_t(sizeof(float));
+  Tensor logits = Tensor::randn({N, V}, 4);
+  logits.set_requires_grad(true);
+  Tensor t = Tensor::from_ids(random_targets(N, V, 9, 5, -100), {N});
+  int64_t base = memory_stats().current;
+  reset_peak_memory();
+  Tensor loss = cross_entropy(logits, t);
+  EXPECT_LE(memory_stats().peak - base, 64 * N);  // O(N): the saved row statistics and targets
+  // The node's backward: the gradient is the only [N, V] allocation.
+  base = memory_stats().current;
+  reset_peak_memory();
+  {
+    std::vector<Tensor> g = loss.grad_fn()->backward(Tensor::full({}, 1.f));
+    ASSERT_EQ(g.size(), 1u);
+    EXPECT_EQ(g[0].shape(), logits.shape());
+  }
+  EXPECT_LE(memory_stats().peak - base, nv_bytes + 64 * N);
+  // End to end as in a model: logits = linear(h, frozen W); backward allocates dlogits and dh only.
+  Tensor h = param({N, D}, 5), w = Tensor::randn({V, D}, 6);
+  Tensor lg = linear(h, w);
+  base = memory_stats().current;
+  reset_peak_memory();
+  cross_entropy(lg, t).backward();
+  EXPECT_LE(memory_stats().peak - base, nv_bytes + nv_bytes / 20);
+}
