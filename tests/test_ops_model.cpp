@@ -205,3 +205,111 @@ TEST(CrossEntropy, AllocatesOnlyTheGradient) {
   cross_entropy(lg, t).backward();
   EXPECT_LE(memory_stats().peak - base, nv_bytes + nv_bytes / 20);
 }
+
+// ================================================================================= rms_norm
+
+namespace {
+// Double-precision RMSNorm forward and vjp for x [R, D], weight w (already as floats), upstream g.
+struct NormRef { std::vector<double> y, dx, dw; };
+NormRef norm_ref(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& g, int64_t D,
+                 double eps, bool plus_one) {
+  int64_t R = int64_t(x.size()) / D;
+  NormRef r;
+  r.y.resize(x.size());
+  r.dx.resize(x.size());
+  r.dw.assign(size_t(D), 0.0);
+  for (int64_t i = 0; i < R; ++i) {
+    const float* xr = x.data() + i * D;
+    const float* gr = g.data() + i * D;
+    double ss = 0, gwx = 0;
+    for (int64_t j = 0; j < D; ++j) ss += double(xr[j]) * xr[j];
+    double rs = 1.0 / std::sqrt(ss / double(D) + eps);
+    for (int64_t j = 0; j < D; ++j) {
+      double wj = plus_one ? 1.0 + w[size_t(j)] : double(w[size_t(j)]);
+      r.y[size_t(i * D + j)] = xr[j] * rs * wj;
+      gwx += double(gr[j]) * wj * xr[j];
+      r.dw[size_t(j)] += double(gr[j]) * xr[j] * rs;
+    }
+    for (int64_t j = 0; j < D; ++j) {
+      double wj = plus_one ? 1.0 + w[size_t(j)] : double(w[size_t(j)]);
+      r.dx[size_t(i * D + j)] = rs * gr[j] * wj - xr[j] * rs * rs * rs * gwx / double(D);
+    }
+  }
+  return r;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::abs(double(a[i]) - b[i]));
+  return m;
+}
+}  // namespace
+
+TEST(RmsNorm, GradCheckOddShapes) {
+  for (bool plus_one : {false, true}) {
+    for (Shape s : std::vector<Shape>{{3, 7}, {13, 33}, {2, 3, 33}, {1, 1, 1, 7}, {9, 1, 7}, {2, 3, 4, 8}}) {
+      SCOPED_TRACE(shape_str(s) + (plus_one ? " plus_one" : ""));
+      int64_t D = s.back();
+      check_grad([&](auto& v) { return rms_norm(v[0], v[1], 1e-5f, plus_one); }, {param(s, 1), param({D}, 2)});
+      // Frozen weight (bf16 base weight): only dx.
+      Tensor w16 = Tensor::randn({D}, 3).to(DType::BF16);
+      check_grad([&](auto& v) { return rms_norm(v[0], w16, 1e-5f, plus_one); }, {param(s, 4)});
+    }
+    // D = 1: y = x / sqrt(x² + eps)·w' is smooth only for a large eps relative to h².
+    check_grad([&](auto& v) { return rms_norm(v[0], v[1], 0.5f, plus_one); }, {param({5, 1}, 5), param({1}, 6)});
+  }
+}
+
+TEST(RmsNorm, MatchesDoubleReferenceOnEveryIsa) {
+  for_each_isa([] {
+    for (auto [R, D] : std::vector<std::pair<int64_t, int64_t>>{{37, 576}, {300, 129}, {5, 1}, {130, 7}, {1, 33}}) {
+      for (bool plus_one : {false, true}) {
+        for (DType wt : {DType::F32, DType::BF16}) {
+          SCOPED_TRACE("R=" + std::to_string(R) + " D=" + std::to_string(D) + (plus_one ? " plus_one " : " ") + dtype_name(wt));
+          Tensor x = param({R, D}, 7, 2.f);
+          Tensor w = Tensor::randn({D}, 8, 0.5f).to(wt);
+          w.set_requires_grad(true);
+          Tensor g = Tensor::randn({R, D}, 9);
+          Tensor y = rms_norm(x, w, 1e-6f, plus_one);
+          y.backward(g);
+          NormRef ref = norm_ref(x.to_vector(), w.to(DType::F32).to_vector(), g.to_vector(), D, 1e-6, plus_one);
+          // Values are O(1..10); dw sums up to 300 rows (observed worst: 8e-7, 4e-7, 5e-6).
+          EXPECT_LE(max_abs_diff(y.to_vector(), ref.y), 3e-6);
+          EXPECT_LE(max_abs_diff(x.grad().to_vector(), ref.dx), 1.5e-6);
+          EXPECT_LE(max_abs_diff(w.grad().to_vector(), ref.dw), 2e-5);
+        }
+      }
+    }
+  });
+}
+
+TEST(RmsNorm, WeightGradientIsDeterministicAcrossThreadCounts) {
+  Tensor x = param({1000, 96}, 1), w = param({96}, 2);
+  Tensor g = Tensor::randn({1000, 96}, 3);
+  std::vector<std::vector<float>> dws;
+  for (int threads : {1, 2, 0}) {
+    set_num_threads(threads);
+    w.zero_grad();
+    rms_norm(x, w, 1e-6f, true).backward(g);
+    dws.push_back(w.grad().to_vector());
+  }
+  set_num_threads(0);
+  EXPECT_EQ(dws[0], dws[1]);
+  EXPECT_EQ(dws[0], dws[2]);
+}
+
+TEST(RmsNorm, HeadNormOnFourDimsAndErrors) {
+  // q_norm / k_norm: [B, T, H, D] normalised over D with a [D] weight, same as rows of D.
+  Tensor q = Tensor::randn({2, 3, 4, 8}, 1), w = Tensor::randn({8}, 2);
+  std::vector<float> a = rms_norm(q, w, 1e-6f).to_vector(), b = rms_norm(q.view({24, 8}), w, 1e-6f).to_vector();
+  EXPECT_EQ(a, b);
+  // Strided input (a transposed view) is read correctly.
+  Tensor xt = Tensor::randn({6, 5}, 3).transpose(0, 1);
+  EXPECT_EQ(rms_norm(xt, Tensor::randn({6}, 4), 1e-6f).to_vector(),
+            rms_norm(xt.contiguous(), Tensor::randn({6}, 4), 1e-6f).to_vector());
+  EXPECT_THROW(rms_norm(q, Tensor::randn({7}, 2), 1e-6f), Error);
+  EXPECT_THROW(rms_norm(q, Tensor::randn({2, 4}, 2), 1e-6f), Error);
+  EXPECT_THROW(rms_norm(Tensor::from_ids({1, 2}, {1, 2}), Tensor::randn({2}, 2), 1e-6f), Error);
+  EXPECT_THROW(rms_norm(q, w, -1.f), Error);
+}
