@@ -68,7 +68,7 @@ void base_kernel(int64_t depth, const void* ap, const void* bp, float* c, int64_
   }
 }
 
-const Kernels kBaseKernels = {kBaseMR, kBaseNR, base_kernel, nullptr};
+const Kernels kBaseKernels = {kBaseMR, kBaseNR, base_kernel, nullptr, nullptr};
 
 // ---------------------------------------------------------------- scratch memory
 struct FreeDeleter {
@@ -135,97 +135,69 @@ struct Job {
 
 inline uint32_t pair(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
 
-// op(A)[i0 .. i0+m) × depth [d0, d0+dc) into ceil(m/mr) panels of dc×mr (zero padded).
-void pack_a(const Job& g, int mr, int64_t i0, int64_t m, int64_t d0, int64_t dc, uint32_t* dst) {
-  for (int64_t p = 0; p < m; p += mr, dst += dc * mr) {
-    const int mm = int(std::min<int64_t>(mr, m - p));
-    const int64_t row = i0 + p;
-    if (!g.pairs) {
-      float* o = reinterpret_cast<float*>(dst);
-      if (g.ta) {
-        for (int64_t d = 0; d < dc; ++d) {
-          const float* s = g.A + (d0 + d) * g.lda + row;
-          float* od = o + d * mr;
-          for (int r = 0; r < mm; ++r) od[r] = s[r];
-          for (int r = mm; r < mr; ++r) od[r] = 0.0f;
-        }
-      } else {
-        for (int r = 0; r < mm; ++r) {
-          const float* s = g.A + (row + r) * g.lda + d0;
-          for (int64_t d = 0; d < dc; ++d) o[d * mr + r] = s[d];
-        }
-        for (int r = mm; r < mr; ++r)
-          for (int64_t d = 0; d < dc; ++d) o[d * mr + r] = 0.0f;
-      }
+// Portable packer (semantics: gemm_detail::PackFn).
+void pack_portable(const void* src, int64_t ld, bool src_bf16, bool lanes_are_rows, bool pairs,
+                   int w, int n, int64_t kc, uint32_t* dst) {
+  const float* sf = static_cast<const float*>(src);
+  const uint16_t* sh = static_cast<const uint16_t*>(src);
+  auto at = [&](int64_t k, int64_t x) {
+    const int64_t i = lanes_are_rows ? x * ld + k : k * ld + x;
+    return src_bf16 ? bf16_to_f32(sh[i]) : sf[i];
+  };
+  auto bits = [&](int64_t k, int64_t x) -> uint16_t {  // bf16 of element (k, x); 0 past kc
+    if (k >= kc) return 0;
+    if (src_bf16) return sh[lanes_are_rows ? x * ld + k : k * ld + x];
+    return f32_to_bf16(at(k, x));
+  };
+  if (!pairs) {
+    float* o = reinterpret_cast<float*>(dst);
+    if (lanes_are_rows) {
+      for (int x = 0; x < n; ++x)
+        for (int64_t k = 0; k < kc; ++k) o[k * w + x] = at(k, x);
     } else {
-      for (int64_t d = 0; d < dc; ++d) {
-        const int64_t k = 2 * (d0 + d);
-        const bool has2 = k + 1 < g.K;
-        uint32_t* od = dst + d * mr;
-        for (int r = 0; r < mm; ++r)
-          od[r] = pair(f32_to_bf16(g.a(row + r, k)), has2 ? f32_to_bf16(g.a(row + r, k + 1)) : 0);
-        for (int r = mm; r < mr; ++r) od[r] = 0;
-      }
+      for (int64_t k = 0; k < kc; ++k)
+        for (int x = 0; x < n; ++x) o[k * w + x] = at(k, x);
     }
+    for (int64_t k = 0; k < kc; ++k)
+      for (int x = n; x < w; ++x) o[k * w + x] = 0.0f;
+    return;
+  }
+  const int64_t units = (kc + 1) / 2;
+  for (int64_t d = 0; d < units; ++d) {
+    uint32_t* od = dst + d * w;
+    for (int x = 0; x < n; ++x) od[x] = pair(bits(2 * d, x), bits(2 * d + 1, x));
+    for (int x = n; x < w; ++x) od[x] = 0;
   }
 }
 
-// op(B)[depth [d0, d0+dc), columns j0 .. j0+n) (n <= nr) into one dc×nr sliver (zero padded).
-void pack_b(const Job& g, int nr, int64_t d0, int64_t dc, int64_t j0, int n, uint32_t* dst) {
-  if (g.pairs) {  // B is bf16
-    const uint16_t* B = static_cast<const uint16_t*>(g.B);
-    for (int64_t d = 0; d < dc; ++d) {
-      const int64_t k = 2 * (d0 + d);
-      const bool has2 = k + 1 < g.K;
-      uint32_t* od = dst + d * nr;
-      if (g.tb) {
-        for (int j = 0; j < n; ++j) {
-          const uint16_t* s = B + (j0 + j) * g.ldb + k;
-          od[j] = pair(s[0], has2 ? s[1] : 0);
-        }
-      } else {
-        const uint16_t* s0 = B + k * g.ldb + j0;
-        const uint16_t* s1 = s0 + g.ldb;
-        for (int j = 0; j < n; ++j) od[j] = pair(s0[j], has2 ? s1[j] : 0);
-      }
-      for (int j = n; j < nr; ++j) od[j] = 0;
-    }
-    return;
+// op(A) rows [i0, i0+m) × depth units [d0, d0+dc) into ceil(m/mr) panels of dc×mr.
+void pack_a(const Job& g, const Kernels& kr, int64_t i0, int64_t m, int64_t d0, int64_t dc,
+            uint32_t* dst) {
+  const gemm_detail::PackFn pk = kr.pack ? kr.pack : pack_portable;
+  const int64_t k0 = g.pairs ? 2 * d0 : d0, kc = std::min(g.pairs ? 2 * dc : dc, g.K - k0);
+  for (int64_t p = 0; p < m; p += kr.mr, dst += dc * kr.mr) {
+    const int64_t row = i0 + p;
+    const float* src = g.ta ? g.A + k0 * g.lda + row : g.A + row * g.lda + k0;
+    pk(src, g.lda, false, !g.ta, g.pairs, kr.mr, int(std::min<int64_t>(kr.mr, m - p)), kc, dst);
   }
-  float* o = reinterpret_cast<float*>(dst);
-  if (g.b_bf16) {
-    const uint16_t* B = static_cast<const uint16_t*>(g.B);
-    if (g.tb) {
-      for (int j = 0; j < n; ++j) {
-        const uint16_t* s = B + (j0 + j) * g.ldb + d0;
-        for (int64_t d = 0; d < dc; ++d) o[d * nr + j] = bf16_to_f32(s[d]);
-      }
-    } else {
-      for (int64_t d = 0; d < dc; ++d) {
-        const uint16_t* s = B + (d0 + d) * g.ldb + j0;
-        for (int j = 0; j < n; ++j) o[d * nr + j] = bf16_to_f32(s[j]);
-      }
-    }
-  } else {
-    const float* B = static_cast<const float*>(g.B);
-    if (g.tb) {
-      for (int j = 0; j < n; ++j) {
-        const float* s = B + (j0 + j) * g.ldb + d0;
-        for (int64_t d = 0; d < dc; ++d) o[d * nr + j] = s[d];
-      }
-    } else {
-      for (int64_t d = 0; d < dc; ++d) std::memcpy(o + d * nr, B + (d0 + d) * g.ldb + j0, n * 4);
-    }
-  }
-  if (n < nr)
-    for (int64_t d = 0; d < dc; ++d)
-      for (int j = n; j < nr; ++j) o[d * nr + j] = 0.0f;
+}
+
+// op(B) depth units [d0, d0+dc) × columns [j0, j0+n) (n <= nr) into one dc×nr sliver.
+void pack_b(const Job& g, const Kernels& kr, int64_t d0, int64_t dc, int64_t j0, int n,
+            uint32_t* dst) {
+  const gemm_detail::PackFn pk = kr.pack ? kr.pack : pack_portable;
+  const int64_t k0 = g.pairs ? 2 * d0 : d0, kc = std::min(g.pairs ? 2 * dc : dc, g.K - k0);
+  const int64_t off = g.tb ? j0 * g.ldb + k0 : k0 * g.ldb + j0;
+  const void* src = g.b_bf16 ? static_cast<const void*>(static_cast<const uint16_t*>(g.B) + off)
+                             : static_cast<const void*>(static_cast<const float*>(g.B) + off);
+  pk(src, g.ldb, g.b_bf16, g.tb, g.pairs, kr.nr, n, kc, dst);
 }
 
 // ---------------------------------------------------------------- blocking and parallel driver
-constexpr int64_t kDepthBlock = 512;         // k per depth block (A block ~ MC×512 floats in L2)
-constexpr int64_t kMaxPanelRows = 168;       // MC: rows of A packed per task and depth block
+static int64_t kDepthBlock = getenv("FT_GEMM_KC") ? atoi(getenv("FT_GEMM_KC")) : 512;
+static int64_t kMaxPanelRows = getenv("FT_GEMM_MC") ? atoi(getenv("FT_GEMM_MC")) : 168;
 constexpr int64_t kPackedBElems = 1 << 20;   // packed B per column block: 4 MiB (L3)
+constexpr int64_t kPackedAElems = 1 << 21;   // op(A) packed once up front if it fits in 8 MiB
 constexpr double kParallelFlops = 1 << 21;   // below this a GEMM runs on the calling thread
 
 template <class F>
@@ -272,7 +244,7 @@ void run(const Job& g, bool allow_parallel) {
   const int64_t M = g.M, N = g.N;
 
   const int64_t D = g.pairs ? (g.K + 1) / 2 : g.K;
-  const int64_t dmax = g.pairs ? kDepthBlock / 2 : kDepthBlock;
+  const int64_t dmax = kDepthBlock;
   const int64_t nd = ceil_div(D, dmax), DC = ceil_div(D, nd);
   const int64_t ncmax = std::max<int64_t>(NR, kPackedBElems / D / NR * NR);
   const int64_t NC = ceil_div(ceil_div(N, ceil_div(N, ncmax)), NR) * NR;
@@ -281,19 +253,37 @@ void run(const Job& g, bool allow_parallel) {
   const int P = allow_parallel && flops >= kParallelFlops ? num_threads() : 1;
   const bool par = P > 1;
 
-  Scratch bbuf = pool().take();
+  Scratch bbuf = pool().take(), abuf;
   uint32_t* Bp = bbuf.get(size_t(D) * size_t(NC));
   const int64_t mp = ceil_div(M, MR);
   const int64_t max_panels = std::max<int64_t>(1, kMaxPanelRows / MR);
+
+  // Pack all of op(A) once when it would otherwise be packed repeatedly (several column
+  // blocks or several column ranges per row block) and fits: depth block at d0 holds the
+  // mp panels of dc×MR at Apk + d0·mp·MR.
+  int64_t nmb, nnb;
+  partition(mp, ceil_div(std::min(NC, N), NR), max_panels, P, nmb, nnb);
+  uint32_t* Apk = nullptr;
+  if ((N > NC || nnb > 1) && mp * MR * D <= kPackedAElems) {
+    abuf = pool().take();
+    Apk = abuf.get(size_t(mp * MR) * size_t(D));
+    const int64_t pg = ceil_div(mp, std::max<int64_t>(1, 4 * P / nd));  // panels per task
+    const int64_t ng = ceil_div(mp, pg);
+    parallel_tasks(ng * nd, par, [&](int64_t t) {
+      const int64_t p0 = (t / nd) * pg, p1 = std::min(mp, p0 + pg);
+      const int64_t d0 = (t % nd) * DC, dc = std::min(DC, D - d0);
+      pack_a(g, kr, p0 * MR, std::min(M, p1 * MR) - p0 * MR, d0, dc,
+             Apk + d0 * mp * MR + p0 * MR * dc);
+    });
+  }
 
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc), sp = ceil_div(nc, NR);
     parallel_tasks(sp * nd, par && sp * nd > 1 && double(nc) * D > 32768, [&](int64_t t) {
       const int64_t s = t / nd, d0 = (t % nd) * DC, dc = std::min(DC, D - d0);
-      pack_b(g, NR, d0, dc, jc + s * NR, int(std::min<int64_t>(NR, nc - s * NR)),
+      pack_b(g, kr, d0, dc, jc + s * NR, int(std::min<int64_t>(NR, nc - s * NR)),
              Bp + s * D * NR + d0 * NR);
     });
-    int64_t nmb, nnb;
     partition(mp, sp, max_panels, P, nmb, nnb);
     parallel_tasks(nmb * nnb, par, [&](int64_t t) {
       const int64_t mb = t / nnb, nb = t % nnb;
@@ -301,10 +291,11 @@ void run(const Job& g, bool allow_parallel) {
       const int64_t s0 = nb * sp / nnb, s1 = (nb + 1) * sp / nnb;
       if (p0 == p1 || s0 == s1) return;
       const int64_t i0 = p0 * MR, m = std::min(M, p1 * MR) - i0;
-      uint32_t* Ap = a_scratch().get(size_t((p1 - p0) * MR) * size_t(DC));
+      uint32_t* At = Apk ? nullptr : a_scratch().get(size_t((p1 - p0) * MR) * size_t(DC));
       for (int64_t d0 = 0; d0 < D; d0 += DC) {
         const int64_t dc = std::min(DC, D - d0);
-        pack_a(g, MR, i0, m, d0, dc, Ap);
+        const uint32_t* Ap = Apk ? Apk + d0 * mp * MR + p0 * MR * dc : At;
+        if (!Apk) pack_a(g, kr, i0, m, d0, dc, At);
         const float beta = d0 == 0 ? g.beta : 1.0f;
         for (int64_t s = s0; s < s1; ++s) {
           const uint32_t* bs = Bp + s * D * NR + d0 * NR;
@@ -319,6 +310,7 @@ void run(const Job& g, bool allow_parallel) {
       }
     });
   }
+  if (Apk) pool().give(std::move(abuf));
   pool().give(std::move(bbuf));
 }
 

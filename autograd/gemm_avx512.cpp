@@ -41,7 +41,13 @@ void kernel_f32(int64_t depth, const void* ap, const void* bp, float* c, int64_t
   const float* b = static_cast<const float*>(bp);
   __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 14
-  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  for (int r = 0; r < MR; ++r) {
+    acc0[r] = acc1[r] = _mm512_setzero_ps();
+    if (r < m) {  // the C tile is usually far (L3/DRAM): fetch it while the tile is computed
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + NR - 1), _MM_HINT_T0);
+    }
+  }
   for (int64_t d = 0; d < depth; ++d) {
     const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 #pragma GCC unroll 14
@@ -62,7 +68,13 @@ void kernel_bf16(int64_t depth, const void* ap, const void* bp, float* c, int64_
   const uint32_t* b = static_cast<const uint32_t*>(bp);
   __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 14
-  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  for (int r = 0; r < MR; ++r) {
+    acc0[r] = acc1[r] = _mm512_setzero_ps();
+    if (r < m) {  // the C tile is usually far (L3/DRAM): fetch it while the tile is computed
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + NR - 1), _MM_HINT_T0);
+    }
+  }
   for (int64_t d = 0; d < depth; ++d) {
     const __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 16);
 #pragma GCC unroll 14
@@ -77,7 +89,128 @@ void kernel_bf16(int64_t depth, const void* ap, const void* bp, float* c, int64_
   store_tile(acc0, acc1, c, ldc, m, n, alpha, beta);
 }
 
-const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, kernel_bf16};
+// ---------------------------------------------------------------- packing (see PackFn)
+inline __mmask16 mask16(int64_t n) { return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1); }
+inline __mmask32 mask32(int64_t n) { return n >= 32 ? __mmask32(0xffffffffu) : n <= 0 ? __mmask32(0) : __mmask32((1u << n) - 1); }
+
+// In-register transpose of a 16×16 block of 32-bit elements: r[i][j] -> r[j][i].
+inline void transpose16(__m512i* r) {
+  __m512i t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {  // r[4i + c]: rows 4i..4i+3 of columns c + 4·(128-bit lane)
+    r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {
+    const __m512i a = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88);
+    const __m512i b = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
+    const __m512i cc = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
+    const __m512i dd = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
+    t[c] = _mm512_shuffle_i32x4(a, cc, 0x88);
+    t[c + 8] = _mm512_shuffle_i32x4(a, cc, 0xdd);
+    t[c + 4] = _mm512_shuffle_i32x4(b, dd, 0x88);
+    t[c + 12] = _mm512_shuffle_i32x4(b, dd, 0xdd);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// 16 depth units of one source row (lanes_are_rows), starting at unit u0, as 32-bit elements.
+template <bool SB, bool PR>
+inline __m512i load_units(const void* row, int64_t u0, int64_t kc) {
+  if (!PR) {
+    if (SB) {
+      const __m256i h = _mm256_maskz_loadu_epi16(mask16(kc - u0), static_cast<const uint16_t*>(row) + u0);
+      return _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
+    }
+    return _mm512_castps_si512(_mm512_maskz_loadu_ps(mask16(kc - u0), static_cast<const float*>(row) + u0));
+  }
+  const int64_t k0 = 2 * u0;
+  if (SB) return _mm512_maskz_loadu_epi16(mask32(kc - k0), static_cast<const uint16_t*>(row) + k0);
+  const float* p = static_cast<const float*>(row) + k0;
+  const __m512 lo = _mm512_maskz_loadu_ps(mask16(kc - k0), p);
+  const __m512 hi = _mm512_maskz_loadu_ps(mask16(kc - k0 - 16), p + 16);
+  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+// 16 lanes (from x0, n valid) of depth row k of a lanes-contiguous source, as 32-bit elements.
+template <bool SB>
+inline __m512i load_lanes(const void* src, int64_t ld, int64_t k, int x0, int nv) {
+  if (SB) {
+    const __m256i h = _mm256_maskz_loadu_epi16(mask16(nv), static_cast<const uint16_t*>(src) + k * ld + x0);
+    return _mm512_cvtepu16_epi32(h);  // bf16 bits in the low half
+  }
+  return _mm512_castps_si512(_mm512_maskz_loadu_ps(mask16(nv), static_cast<const float*>(src) + k * ld + x0));
+}
+
+template <bool SB, bool PR>
+void pack_t(const void* src, int64_t ld, bool lanes_are_rows, int w, int n, int64_t kc, uint32_t* dst) {
+  const int64_t units = PR ? (kc + 1) / 2 : kc;
+  const size_t esz = SB ? 2 : 4;
+  if (lanes_are_rows) {
+    for (int x0 = 0; x0 < w; x0 += 16) {
+      const int nv = n - x0 < 16 ? n - x0 : 16, wv = w - x0 < 16 ? w - x0 : 16;
+      const __mmask16 st = mask16(wv);
+      for (int64_t u0 = 0; u0 < units; u0 += 16) {
+        __m512i r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i)
+          r[i] = i < nv ? load_units<SB, PR>(static_cast<const char*>(src) + (x0 + i) * ld * esz, u0, kc)
+                        : _mm512_setzero_si512();
+        transpose16(r);
+        const int64_t du = units - u0 < 16 ? units - u0 : 16;
+#pragma GCC unroll 16
+        for (int d = 0; d < 16; ++d)
+          if (d < du) _mm512_mask_storeu_epi32(dst + (u0 + d) * w + x0, st, r[d]);
+      }
+    }
+    return;
+  }
+  for (int64_t d = 0; d < units; ++d) {
+    for (int x0 = 0; x0 < w; x0 += 16) {
+      const int nv = n - x0 < 16 ? n - x0 : 16, wv = w - x0 < 16 ? w - x0 : 16;
+      __m512i v;
+      if (!PR) {
+        v = load_lanes<SB>(src, ld, d, x0, nv);
+        if (SB) v = _mm512_slli_epi32(v, 16);
+      } else {
+        __m512i lo, hi = _mm512_setzero_si512();
+        if (SB) {
+          lo = load_lanes<true>(src, ld, 2 * d, x0, nv);
+          if (2 * d + 1 < kc) hi = load_lanes<true>(src, ld, 2 * d + 1, x0, nv);
+        } else {
+          const float* p = static_cast<const float*>(src) + 2 * d * ld + x0;
+          lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(nv), p)));
+          if (2 * d + 1 < kc)
+            hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(nv), p + ld)));
+        }
+        v = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+      }
+      _mm512_mask_storeu_epi32(dst + d * w + x0, mask16(wv), v);
+    }
+  }
+}
+
+void pack(const void* src, int64_t ld, bool src_bf16, bool lanes_are_rows, bool pairs, int w, int n,
+          int64_t kc, uint32_t* dst) {
+  if (src_bf16) {
+    if (pairs) pack_t<true, true>(src, ld, lanes_are_rows, w, n, kc, dst);
+    else pack_t<true, false>(src, ld, lanes_are_rows, w, n, kc, dst);
+  } else {
+    if (pairs) pack_t<false, true>(src, ld, lanes_are_rows, w, n, kc, dst);
+    else pack_t<false, false>(src, ld, lanes_are_rows, w, n, kc, dst);
+  }
+}
+
+const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, kernel_bf16, pack};
 
 }  // namespace
 
