@@ -7,7 +7,8 @@
 //     pack op(B)[:, jc] into NR-wide slivers (parallel)           -> shared, read-only
 //     parallel over tasks = (row range of MR-panels) × (range of slivers):
 //       for each depth block (DC deep):
-//         pack op(A)[rows, depth block] into MR-tall panels (thread-local, ~L2 sized)
+//         pack op(A)[rows, depth block] into MR-tall panels (thread-local, ~L2 sized; or, when
+//         A would be packed repeatedly and fits in 8 MiB, all of op(A) is packed once up front)
 //         for each sliver (DC×NR, L1/L2): for each A panel: micro-kernel on an MR×NR tile of C
 // The first depth block applies beta, later ones accumulate (beta = 1). The summation order of
 // every C element depends only on the depth blocking, never on the thread count.
@@ -140,33 +141,33 @@ void pack_portable(const void* src, int64_t ld, bool src_bf16, bool lanes_are_ro
                    int w, int n, int64_t kc, uint32_t* dst) {
   const float* sf = static_cast<const float*>(src);
   const uint16_t* sh = static_cast<const uint16_t*>(src);
-  auto at = [&](int64_t k, int64_t x) {
-    const int64_t i = lanes_are_rows ? x * ld + k : k * ld + x;
-    return src_bf16 ? bf16_to_f32(sh[i]) : sf[i];
-  };
+  auto idx = [&](int64_t k, int64_t x) { return lanes_are_rows ? x * ld + k : k * ld + x; };
+  auto at = [&](int64_t k, int64_t x) { return src_bf16 ? bf16_to_f32(sh[idx(k, x)]) : sf[idx(k, x)]; };
   auto bits = [&](int64_t k, int64_t x) -> uint16_t {  // bf16 of element (k, x); 0 past kc
     if (k >= kc) return 0;
-    if (src_bf16) return sh[lanes_are_rows ? x * ld + k : k * ld + x];
-    return f32_to_bf16(at(k, x));
+    return src_bf16 ? sh[idx(k, x)] : f32_to_bf16(sf[idx(k, x)]);
   };
-  if (!pairs) {
-    float* o = reinterpret_cast<float*>(dst);
-    if (lanes_are_rows) {
-      for (int x = 0; x < n; ++x)
-        for (int64_t k = 0; k < kc; ++k) o[k * w + x] = at(k, x);
-    } else {
+  const int64_t units = pairs ? (kc + 1) / 2 : kc;
+  for (int x0 = 0; x0 < n; x0 += w, dst += units * w) {
+    const int nn = std::min(w, n - x0);
+    if (!pairs) {
+      float* o = reinterpret_cast<float*>(dst);
+      if (lanes_are_rows) {
+        for (int x = 0; x < nn; ++x)
+          for (int64_t k = 0; k < kc; ++k) o[k * w + x] = at(k, x0 + x);
+      } else {
+        for (int64_t k = 0; k < kc; ++k)
+          for (int x = 0; x < nn; ++x) o[k * w + x] = at(k, x0 + x);
+      }
       for (int64_t k = 0; k < kc; ++k)
-        for (int x = 0; x < n; ++x) o[k * w + x] = at(k, x);
+        for (int x = nn; x < w; ++x) o[k * w + x] = 0.0f;
+      continue;
     }
-    for (int64_t k = 0; k < kc; ++k)
-      for (int x = n; x < w; ++x) o[k * w + x] = 0.0f;
-    return;
-  }
-  const int64_t units = (kc + 1) / 2;
-  for (int64_t d = 0; d < units; ++d) {
-    uint32_t* od = dst + d * w;
-    for (int x = 0; x < n; ++x) od[x] = pair(bits(2 * d, x), bits(2 * d + 1, x));
-    for (int x = n; x < w; ++x) od[x] = 0;
+    for (int64_t d = 0; d < units; ++d) {
+      uint32_t* od = dst + d * w;
+      for (int x = 0; x < nn; ++x) od[x] = pair(bits(2 * d, x0 + x), bits(2 * d + 1, x0 + x));
+      for (int x = nn; x < w; ++x) od[x] = 0;
+    }
   }
 }
 
@@ -175,11 +176,8 @@ void pack_a(const Job& g, const Kernels& kr, int64_t i0, int64_t m, int64_t d0, 
             uint32_t* dst) {
   const gemm_detail::PackFn pk = kr.pack ? kr.pack : pack_portable;
   const int64_t k0 = g.pairs ? 2 * d0 : d0, kc = std::min(g.pairs ? 2 * dc : dc, g.K - k0);
-  for (int64_t p = 0; p < m; p += kr.mr, dst += dc * kr.mr) {
-    const int64_t row = i0 + p;
-    const float* src = g.ta ? g.A + k0 * g.lda + row : g.A + row * g.lda + k0;
-    pk(src, g.lda, false, !g.ta, g.pairs, kr.mr, int(std::min<int64_t>(kr.mr, m - p)), kc, dst);
-  }
+  const float* src = g.ta ? g.A + k0 * g.lda + i0 : g.A + i0 * g.lda + k0;
+  pk(src, g.lda, false, !g.ta, g.pairs, kr.mr, int(m), kc, dst);
 }
 
 // op(B) depth units [d0, d0+dc) × columns [j0, j0+n) (n <= nr) into one dc×nr sliver.
@@ -194,8 +192,9 @@ void pack_b(const Job& g, const Kernels& kr, int64_t d0, int64_t dc, int64_t j0,
 }
 
 // ---------------------------------------------------------------- blocking and parallel driver
-static int64_t kDepthBlock = getenv("FT_GEMM_KC") ? atoi(getenv("FT_GEMM_KC")) : 512;
-static int64_t kMaxPanelRows = getenv("FT_GEMM_MC") ? atoi(getenv("FT_GEMM_MC")) : 168;
+// Tuned on Zen 5 (48 KiB L1d, 1 MiB L2, 32 MiB L3); flat between KC 512..1024 and MC 112..168.
+constexpr int64_t kDepthBlock = 768;    // depth units per block: A block MC×768 and B sliver in L2
+constexpr int64_t kMaxPanelRows = 168;  // MC: rows of A per task and depth block
 constexpr int64_t kPackedBElems = 1 << 20;   // packed B per column block: 4 MiB (L3)
 constexpr int64_t kPackedAElems = 1 << 21;   // op(A) packed once up front if it fits in 8 MiB
 constexpr double kParallelFlops = 1 << 21;   // below this a GEMM runs on the calling thread

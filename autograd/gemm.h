@@ -8,7 +8,7 @@
 // Leading dimensions must be >= the stored row width (and >= 1); bad arguments throw ft::Error.
 //
 // Packed, cache-blocked (BLIS-style) with register-blocked micro-kernels chosen at run time
-// (autograd/cpu.h; FT_ISA overrides): AVX-512 14×32, AVX2 6×16, portable 4×16.
+// (autograd/cpu.h; FT_ISA overrides): AVX-512 14×32, AVX2 6×16, portable SSE2 6×8.
 // Parallel with TBB over blocks of C using every core (num_threads()); safe and not
 // oversubscribing when called from inside a TBB parallel region (nested tasks share the pool).
 // Summation order depends on K-blocking, not on the thread count: results are deterministic

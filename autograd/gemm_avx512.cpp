@@ -154,47 +154,64 @@ inline __m512i load_lanes(const void* src, int64_t ld, int64_t k, int x0, int nv
 template <bool SB, bool PR>
 void pack_t(const void* src, int64_t ld, bool lanes_are_rows, int w, int n, int64_t kc, uint32_t* dst) {
   const int64_t units = PR ? (kc + 1) / 2 : kc;
+  const int np = (n + w - 1) / w;
   const size_t esz = SB ? 2 : 4;
-  if (lanes_are_rows) {
-    for (int x0 = 0; x0 < w; x0 += 16) {
-      const int nv = n - x0 < 16 ? n - x0 : 16, wv = w - x0 < 16 ? w - x0 : 16;
-      const __mmask16 st = mask16(wv);
-      for (int64_t u0 = 0; u0 < units; u0 += 16) {
-        __m512i r[16];
+  if (lanes_are_rows) {  // per 16 lanes × 16 units: load rows, transpose in registers, store
+    for (int q = 0; q < np; ++q) {
+      uint32_t* pd = dst + q * units * w;
+      for (int x0 = 0; x0 < w; x0 += 16) {
+        const int lane = q * w + x0;
+        const int nv = n - lane < 16 ? n - lane : 16, wv = w - x0 < 16 ? w - x0 : 16;
+        const __mmask16 st = mask16(wv);
+        for (int64_t u0 = 0; u0 < units; u0 += 16) {
+          __m512i r[16];
 #pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i)
-          r[i] = i < nv ? load_units<SB, PR>(static_cast<const char*>(src) + (x0 + i) * ld * esz, u0, kc)
-                        : _mm512_setzero_si512();
-        transpose16(r);
-        const int64_t du = units - u0 < 16 ? units - u0 : 16;
+          for (int i = 0; i < 16; ++i)
+            r[i] = i < nv ? load_units<SB, PR>(static_cast<const char*>(src) + (lane + i) * ld * esz, u0, kc)
+                          : _mm512_setzero_si512();
+          transpose16(r);
+          const int64_t du = units - u0 < 16 ? units - u0 : 16;
 #pragma GCC unroll 16
-        for (int d = 0; d < 16; ++d)
-          if (d < du) _mm512_mask_storeu_epi32(dst + (u0 + d) * w + x0, st, r[d]);
+          for (int d = 0; d < 16; ++d)
+            if (d < du) _mm512_mask_storeu_epi32(pd + (u0 + d) * w + x0, st, r[d]);
+        }
       }
     }
     return;
   }
+  // lanes contiguous: walk the source row by row (each row once, sequentially) for all panels
   for (int64_t d = 0; d < units; ++d) {
-    for (int x0 = 0; x0 < w; x0 += 16) {
-      const int nv = n - x0 < 16 ? n - x0 : 16, wv = w - x0 < 16 ? w - x0 : 16;
-      __m512i v;
-      if (!PR) {
-        v = load_lanes<SB>(src, ld, d, x0, nv);
-        if (SB) v = _mm512_slli_epi32(v, 16);
-      } else {
-        __m512i lo, hi = _mm512_setzero_si512();
-        if (SB) {
-          lo = load_lanes<true>(src, ld, 2 * d, x0, nv);
-          if (2 * d + 1 < kc) hi = load_lanes<true>(src, ld, 2 * d + 1, x0, nv);
-        } else {
-          const float* p = static_cast<const float*>(src) + 2 * d * ld + x0;
-          lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(nv), p)));
-          if (2 * d + 1 < kc)
-            hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(nv), p + ld)));
+    for (int q = 0; q < np; ++q) {
+      uint32_t* pd = dst + q * units * w + d * w;
+      for (int x0 = 0; x0 < w; x0 += 16) {
+        const int lane = q * w + x0;
+        const int nv = n - lane < 16 ? n - lane : 16, wv = w - x0 < 16 ? w - x0 : 16;
+        __m512i v = _mm512_setzero_si512();
+        if (nv > 0) {
+          // rows are ld apart, too far for the hardware prefetcher: fetch 8 rows ahead
+          if (d + 8 < units)
+            _mm_prefetch(static_cast<const char*>(src) + ((PR ? 2 : 1) * (d + 8) * ld + lane) * esz, _MM_HINT_T0);
+          if (PR && d + 8 < units)
+            _mm_prefetch(static_cast<const char*>(src) + ((2 * (d + 8) + 1) * ld + lane) * esz, _MM_HINT_T0);
+          if (!PR) {
+            v = load_lanes<SB>(src, ld, d, lane, nv);
+            if (SB) v = _mm512_slli_epi32(v, 16);
+          } else {
+            __m512i lo, hi = _mm512_setzero_si512();
+            if (SB) {
+              lo = load_lanes<true>(src, ld, 2 * d, lane, nv);
+              if (2 * d + 1 < kc) hi = load_lanes<true>(src, ld, 2 * d + 1, lane, nv);
+            } else {
+              const float* p = static_cast<const float*>(src) + 2 * d * ld + lane;
+              lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(nv), p)));
+              if (2 * d + 1 < kc)
+                hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(nv), p + ld)));
+            }
+            v = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+          }
         }
-        v = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+        _mm512_mask_storeu_epi32(pd + x0, mask16(wv), v);
       }
-      _mm512_mask_storeu_epi32(dst + d * w + x0, mask16(wv), v);
     }
   }
 }

@@ -17,12 +17,12 @@ namespace ft::gemm_detail {
 using Kernel = void (*)(int64_t depth, const void* a, const void* b, float* c, int64_t ldc, int m,
                         int n, float alpha, float beta);
 
-// Packs one panel of width w (mr or nr): lanes x < n (n <= w; lanes n..w-1 are zero) and
-// k < kc of a source whose element (k, x) is at
+// Packs lanes x < n and k < kc into ceil(n/w) consecutive panels of width w (mr or nr), each
+// units×w (units = kc, or ceil(kc/2) with pairs); lanes past n are zero. Element (k, x) is at
 //   src[x*ld + k]   when lanes_are_rows (A not transposed, B transposed), else
 //   src[k*ld + x]   (A transposed, B not transposed).
-// The source is float or bf16 (src_bf16). The panel gets float elements, dst[k*w + x], or with
-// pairs bf16 pairs (RNE-rounded from float), dst[d*w + x] = (elem(2d, x), elem(2d+1, x)) for
+// The source is float or bf16 (src_bf16). Panel q gets float elements,
+// dst[q*units*w + k*w + x - q*w], or with pairs bf16 pairs (RNE-rounded from float), dst[d*w + x] = (elem(2d, x), elem(2d+1, x)) for
 // d < ceil(kc/2), a missing odd k being zero.
 using PackFn = void (*)(const void* src, int64_t ld, bool src_bf16, bool lanes_are_rows,
                         bool pairs, int w, int n, int64_t kc, uint32_t* dst);
