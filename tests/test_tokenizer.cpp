@@ -1,0 +1,307 @@
+// Tokenizers against HF: every reference in tests/data/tokenizers/refs that has a tokenizer here.
+// gpt2_* and tokenizer_tests.json "distilgpt2" -> gpt2 (both tokenizer.json layouts);
+// tinyllama_multilingual, llama_encoded, tokenizer_tests "Llama-2-7b-chat-coreml" -> llama2 (both);
+// qwen2_5_multilingual -> qwen2; llama_3.2_encoded, tokenizer_tests "Llama-3.2-1B-Instruct" ->
+// llama3 tiktoken. Gemma, BERT, T5, Whisper, Falcon refs have no tokenizer here and are skipped.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "autograd/error.h"
+#include "data/tokenizer.h"
+#include "data/tokenizer_unicode.h"
+
+namespace {
+using json = nlohmann::json;
+using ft::Tokenizer;
+const std::string kDir = std::string(FT_TEST_DATA) + "/tokenizers/";
+
+json load(const std::string& name) {
+  std::ifstream f(kDir + "refs/" + name);
+  return json::parse(f);
+}
+
+std::string read(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// Loaded once per process (the Qwen2 vocabulary is 150k tokens).
+const Tokenizer& tok(const std::string& which) {
+  static std::map<std::string, Tokenizer> cache;
+  auto it = cache.find(which);
+  if (it != cache.end()) return it->second;
+  Tokenizer t = which == "gpt2"       ? Tokenizer::from_dir(kDir + "gpt2")
+                : which == "gpt2.hf5" ? Tokenizer::from_file(kDir + "gpt2/tokenizer.hf5.json")
+                : which == "llama2"   ? Tokenizer::from_dir(kDir + "llama2")
+                : which == "llama2.hf5" ? Tokenizer::from_file(kDir + "llama2/tokenizer.hf5.json")
+                : which == "qwen2"    ? Tokenizer::from_dir(kDir + "qwen2")
+                                      : Tokenizer::from_dir(kDir + "llama3");
+  return cache.emplace(which, std::move(t)).first->second;
+}
+
+std::map<std::string, std::string> multilingual_inputs() {
+  std::map<std::string, std::string> m;
+  for (auto& e : load("multilingual_inputs.json")) m[e["id"]] = e["text"];
+  return m;
+}
+
+// {metadata, entries: [{id, input_ids, tokens, decoded_with_special, decoded_skip_special}]}
+// These were made by transformers 4.57 without clean_up_tokenization_spaces.
+void check_multilingual(const std::string& which, const std::string& ref) {
+  Tokenizer t = tok(which);
+  t.set_clean_up_tokenization_spaces(false);
+  auto inputs = multilingual_inputs();
+  json entries = load(ref)["entries"];
+  ASSERT_EQ(entries.size(), 83u);
+  for (auto& e : entries) {
+    const std::string& text = inputs.at(e["id"]);
+    auto ids = t.encode(text);
+    EXPECT_EQ(ids, e["input_ids"].get<std::vector<int32_t>>()) << which << " " << e["id"] << ": " << text;
+    std::vector<std::string> toks;
+    for (int32_t id : ids) toks.push_back(t.id_to_token(id));
+    EXPECT_EQ(toks, e["tokens"].get<std::vector<std::string>>()) << which << " " << e["id"];
+    std::string skip = e["decoded_skip_special"];
+    EXPECT_EQ(t.decode(ids), e["decoded_with_special"].get<std::string>()) << which << " " << e["id"];
+    EXPECT_EQ(t.decode(ids, true), skip) << which << " " << e["id"];
+    if (skip == text) EXPECT_EQ(t.decode(t.encode(text, false)), text) << which << " round trip " << e["id"];
+  }
+}
+
+// {text, token_ids, bpe_tokens, decoded_text}
+void check_single(const std::string& which, const std::string& ref, bool clean_up) {
+  Tokenizer t = tok(which);
+  t.set_clean_up_tokenization_spaces(clean_up);
+  json r = load(ref);
+  auto ids = t.encode(r["text"].get<std::string>());
+  EXPECT_EQ(ids, r["token_ids"].get<std::vector<int32_t>>()) << which;
+  std::vector<std::string> toks;
+  for (int32_t id : ids) toks.push_back(t.id_to_token(id));
+  auto bpe = r["bpe_tokens"].get<std::vector<std::string>>();
+  if (bpe.size() + 1 == toks.size()) toks.erase(toks.begin());  // bpe_tokens omit the BOS
+  EXPECT_EQ(toks, bpe) << which;
+  EXPECT_EQ(t.decode(ids), r["decoded_text"].get<std::string>()) << which;
+}
+
+// tokenizer_tests.json[model]: [{input, encoded: {input_ids}, decoded_with_special, decoded_without_special}]
+// clean_up: whether the model's tokenizer_config.json asked transformers to clean up spaces.
+void check_cases(const std::string& which, const std::string& model, bool clean_up) {
+  Tokenizer t = tok(which);
+  t.set_clean_up_tokenization_spaces(clean_up);
+  json cases = load("tokenizer_tests.json")[model];
+  ASSERT_GT(cases.size(), 10u);
+  for (auto& c : cases) {
+    std::string in = c["input"];
+    auto ids = t.encode(in);
+    EXPECT_EQ(ids, c["encoded"]["input_ids"].get<std::vector<int32_t>>()) << which << ": " << in;
+    EXPECT_EQ(t.decode(ids), c["decoded_with_special"].get<std::string>()) << which << ": " << in;
+    EXPECT_EQ(t.decode(ids, true), c["decoded_without_special"].get<std::string>()) << which << ": " << in;
+  }
+}
+}  // namespace
+
+TEST(Tokenizer, Gpt2MatchesHF) {
+  for (const char* w : {"gpt2", "gpt2.hf5"}) {
+    check_multilingual(w, "gpt2_multilingual.json");
+    check_single(w, "gpt2_encoded_tokens.json", true);
+    check_cases(w, "distilgpt2", true);
+  }
+}
+
+TEST(Tokenizer, Llama2MatchesHF) {
+  for (const char* w : {"llama2", "llama2.hf5"}) {
+    check_multilingual(w, "tinyllama_multilingual.json");
+    check_single(w, "llama_encoded.json", false);
+    check_cases(w, "coreml-projects/Llama-2-7b-chat-coreml", false);
+  }
+}
+
+TEST(Tokenizer, Qwen2MatchesHF) { check_multilingual("qwen2", "qwen2_5_multilingual.json"); }
+
+TEST(Tokenizer, Llama3TiktokenMatchesHF) {
+  check_single("llama3", "llama_3.2_encoded.json", true);
+  check_cases("llama3", "pcuenq/Llama-3.2-1B-Instruct-tokenizer", true);
+}
+
+TEST(Tokenizer, SpecialTokensAndConfig) {
+  const Tokenizer& q = tok("qwen2");
+  EXPECT_EQ(q.vocab_size(), 151646u);
+  EXPECT_FALSE(q.bos_id());
+  EXPECT_EQ(q.eos_token(), "<|im_end|>");
+  EXPECT_EQ(q.eos_id(), q.token_to_id("<|im_end|>"));
+  EXPECT_EQ(q.pad_id(), q.token_to_id("<|endoftext|>"));
+  EXPECT_TRUE(q.is_special(*q.eos_id()));
+  EXPECT_FALSE(q.is_special(q.token_to_id("hello")));
+  EXPECT_EQ(q.chat_template(), read(kDir + "qwen2/chat_template.jinja"));
+  // Special tokens inside text are single ids, also without add_special_tokens; text around them
+  // encodes as it would alone.
+  int32_t start = q.token_to_id("<|im_start|>"), end = q.token_to_id("<|im_end|>");
+  auto ids = q.encode("<|im_start|>user\nHello there<|im_end|>\n", false);
+  std::vector<int32_t> want = {start};
+  for (int32_t id : q.encode("user\nHello there")) want.push_back(id);
+  want.push_back(end);
+  for (int32_t id : q.encode("\n")) want.push_back(id);
+  EXPECT_EQ(ids, want);
+  EXPECT_EQ(q.decode(ids, true), "user\nHello there\n");
+
+  const Tokenizer& l = tok("llama2");
+  EXPECT_EQ(l.bos_token(), "<s>");
+  EXPECT_EQ(l.bos_id(), 1);
+  EXPECT_EQ(l.eos_id(), 2);
+  EXPECT_EQ(l.unk_id(), 0);
+  EXPECT_EQ(l.encode("hi").front(), 1);
+  EXPECT_EQ(l.encode("hi", false).front(), l.encode("hi")[1]);
+  EXPECT_EQ(l.encode("").size(), 1u);  // just BOS
+
+  const Tokenizer& t3 = tok("llama3");
+  EXPECT_EQ(t3.vocab_size(), 128256u);
+  EXPECT_EQ(t3.bos_token(), "<|begin_of_text|>");
+  EXPECT_EQ(t3.bos_id(), 128000);
+  EXPECT_EQ(t3.eos_id(), t3.token_to_id("<|end_of_text|>"));
+  EXPECT_EQ(t3.token_to_id("<|eot_id|>"), 128009);
+  EXPECT_EQ(t3.token_to_id("<|start_header_id|>"), 128006);
+  auto h = t3.encode("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>", false);
+  EXPECT_EQ(h.front(), 128006);
+  EXPECT_EQ(h.back(), 128009);
+  EXPECT_EQ(t3.decode(h), "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>");
+
+  const Tokenizer& g = tok("gpt2");
+  EXPECT_EQ(g.vocab_size(), 50257u);
+  EXPECT_EQ(g.eos_id(), 50256);
+  EXPECT_EQ(g.token_to_id("no such token"), -1);
+  EXPECT_EQ(g.id_to_token(50256), "<|endoftext|>");
+  EXPECT_EQ(g.id_to_token(1 << 20), "");
+}
+
+TEST(Tokenizer, StreamDecoderMatchesFullDecode) {
+  auto inputs = multilingual_inputs();
+  for (const char* w : {"gpt2", "llama2", "qwen2", "llama3"}) {
+    const Tokenizer& t = tok(w);
+    for (auto& [id, text] : inputs) {
+      auto ids = t.encode(text);
+      ft::StreamDecoder sd(t);
+      std::string got;
+      for (int32_t i : ids) {
+        std::string piece = sd.push(i);
+        EXPECT_EQ(ft::uni::lossy(piece), piece) << w << " " << id;  // only complete characters
+        EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos) << w << " " << id;
+        got += piece;
+      }
+      got += sd.flush();
+      Tokenizer plain = t;
+      plain.set_clean_up_tokenization_spaces(false);
+      EXPECT_EQ(got, plain.decode(ids)) << w << " " << id;
+    }
+  }
+}
+
+TEST(Tokenizer, OneMegabyteUnderOneSecond) {
+  std::string text = read(kDir + "tinyshakespeare.txt");
+  ASSERT_GT(text.size(), 1000000u);
+  for (const char* w : {"gpt2", "llama2"}) {
+    Tokenizer t = tok(w);
+    t.set_clean_up_tokenization_spaces(false);
+    auto t0 = std::chrono::steady_clock::now();
+    auto ids = t.encode(text, false);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("%s: %zu bytes -> %zu tokens in %.3f s\n", w, text.size(), ids.size(), s);
+    EXPECT_LT(s, 1.0) << w;
+    EXPECT_GT(ids.size(), text.size() / 6);
+    EXPECT_TRUE(t.decode(ids) == text) << w;  // lossless on plain text
+  }
+}
+
+TEST(Tokenizer, Nfc) {
+  using ft::uni::nfc;
+  EXPECT_EQ(nfc("cafe\xCC\x81"), "caf\xC3\xA9");                    // e + U+0301 -> é
+  EXPECT_EQ(nfc("\xE1\xB8\x8B\xCC\xA3"), "\xE1\xB8\x8D\xCC\x87");    // UAX #15: ḋ + dot below -> ḍ + dot above
+  EXPECT_EQ(nfc("\xE1\x84\x92\xE1\x85\xA1\xE1\x86\xAB"), "\xED\x95\x9C");  // Hangul jamo -> 한
+  EXPECT_EQ(nfc("\xE2\x84\xAB"), "\xC3\x85");                         // Angstrom sign -> Å (singleton)
+  EXPECT_EQ(nfc("a\xCC\x81\xCC\xA3"), nfc("a\xCC\xA3\xCC\x81"));      // canonical reordering
+  auto inputs = multilingual_inputs();
+  for (auto& [id, text] : inputs) EXPECT_EQ(nfc(text), text) << id;  // already NFC
+  // Qwen2 normalises with NFC: decomposed input gives the ids of the composed text.
+  EXPECT_EQ(tok("qwen2").encode("cafe\xCC\x81"), tok("qwen2").encode("caf\xC3\xA9"));
+}
+
+namespace {
+// Writes `body` to a temporary file and returns the message of the ft::Error that loading it throws.
+std::string load_error(const std::string& name, const std::string& body) {
+  auto path = std::filesystem::temp_directory_path() / ("ft_tok_test_" + name);
+  std::ofstream(path, std::ios::binary) << body;
+  try {
+    Tokenizer::from_file(path.string());
+  } catch (const ft::Error& e) {
+    std::filesystem::remove(path);
+    return e.what();
+  }
+  std::filesystem::remove(path);
+  return "no error";
+}
+
+std::string tiny_json(const std::string& model, const std::string& pre = "null") {
+  return R"({"added_tokens": [], "normalizer": null, "pre_tokenizer": )" + pre +
+         R"(, "post_processor": null, "decoder": null, "model": )" + model + "}";
+}
+const std::string kModel =
+    R"({"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]})";
+}  // namespace
+
+TEST(Tokenizer, TinyModelBothMergeLayouts) {
+  auto path = std::filesystem::temp_directory_path() / "ft_tok_test_tiny.json";
+  for (std::string merges : {R"(["a b"])", R"([["a", "b"]])"}) {
+    std::ofstream(path) << tiny_json(R"({"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": )" + merges + "}");
+    Tokenizer t = Tokenizer::from_file(path.string());
+    EXPECT_EQ(t.encode("abba"), (std::vector<int32_t>{2, 1, 0}));
+    EXPECT_EQ(t.decode({2, 1, 0}), "ab b a");  // no decoder: HF joins tokens with spaces
+  }
+  std::filesystem::remove(path);
+}
+
+TEST(Tokenizer, BadInputIsAClearError) {
+  auto has = [](const std::string& msg, std::initializer_list<const char*> parts) {
+    for (const char* p : parts)
+      if (msg.find(p) == std::string::npos) return ::testing::AssertionFailure() << "'" << p << "' not in: " << msg;
+    return ::testing::AssertionSuccess();
+  };
+  EXPECT_TRUE(has(load_error("broken.json", "{\"model\": {"), {"ft_tok_test_broken.json", "invalid JSON"}));
+  EXPECT_TRUE(has(load_error("nomodel.json", R"({"added_tokens": []})"), {"ft_tok_test_nomodel.json", "'model'"}));
+  EXPECT_TRUE(has(load_error("unigram.json", tiny_json(R"({"type": "Unigram", "vocab": []})")),
+                  {"ft_tok_test_unigram.json", "model.type", "Unigram"}));
+  EXPECT_TRUE(has(load_error("pretok.json", tiny_json(kModel, R"({"type": "Whitespace"})")),
+                  {"ft_tok_test_pretok.json", "pre_tokenizer.type", "Whitespace"}));
+  EXPECT_TRUE(has(load_error("seqpretok.json", tiny_json(kModel, R"({"type": "Sequence", "pretokenizers": [{"type": "Punctuation"}]})")),
+                  {"pre_tokenizer.pretokenizers[0].type", "Punctuation"}));
+  EXPECT_TRUE(has(load_error("badmerge.json", tiny_json(R"({"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a c"]})")),
+                  {"ft_tok_test_badmerge.json", "model.merges[0]", "'c'"}));
+  EXPECT_TRUE(has(load_error("badmerged.json", tiny_json(R"({"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": [["a", "b"]]})")),
+                  {"model.merges[0]", "'ab'"}));
+  EXPECT_TRUE(has(load_error("badvocab.json", tiny_json(R"({"type": "BPE", "vocab": {"a": "x"}, "merges": []})")),
+                  {"model.vocab", "'a'"}));
+  EXPECT_TRUE(has(load_error("badregex.json", tiny_json(kModel, R"({"type": "Split", "pattern": {"Regex": "(("}, "behavior": "Isolated", "invert": false})")),
+                  {"pre_tokenizer.pattern", "(("}));
+  EXPECT_TRUE(has(load_error("tiktoken.model", "IQ== 0\nIg== x\n"), {"ft_tok_test_tiktoken.model", "line 2"}));
+  EXPECT_TRUE(has(load_error("junk.bin", std::string("\x0a\x05\x00\x01", 4)), {"ft_tok_test_junk.bin", "SentencePiece"}));
+  EXPECT_TRUE(has(load_error("missing_dir_file", ""), {"ft_tok_test_missing_dir_file"}));
+  try {
+    Tokenizer::from_dir("/nonexistent/model");
+    ADD_FAILURE() << "no error";
+  } catch (const ft::Error& e) {
+    EXPECT_TRUE(has(e.what(), {"/nonexistent/model", "tokenizer.json"}));
+  }
+
+  const Tokenizer& g = tok("gpt2");
+  try {
+    g.decode({15496, 50257});
+    ADD_FAILURE() << "no error";
+  } catch (const ft::Error& e) {
+    EXPECT_TRUE(has(e.what(), {"50257", "gpt2/tokenizer.json"}));
+  }
+  EXPECT_THROW(g.decode({-1}), ft::Error);
+  EXPECT_THROW(g.encode("bad \xC3 utf-8"), ft::Error);
+  EXPECT_THROW(g.encode("\xED\xA0\x80"), ft::Error);  // UTF-16 surrogate
+}
