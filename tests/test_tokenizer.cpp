@@ -305,3 +305,31 @@ TEST(Tokenizer, BadInputIsAClearError) {
   EXPECT_THROW(g.encode("bad \xC3 utf-8"), ft::Error);
   EXPECT_THROW(g.encode("\xED\xA0\x80"), ft::Error);  // UTF-16 surrogate
 }
+
+// tests/fixtures/tokenizer: a small byte-level BPE trained with HF tokenizers 0.23, 12 tricky strings.
+TEST(Tokenizer, FixtureTokenizerMatchesHF) {
+  const std::string dir = std::string(FT_TEST_DATA) + "/../fixtures/tokenizer";
+  Tokenizer t = Tokenizer::from_dir(dir);
+  json e = json::parse(read(dir + "/expected.json"));
+  EXPECT_EQ(t.vocab_size(), e["vocab_size"].get<size_t>());
+  EXPECT_EQ(t.bos_id(), e["special"]["<s>"].get<int32_t>());
+  EXPECT_EQ(t.eos_id(), e["special"]["</s>"].get<int32_t>());
+  EXPECT_EQ(t.pad_id(), e["special"]["<pad>"].get<int32_t>());
+  EXPECT_FALSE(t.chat_template().empty());
+  ASSERT_GE(e["encodings"].size(), 12u);
+  for (auto& c : e["encodings"]) {
+    std::string text = c["text"];
+    auto ids = t.encode(text);
+    EXPECT_EQ(ids, c["ids"].get<std::vector<int32_t>>()) << text;
+    EXPECT_EQ(t.encode(text, false), c["ids_no_specials"].get<std::vector<int32_t>>()) << text;
+    std::vector<std::string> toks;
+    for (int32_t id : ids) toks.push_back(t.id_to_token(id));
+    EXPECT_EQ(toks, c["tokens"].get<std::vector<std::string>>()) << text;
+    EXPECT_EQ(t.decode(ids), c["decoded"].get<std::string>()) << text;
+    EXPECT_EQ(t.decode(ids, true), c["decoded_skip_specials"].get<std::string>()) << text;
+  }
+  for (const char* k : {"no_generation_prompt", "with_generation_prompt"}) {
+    const json& c = e["chat"][k];
+    EXPECT_EQ(t.encode(c["text"].get<std::string>(), false), c["ids_apply_chat_template"].get<std::vector<int32_t>>()) << k;
+  }
+}
