@@ -60,7 +60,7 @@ void kernel_f32(int64_t depth, const void* ap, const void* bp, float* c, int64_t
   }
 }
 
-const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, nullptr, nullptr};
+const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, nullptr, nullptr, nullptr};
 
 }  // namespace
 

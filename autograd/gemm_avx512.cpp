@@ -227,7 +227,81 @@ void pack(const void* src, int64_t ld, bool src_bf16, bool lanes_are_rows, bool 
   }
 }
 
-const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, kernel_bf16, pack};
+// ---------------------------------------------------------------- skinny (see SkinnyFn)
+// M rows × 4 rows of B per step, K in chunks of 16 floats (32 bf16 in mode 2); 16-lane partial
+// sums reduced at the end.
+template <int M, int MODE>
+void skinny_m(int64_t n, int64_t K, float alpha, const void* A, int64_t lda, const void* B,
+              int64_t ldb, float beta, float* c, int64_t ldc) {
+  constexpr int64_t step = MODE == 2 ? 32 : 16;
+  for (int64_t j0 = 0; j0 < n; j0 += 4) {
+    const int nj = n - j0 < 4 ? int(n - j0) : 4;
+    __m512 acc[M][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += step) {
+      const int64_t rem = K - k;
+      __m512 a[M], b[4];
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) {
+        if (MODE == 2)
+          a[i] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mask32(rem), static_cast<const uint16_t*>(A) + i * lda + k));
+        else
+          a[i] = _mm512_maskz_loadu_ps(mask16(rem), static_cast<const float*>(A) + i * lda + k);
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        if (j >= nj) { b[j] = _mm512_setzero_ps(); continue; }
+        if (MODE == 0) {
+          b[j] = _mm512_maskz_loadu_ps(mask16(rem), static_cast<const float*>(B) + (j0 + j) * ldb + k);
+        } else if (MODE == 1) {
+          const __m256i h = _mm256_maskz_loadu_epi16(mask16(rem), static_cast<const uint16_t*>(B) + (j0 + j) * ldb + k);
+          b[j] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        } else {
+          b[j] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mask32(rem), static_cast<const uint16_t*>(B) + (j0 + j) * ldb + k));
+        }
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          if (MODE == 2)
+            acc[i][j] = _mm512_dpbf16_ps(acc[i][j], (__m512bh)_mm512_castps_si512(a[i]), (__m512bh)_mm512_castps_si512(b[j]));
+          else
+            acc[i][j] = _mm512_fmadd_ps(a[i], b[j], acc[i][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < nj; ++j) {
+        const float v = alpha * _mm512_reduce_add_ps(acc[i][j]);
+        float* cp = c + i * ldc + j0 + j;
+        *cp = beta != 0.0f ? v + beta * *cp : v;
+      }
+  }
+}
+
+template <int MODE>
+void skinny_mode(int m, int64_t n, int64_t K, float alpha, const void* A, int64_t lda, const void* B,
+                 int64_t ldb, float beta, float* c, int64_t ldc) {
+  switch (m) {
+    case 1: return skinny_m<1, MODE>(n, K, alpha, A, lda, B, ldb, beta, c, ldc);
+    case 2: return skinny_m<2, MODE>(n, K, alpha, A, lda, B, ldb, beta, c, ldc);
+    case 3: return skinny_m<3, MODE>(n, K, alpha, A, lda, B, ldb, beta, c, ldc);
+    default: return skinny_m<4, MODE>(n, K, alpha, A, lda, B, ldb, beta, c, ldc);
+  }
+}
+
+void skinny(int mode, int m, int64_t n, int64_t K, float alpha, const void* A, int64_t lda, const void* B,
+            int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (mode == 0) skinny_mode<0>(m, n, K, alpha, A, lda, B, ldb, beta, c, ldc);
+  else if (mode == 1) skinny_mode<1>(m, n, K, alpha, A, lda, B, ldb, beta, c, ldc);
+  else skinny_mode<2>(m, n, K, alpha, A, lda, B, ldb, beta, c, ldc);
+}
+
+const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, kernel_bf16, pack, skinny};
 
 }  // namespace
 

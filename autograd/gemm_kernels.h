@@ -27,11 +27,21 @@ using Kernel = void (*)(int64_t depth, const void* a, const void* b, float* c, i
 using PackFn = void (*)(const void* src, int64_t ld, bool src_bf16, bool lanes_are_rows,
                         bool pairs, int w, int n, int64_t kc, uint32_t* dst);
 
+// Few rows times a transposed B, without packing (decode-time x·Wᵀ, memory bound):
+//   C[i][j] = alpha · Σ_k A[i*lda + k] · B[j*ldb + k] + beta · C[i][j]   (beta == 0: C not read)
+// for i < m (m <= kSkinnyRows), j < n. mode 0: A, B float. mode 1: A float, B bf16 (widened).
+// mode 2: A and B bf16 (A already rounded), products summed with vdpbf16ps.
+constexpr int kSkinnyRows = 4;
+using SkinnyFn = void (*)(int mode, int m, int64_t n, int64_t K, float alpha, const void* A,
+                          int64_t lda, const void* B, int64_t ldb, float beta, float* C,
+                          int64_t ldc);
+
 struct Kernels {
   int mr, nr;
-  Kernel f32;   // fp32 × fp32 -> fp32 (FMA)
-  Kernel bf16;  // bf16 pairs × bf16 pairs -> fp32 (vdpbf16ps); null where the ISA has none
-  PackFn pack;  // null: the portable packer in gemm.cpp
+  Kernel f32;       // fp32 × fp32 -> fp32 (FMA)
+  Kernel bf16;      // bf16 pairs × bf16 pairs -> fp32 (vdpbf16ps); null where the ISA has none
+  PackFn pack;      // null: the portable packer in gemm.cpp
+  SkinnyFn skinny;  // null: small M goes through the packed path
 };
 
 // One entry per ISA file.

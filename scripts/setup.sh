@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config
       libeigen3-dev libtbb-dev libcli11-dev nlohmann-json3-dev libhdf5-dev
       libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libyaml-cpp-dev libhwy-dev
+      libopenblas-dev
       python3 python3-numpy)
 missing=()
 for p in "${PKGS[@]}"; do
