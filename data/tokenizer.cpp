@@ -353,6 +353,7 @@ void Impl::bpe(std::string_view w, std::vector<int32_t>& out) const {
     if (i < ids.size()) out.push_back(ids[i]);
     b = i + 1;
   }
+  if (ids.capacity() > (1u << 20)) std::vector<int32_t>().swap(ids);  // keep no huge buffers
 }
 
 // Merges the lowest-rank adjacent pair first (leftmost on ties), as HF's Word::merge_all.
@@ -390,6 +391,7 @@ void Impl::merge_run(const int32_t* ids, size_t n, std::vector<int32_t>& out) co
     if (s.prev >= 0) push(s.prev);
   }
   for (int32_t i = 0; i >= 0; i = sym[i].next) out.push_back(sym[i].id);
+  if (sym.capacity() > (1u << 20)) std::vector<Sym>().swap(sym), std::vector<Cand>().swap(heap);
 }
 
 // ---------------------------------------------------------------- decoding
