@@ -70,7 +70,7 @@ constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 constexpr const char* kLlama3Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-constexpr int32_t kMaxId = 1 << 24;
+constexpr int32_t kMaxId = 1 << 22;  // ids above 4M are malformed input (largest real vocabularies: ~260k)
 
 std::string escape_regex(const std::string& s) {
   std::string r;

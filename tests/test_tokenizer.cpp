@@ -287,7 +287,21 @@ TEST(Tokenizer, BadInputIsAClearError) {
                   {"pre_tokenizer.pattern", "(("}));
   EXPECT_TRUE(has(load_error("tiktoken.model", "IQ== 0\nIg== x\n"), {"ft_tok_test_tiktoken.model", "line 2"}));
   EXPECT_TRUE(has(load_error("junk.bin", std::string("\x0a\x05\x00\x01", 4)), {"ft_tok_test_junk.bin", "SentencePiece"}));
-  EXPECT_TRUE(has(load_error("missing_dir_file", ""), {"ft_tok_test_missing_dir_file"}));
+  EXPECT_TRUE(has(load_error("empty.json", ""), {"ft_tok_test_empty.json", "neither"}));
+  try {
+    Tokenizer::from_file("/nonexistent/tokenizer.json");
+    ADD_FAILURE() << "no error";
+  } catch (const ft::Error& e) {
+    EXPECT_TRUE(has(e.what(), {"cannot open", "/nonexistent/tokenizer.json"}));
+  }
+  EXPECT_TRUE(has(load_error("hugeid.json", tiny_json(R"({"type": "BPE", "vocab": {"a": 2000000000}, "merges": []})")),
+                  {"model.vocab", "'a'"}));
+  EXPECT_TRUE(has(load_error("badadded.json", R"({"added_tokens": [{"content": "x"}], "model": )" + kModel + "}"),
+                  {"added_tokens[0].id", "missing"}));
+  EXPECT_TRUE(has(load_error("baddecoder.json", R"({"decoder": {"type": "WordPiece"}, "model": )" + kModel + "}"),
+                  {"decoder.type", "WordPiece"}));
+  EXPECT_TRUE(has(load_error("badtemplate.json", R"({"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}], "special_tokens": {}}, "model": )" + kModel + "}"),
+                  {"post_processor.special_tokens", "<s>"}));
   try {
     Tokenizer::from_dir("/nonexistent/model");
     ADD_FAILURE() << "no error";
