@@ -66,18 +66,24 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, float eps, bool plus_one = fal
 Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
 struct AttentionOptions {
-  float scale = 0;            // 0 = 1/sqrt(D)
-  bool causal = true;
-  int64_t window = 0;         // sliding window: key j visible from query i iff i - j < window (0 = off)
-  float softcap = 0;          // logit softcap: cap * tanh(s / cap) before masking (0 = off)
-  int64_t q_offset = 0;       // position of query row 0 relative to key row 0 (KV-cache decode)
+  float scale = 0;            // scores = scale · q·k; 0 = 1/sqrt(D)
+  bool causal = true;         // key j visible from query i iff j <= q_offset + i
+  // Sliding window (0 = off): key j visible from query i iff (q_offset + i) - j < window, i.e. a
+  // query sees itself and the window - 1 keys before it (window keys in total), as HF's
+  // masking_utils.sliding_window_overlay (kv_idx > q_idx - sliding_window) for Mistral, Qwen2,
+  // Gemma2/3, Phi3. Combined with causal (AND); with causal = false it limits only the look-back.
+  int64_t window = 0;
+  float softcap = 0;          // logit softcap: s = cap·tanh(s / cap) after scaling, before masking (0 = off)
+  int64_t q_offset = 0;       // absolute position of query row 0 (= keys already in the cache for decode)
   // Optional per-token segment ids [B, Tk] (int32): a query attends only to keys of its own segment
-  // (packed sequences). Queries use segment_ids[:, q_offset + i].
+  // (packed sequences). Queries use segment_ids[:, q_offset + i] (needs 0 <= q_offset, q_offset + Tq <= Tk).
   Tensor segment_ids;
 };
-// Fused memory-efficient attention. q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] with Hq % Hkv == 0 (GQA).
-// Returns [B, Tq, Hq, D]. Never materialises a B×H×T×T tensor (online softmax, blockwise recompute
-// in backward). A fully masked row gives zeros, never NaN.
+// Fused memory-efficient attention. q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] with Hq % Hkv == 0 (GQA:
+// query head h uses kv head h / (Hq / Hkv), as HF repeat_kv). Returns [B, Tq, Hq, D] (the softmax is
+// over the visible keys only). Never materialises a B×H×T×T tensor (online softmax, blockwise
+// recompute in backward; extra memory O(B·Tq·Hq)). A fully masked row gives zeros, never NaN, and
+// passes no gradient.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt = {});
 
 // Cross-entropy of logits [N, V] against targets int32 [N]; targets == ignore_index are skipped.

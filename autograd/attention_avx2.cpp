@@ -1,0 +1,134 @@
+// AVX2 + FMA row kernels of the fused attention (see autograd/attention_kernels.h): the same
+// polynomial exp as attention_avx512.cpp, 8 lanes, tails through zero-padded stack copies.
+// No STL here (ODR, see CMakeLists.txt): only <immintrin.h>, <cstdint>.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "autograd/attention_kernels.h"
+
+namespace {
+
+// exp(x); 0 for x < -87 (and -inf); NaN propagates.
+inline __m256 exp_ps(__m256 x) {
+  const __m256 live = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_NLT_UQ);
+  x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // 2^n through the exponent field (n in [-126, 127] after the clamp).
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(live, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+inline float hmax(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+inline float hsum(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+
+// Runs f(pointer, count) over a row in 8-wide pieces; the tail goes through a padded copy.
+template <class F>
+inline void for_chunks(float* row, int64_t n, float pad, F f) {
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) f(row + j, 8);
+  if (j < n) {
+    alignas(32) float t[8];
+    for (int q = 0; q < 8; ++q) t[q] = j + q < n ? row[j + q] : pad;
+    f(t, int(n - j));
+    for (int q = 0; q < n - j; ++q) row[j + q] = t[q];
+  }
+}
+
+void softcap(float* S, int64_t m, int64_t n, int64_t ld, float cap) {
+  const __m256 vinv = _mm256_set1_ps(1.0f / cap), vcap = _mm256_set1_ps(cap);
+  const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f), m2 = _mm256_set1_ps(-2.0f);
+  for (int64_t i = 0; i < m; ++i)
+    for_chunks(S + i * ld, n, 0.0f, [&](float* p, int) {
+      const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(p), vinv);
+      const __m256 e = exp_ps(_mm256_mul_ps(m2, _mm256_andnot_ps(sign, y)));
+      const __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+      _mm256_storeu_ps(p, _mm256_mul_ps(vcap, _mm256_or_ps(t, _mm256_and_ps(sign, y))));
+    });
+}
+
+void online_softmax(float* S, int64_t m, int64_t n, int64_t ld, float* mrow, float* lrow, float* corr) {
+  const float ninf = -__builtin_inff();
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = S + i * ld;
+    __m256 vmax = _mm256_set1_ps(ninf);
+    for_chunks(row, n, ninf, [&](float* p, int) { vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(p)); });
+    float mx = hmax(vmax);
+    if (mrow[i] > mx) mx = mrow[i];
+    if (mx == ninf) {
+      for (int64_t j = 0; j < n; ++j) row[j] = 0.0f;
+      corr[i] = 1.0f;
+      continue;
+    }
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 vsum = _mm256_setzero_ps();
+    for_chunks(row, n, ninf, [&](float* p, int) {
+      const __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(p), vmx));  // padding: exp(-inf) = 0
+      _mm256_storeu_ps(p, e);
+      vsum = _mm256_add_ps(vsum, e);
+    });
+    const float c = _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(mrow[i] - mx)));
+    corr[i] = c;
+    lrow[i] = lrow[i] * c + hsum(vsum);
+    mrow[i] = mx;
+  }
+}
+
+void softmax_bwd(float* S, float* dP, int64_t m, int64_t n, int64_t ld, const float* lse,
+                 const float* delta, float cap) {
+  const __m256 one = _mm256_set1_ps(1.0f), vinv = _mm256_set1_ps(cap > 0 ? 1.0f / cap : 0.0f);
+  for (int64_t i = 0; i < m; ++i) {
+    float* srow = S + i * ld;
+    float* drow = dP + i * ld;
+    const __m256 vl = _mm256_set1_ps(lse[i]), vd = _mm256_set1_ps(delta[i]);
+    auto step = [&](float* sp, float* dp) {
+      const __m256 s = _mm256_loadu_ps(sp);
+      const __m256 p = exp_ps(_mm256_sub_ps(s, vl));
+      __m256 ds = _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(dp), vd));
+      if (cap > 0) {
+        const __m256 t = _mm256_min_ps(one, _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), one),
+                                                          _mm256_mul_ps(s, vinv)));
+        ds = _mm256_mul_ps(ds, _mm256_fnmadd_ps(t, t, one));
+      }
+      _mm256_storeu_ps(sp, p);
+      _mm256_storeu_ps(dp, ds);
+    };
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) step(srow + j, drow + j);
+    if (j < n) {
+      alignas(32) float ts[8], td[8];
+      for (int q = 0; q < 8; ++q) {
+        ts[q] = j + q < n ? srow[j + q] : -__builtin_inff();
+        td[q] = j + q < n ? drow[j + q] : 0.0f;
+      }
+      step(ts, td);
+      for (int q = 0; q < n - j; ++q) { srow[j + q] = ts[q]; drow[j + q] = td[q]; }
+    }
+  }
+}
+
+const ft::attn_detail::RowKernels kKernels = {softcap, online_softmax, softmax_bwd};
+
+}  // namespace
+
+const ft::attn_detail::RowKernels* ft::attn_detail::row_kernels_avx2() { return &kKernels; }

@@ -1,0 +1,482 @@
+// Fused, memory-efficient attention (flash-attention style) with its vector-Jacobian product.
+//
+// Work unit: one (batch b, kv head g) pair and a block of query positions. The n_rep = Hq/Hkv query
+// heads that share kv head g are processed together: for a query position t their rows are
+// adjacent in q ([B, Tq, Hq, D]), so a tile has M = positions × n_rep rows, row r = (t, head
+// g·n_rep + r % n_rep), and every K/V block is read once for all of them (GQA without repeat_kv).
+//
+// Forward: for each visible key block, S = (scale·Q)·Kᵀ, softcap, mask, online softmax (running
+// row max m and sum l, rescaling the output accumulator), O += P·V. Stores out and the row
+// logsumexp lse = m + log l only: O(B·Tq·Hq) extra memory.
+// Backward (two sweeps, no atomics): delta = rowsum(dO∘O); sweep 1 over (b, g, query block):
+// recompute S, P = exp(S - lse), dP = dO·Vᵀ, dS = P∘(dP - delta) (∘ softcap derivative),
+// dQ += scale·dS·K; sweep 2 over (b, g, key block): the same tiles, dV += Pᵀ·dO, dK += dSᵀ·(scale·Q).
+// Each sweep owns its output rows, so GQA needs no reduction. Key/query blocks that the causal /
+// sliding-window / segment masks hide completely are skipped. Tiles are GEMMs (autograd/gemm.h)
+// plus the row kernels of autograd/attention_kernels.h (ISA-dispatched exp).
+//
+// Decode (few query blocks, e.g. Tq = 1 against a long KV cache): the key range is split over
+// several tasks (flash-decoding) whose partial (m, l, O) are merged at the end.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include "autograd/attention_kernels.h"
+#include "autograd/cpu.h"
+#include "autograd/gemm.h"
+#include "autograd/kernels.h"
+#include "autograd/ops.h"
+
+namespace ft {
+
+namespace {
+
+using attn_detail::RowKernels;
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// ---------------------------------------------------------------- portable row kernels
+void softcap_ref(float* S, int64_t m, int64_t n, int64_t ld, float cap) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) S[i * ld + j] = cap * std::tanh(S[i * ld + j] / cap);
+}
+inline float exp_ref(float x) { return x < -87.0f ? 0.0f : std::exp(x); }
+void online_softmax_ref(float* S, int64_t m, int64_t n, int64_t ld, float* mrow, float* lrow, float* corr) {
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = S + i * ld;
+    float mx = mrow[i];
+    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, row[j]);
+    if (mx == -kInf) {
+      std::fill(row, row + n, 0.0f);
+      corr[i] = 1.0f;
+      continue;
+    }
+    float sum = 0;
+    for (int64_t j = 0; j < n; ++j) sum += row[j] = exp_ref(row[j] - mx);
+    corr[i] = exp_ref(mrow[i] - mx);
+    lrow[i] = lrow[i] * corr[i] + sum;
+    mrow[i] = mx;
+  }
+}
+void softmax_bwd_ref(float* S, float* dP, int64_t m, int64_t n, int64_t ld, const float* lse,
+                     const float* delta, float cap) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      float s = S[i * ld + j], p = exp_ref(s - lse[i]), ds = p * (dP[i * ld + j] - delta[i]);
+      if (cap > 0) {
+        float t = std::clamp(s / cap, -1.0f, 1.0f);
+        ds *= 1.0f - t * t;
+      }
+      S[i * ld + j] = p;
+      dP[i * ld + j] = ds;
+    }
+}
+const RowKernels kRefKernels = {softcap_ref, online_softmax_ref, softmax_bwd_ref};
+
+const RowKernels& row_kernels() {
+  const CpuFeatures& f = cpu_features();
+  return f.avx512f ? *attn_detail::row_kernels_avx512() : f.avx2 ? *attn_detail::row_kernels_avx2() : kRefKernels;
+}
+
+// Scratch memory: a tensor, so that memory_stats() counts it. Per-task scratch is allocated inside
+// each task (a task may run nested GEMM tasks, so thread-local buffers could be reused under our feet).
+struct Scratch {
+  Tensor buf;
+  explicit Scratch(size_t n) : buf(Tensor::empty({int64_t(n)})) {}
+  float* get() const { return buf.data<float>(); }
+};
+
+// ---------------------------------------------------------------- geometry and masks
+struct Geo {
+  int64_t B, Tq, Tk, Hq, Hkv, D, rep;
+  float scale, cap;
+  bool causal;
+  int64_t window, q_off;
+  const int32_t* seg = nullptr;  // [B, Tk] or null
+  int64_t bq = 1, bk = 1;        // query positions per block, keys per block
+
+  int64_t ldq() const { return Hq * D; }   // row stride of q / out / dq (per position)
+  int64_t ldkv() const { return Hkv * D; } // row stride of k / v / dk / dv
+  // Visible keys of query position t before segments: [lo(t), hi(t)) (may be empty).
+  int64_t lo(int64_t t) const { return window > 0 ? std::max<int64_t>(0, q_off + t - window + 1) : 0; }
+  int64_t hi(int64_t t) const { return causal ? std::clamp<int64_t>(q_off + t + 1, 0, Tk) : Tk; }
+  int32_t qseg(int64_t b, int64_t t) const { return seg[b * Tk + q_off + t]; }
+};
+
+// Whether any (t, j) in positions [t0, t1) × keys [j0, j1) may be visible, and whether all are
+// visible (then the tile needs no masking).
+struct TileVis { bool any, all; };
+TileVis tile_vis(const Geo& g, int64_t b, int64_t t0, int64_t t1, int64_t j0, int64_t j1) {
+  if (j0 >= g.hi(t1 - 1) || j1 <= g.lo(t0)) return {false, false};
+  bool all = j0 >= g.lo(t1 - 1) && j1 <= g.hi(t0);
+  if (g.seg) {
+    int32_t qmin = INT32_MAX, qmax = INT32_MIN, kmin = INT32_MAX, kmax = INT32_MIN;
+    for (int64_t t = t0; t < t1; ++t) { int32_t s = g.qseg(b, t); qmin = std::min(qmin, s); qmax = std::max(qmax, s); }
+    const int32_t* ks = g.seg + b * g.Tk;
+    for (int64_t j = j0; j < j1; ++j) { kmin = std::min(kmin, ks[j]); kmax = std::max(kmax, ks[j]); }
+    if (qmax < kmin || kmax < qmin) return {false, false};
+    all = all && qmin == qmax && kmin == kmax && qmin == kmin;
+  }
+  return {true, all};
+}
+
+// Sets S[r][c] = -inf where key j0 + c is hidden from row r (position t0 + r / rep).
+void apply_mask(const Geo& g, int64_t b, int64_t t0, int64_t nt, int64_t j0, int64_t n, float* S, int64_t ld) {
+  const int32_t* ks = g.seg ? g.seg + b * g.Tk + j0 : nullptr;
+  for (int64_t tt = 0; tt < nt; ++tt) {
+    const int64_t t = t0 + tt;
+    const int64_t a = std::clamp<int64_t>(g.lo(t) - j0, 0, n), e = std::clamp<int64_t>(g.hi(t) - j0, a, n);
+    const int32_t qs = ks ? g.qseg(b, t) : 0;
+    for (int64_t r = 0; r < g.rep; ++r) {
+      float* row = S + (tt * g.rep + r) * ld;
+      std::fill(row, row + a, -kInf);
+      std::fill(row + e, row + n, -kInf);
+      if (ks)
+        for (int64_t c = a; c < e; ++c)
+          if (ks[c] != qs) row[c] = -kInf;
+    }
+  }
+}
+
+// Copies the rep·D values of positions [t0, t0+nt) of group g (contiguous per position) into a
+// dense [nt·rep, D] buffer, times s.
+void gather_rows(const Geo& g, const float* src, int64_t b, int64_t grp, int64_t t0, int64_t nt, float s, float* dst) {
+  const int64_t w = g.rep * g.D;
+  for (int64_t tt = 0; tt < nt; ++tt) {
+    const float* p = src + ((b * g.Tq + t0 + tt) * g.Hq + grp * g.rep) * g.D;
+    float* o = dst + tt * w;
+    for (int64_t i = 0; i < w; ++i) o[i] = s * p[i];
+  }
+}
+void scatter_rows(const Geo& g, const float* src, int64_t b, int64_t grp, int64_t t0, int64_t nt, float s, float* dst) {
+  const int64_t w = g.rep * g.D;
+  for (int64_t tt = 0; tt < nt; ++tt) {
+    float* o = dst + ((b * g.Tq + t0 + tt) * g.Hq + grp * g.rep) * g.D;
+    const float* p = src + tt * w;
+    for (int64_t i = 0; i < w; ++i) o[i] = s * p[i];
+  }
+}
+// Per-row scalars (lse / delta, laid out [B, Tq, Hq]) of a tile.
+void gather_scalars(const Geo& g, const float* src, int64_t b, int64_t grp, int64_t t0, int64_t nt, float* dst) {
+  for (int64_t tt = 0; tt < nt; ++tt)
+    for (int64_t r = 0; r < g.rep; ++r) dst[tt * g.rep + r] = src[(b * g.Tq + t0 + tt) * g.Hq + grp * g.rep + r];
+}
+
+// ---------------------------------------------------------------- forward
+// S = Qbuf·K[j0 .. j0+n)ᵀ for kv head grp, then softcap and mask.
+void scores(const Geo& g, const RowKernels& rk, const float* Qbuf, int64_t M, const float* k, int64_t b,
+            int64_t grp, int64_t t0, int64_t nt, int64_t j0, int64_t n, bool full, float* S) {
+  sgemm(false, true, M, n, g.D, 1.0f, Qbuf, g.D, k + ((b * g.Tk + j0) * g.Hkv + grp) * g.D, g.ldkv(), 0.0f, S, g.bk);
+  if (g.cap > 0) rk.softcap(S, M, n, g.bk, g.cap);
+  if (!full) apply_mask(g, b, t0, nt, j0, n, S, g.bk);
+}
+
+// Attention of positions [t0, t0+nt) of (b, grp) over keys [ka, kb). Writes the unnormalised
+// accumulator O [M, D] and the row state m, l (rows with no visible key: m = -inf, l = 0).
+void forward_tile(const Geo& g, const RowKernels& rk, const float* q, const float* k, const float* v,
+                  int64_t b, int64_t grp, int64_t t0, int64_t nt, int64_t ka, int64_t kb,
+                  float* O, float* mrow, float* lrow, float* work) {
+  const int64_t M = nt * g.rep, D = g.D;
+  float* Qbuf = work;
+  float* S = Qbuf + M * D;
+  float* corr = S + M * g.bk;
+  gather_rows(g, q, b, grp, t0, nt, g.scale, Qbuf);
+  std::fill(O, O + M * D, 0.0f);
+  std::fill(mrow, mrow + M, -kInf);
+  std::fill(lrow, lrow + M, 0.0f);
+  for (int64_t j0 = ka; j0 < kb; j0 += g.bk) {
+    const int64_t n = std::min(g.bk, kb - j0);
+    const TileVis vis = tile_vis(g, b, t0, t0 + nt, j0, j0 + n);
+    if (!vis.any) continue;
+    scores(g, rk, Qbuf, M, k, b, grp, t0, nt, j0, n, vis.all, S);
+    rk.online_softmax(S, M, n, g.bk, mrow, lrow, corr);
+    for (int64_t r = 0; r < M; ++r)
+      if (corr[r] != 1.0f)
+        for (int64_t d = 0; d < D; ++d) O[r * D + d] *= corr[r];
+    sgemm(false, false, M, D, n, 1.0f, S, g.bk, v + ((b * g.Tk + j0) * g.Hkv + grp) * D, g.ldkv(), 1.0f, O, D);
+  }
+}
+
+size_t forward_work(const Geo& g) { return size_t(g.bq * g.rep) * size_t(g.D + g.bk + 1); }
+
+void attention_forward(const Geo& g, const float* q, const float* k, const float* v, float* out, float* lse) {
+  const RowKernels& rk = row_kernels();
+  const int64_t nqb = (g.Tq + g.bq - 1) / g.bq, M = g.bq * g.rep, D = g.D;
+  const int64_t units = g.B * g.Hkv * nqb;
+  // Split the keys over tasks when there are too few query blocks to keep the cores busy.
+  const int64_t want = 2 * int64_t(num_threads());
+  int64_t nsplit = 1;
+  if (units < want) nsplit = std::clamp<int64_t>(want / units, 1, std::max<int64_t>(1, g.Tk / (2 * g.bk)));
+  if (nsplit == 1) {
+    parallel_range(units, 1, [&](int64_t u0, int64_t u1) {
+      Scratch w(size_t(M) * (2 * size_t(D) + 2) + forward_work(g));
+      float *O = w.get(), *mrow = O + M * D, *lrow = mrow + M, *work = lrow + M;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t qb = u % nqb, bg = u / nqb, b = bg / g.Hkv, grp = bg % g.Hkv;
+        const int64_t t0 = qb * g.bq, nt = std::min(g.bq, g.Tq - t0), m = nt * g.rep;
+        forward_tile(g, rk, q, k, v, b, grp, t0, nt, g.lo(t0), g.hi(t0 + nt - 1), O, mrow, lrow, work);
+        for (int64_t r = 0; r < m; ++r) {
+          const float inv = lrow[r] > 0 ? 1.0f / lrow[r] : 0.0f;
+          for (int64_t d = 0; d < D; ++d) O[r * D + d] *= inv;
+        }
+        scatter_rows(g, O, b, grp, t0, nt, 1.0f, out);
+        if (lse)
+          for (int64_t r = 0; r < m; ++r)
+            lse[(b * g.Tq + t0 + r / g.rep) * g.Hq + grp * g.rep + r % g.rep] =
+                lrow[r] > 0 ? mrow[r] + std::log(lrow[r]) : -kInf;
+      }
+    });
+    return;
+  }
+  // Split-K: partial results per (unit, split): O [M, D], m [M], l [M].
+  const int64_t stride = M * (D + 2);
+  Scratch part_buf(size_t(units * nsplit * stride));
+  float* part = part_buf.get();
+  parallel_range(units * nsplit, 1, [&](int64_t s0, int64_t s1) {
+    Scratch w(forward_work(g));
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t u = s / nsplit, sp = s % nsplit;
+      const int64_t qb = u % nqb, bg = u / nqb, b = bg / g.Hkv, grp = bg % g.Hkv;
+      const int64_t t0 = qb * g.bq, nt = std::min(g.bq, g.Tq - t0);
+      const int64_t lo = g.lo(t0), hi = std::max(lo, g.hi(t0 + nt - 1));
+      const int64_t nblk = (hi - lo + g.bk - 1) / g.bk;
+      const int64_t ka = std::min(hi, lo + nblk * sp / nsplit * g.bk), kb = std::min(hi, lo + nblk * (sp + 1) / nsplit * g.bk);
+      float* P = part + s * stride;
+      forward_tile(g, rk, q, k, v, b, grp, t0, nt, ka, kb, P, P + M * D, P + M * D + M, w.get());
+    }
+  });
+  parallel_range(units, 1, [&](int64_t u0, int64_t u1) {
+    Scratch w(size_t(M * D));
+    float* O = w.get();
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t qb = u % nqb, bg = u / nqb, b = bg / g.Hkv, grp = bg % g.Hkv;
+      const int64_t t0 = qb * g.bq, nt = std::min(g.bq, g.Tq - t0), m = nt * g.rep;
+      for (int64_t r = 0; r < m; ++r) {
+        float mx = -kInf, l = 0;
+        for (int64_t sp = 0; sp < nsplit; ++sp) mx = std::max(mx, part[(u * nsplit + sp) * stride + M * D + r]);
+        float* o = O + r * D;
+        std::fill(o, o + D, 0.0f);
+        if (mx > -kInf)
+          for (int64_t sp = 0; sp < nsplit; ++sp) {
+            const float* P = part + (u * nsplit + sp) * stride;
+            const float ms = P[M * D + r], ls = P[M * D + M + r];
+            if (ls == 0) continue;
+            const float c = std::exp(ms - mx);
+            l += ls * c;
+            for (int64_t d = 0; d < D; ++d) o[d] += c * P[r * D + d];
+          }
+        const float inv = l > 0 ? 1.0f / l : 0.0f;
+        for (int64_t d = 0; d < D; ++d) o[d] *= inv;
+        if (lse) lse[(b * g.Tq + t0 + r / g.rep) * g.Hq + grp * g.rep + r % g.rep] = l > 0 ? mx + std::log(l) : -kInf;
+      }
+      scatter_rows(g, O, b, grp, t0, nt, 1.0f, out);
+    }
+  });
+}
+
+// ---------------------------------------------------------------- backward
+// One backward tile: given Qbuf (scale·q rows), dObuf, lse (+inf for empty rows), delta of M rows
+// and keys [j0, j0+n): leaves P in S and dS (w.r.t. the scaled, uncapped scores) in dP.
+void backward_tile(const Geo& g, const RowKernels& rk, const float* Qbuf, const float* dObuf,
+                   const float* lse, const float* delta, int64_t M, const float* k, const float* v,
+                   int64_t b, int64_t grp, int64_t t0, int64_t nt, int64_t j0, int64_t n, bool full,
+                   float* S, float* dP) {
+  scores(g, rk, Qbuf, M, k, b, grp, t0, nt, j0, n, full, S);
+  sgemm(false, true, M, n, g.D, 1.0f, dObuf, g.D, v + ((b * g.Tk + j0) * g.Hkv + grp) * g.D, g.ldkv(), 0.0f, dP, g.bk);
+  rk.softmax_bwd(S, dP, M, n, g.bk, lse, delta, g.cap);
+}
+
+struct BwdRows {  // per-tile row state of the backward
+  float *Qbuf, *dObuf, *lse, *delta;
+  static size_t size(int64_t M, int64_t D) { return size_t(M) * size_t(2 * D + 2); }
+  BwdRows(float* p, int64_t M, int64_t D) : Qbuf(p), dObuf(p + M * D), lse(p + 2 * M * D), delta(p + 2 * M * D + M) {}
+  void load(const Geo& g, const float* q, const float* dout, const float* lse_all, const float* delta_all,
+            int64_t b, int64_t grp, int64_t t0, int64_t nt) {
+    gather_rows(g, q, b, grp, t0, nt, g.scale, Qbuf);
+    gather_rows(g, dout, b, grp, t0, nt, 1.0f, dObuf);
+    gather_scalars(g, lse_all, b, grp, t0, nt, lse);
+    gather_scalars(g, delta_all, b, grp, t0, nt, delta);
+    for (int64_t r = 0; r < nt * g.rep; ++r)
+      if (lse[r] == -kInf) lse[r] = kInf;  // no visible key: P = exp(S - inf) = 0
+  }
+};
+
+void attention_backward(const Geo& g, const float* q, const float* k, const float* v, const float* out,
+                        const float* lse_all, const float* dout, float* dq, float* dk, float* dv) {
+  const RowKernels& rk = row_kernels();
+  const int64_t D = g.D, rows = g.B * g.Tq * g.Hq;
+  Scratch delta_buf{size_t(rows)};
+  float* delta_all = delta_buf.get();
+  parallel_range(rows, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float s = 0;
+      for (int64_t d = 0; d < D; ++d) s += dout[r * D + d] * out[r * D + d];
+      delta_all[r] = s;
+    }
+  });
+  const int64_t M = g.bq * g.rep;
+  if (dq) {  // sweep 1: dQ, one task per (b, g, query block)
+    const int64_t nqb = (g.Tq + g.bq - 1) / g.bq;
+    parallel_range(g.B * g.Hkv * nqb, 1, [&](int64_t u0, int64_t u1) {
+      Scratch w(BwdRows::size(M, D) + size_t(M) * size_t(D + 2 * g.bk));
+      BwdRows R(w.get(), M, D);
+      float *dQ = w.get() + BwdRows::size(M, D), *S = dQ + M * D, *dP = S + M * g.bk;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t qb = u % nqb, bg = u / nqb, b = bg / g.Hkv, grp = bg % g.Hkv;
+        const int64_t t0 = qb * g.bq, nt = std::min(g.bq, g.Tq - t0), m = nt * g.rep;
+        R.load(g, q, dout, lse_all, delta_all, b, grp, t0, nt);
+        std::fill(dQ, dQ + m * D, 0.0f);
+        for (int64_t j0 = g.lo(t0), kb = g.hi(t0 + nt - 1); j0 < kb; j0 += g.bk) {
+          const int64_t n = std::min(g.bk, kb - j0);
+          const TileVis vis = tile_vis(g, b, t0, t0 + nt, j0, j0 + n);
+          if (!vis.any) continue;
+          backward_tile(g, rk, R.Qbuf, R.dObuf, R.lse, R.delta, m, k, v, b, grp, t0, nt, j0, n, vis.all, S, dP);
+          sgemm(false, false, m, D, n, 1.0f, dP, g.bk, k + ((b * g.Tk + j0) * g.Hkv + grp) * D, g.ldkv(), 1.0f, dQ, D);
+        }
+        scatter_rows(g, dQ, b, grp, t0, nt, g.scale, dq);
+      }
+    });
+  }
+  if (dk || dv) {  // sweep 2: dK and dV, one task per (b, g, key block)
+    const int64_t nkb = (g.Tk + g.bk - 1) / g.bk;
+    parallel_range(g.B * g.Hkv * nkb, 1, [&](int64_t u0, int64_t u1) {
+      Scratch w(BwdRows::size(M, D) + 2 * size_t(M) * size_t(g.bk) + 2 * size_t(g.bk) * size_t(D));
+      BwdRows R(w.get(), M, D);
+      float *S = w.get() + BwdRows::size(M, D), *dP = S + M * g.bk, *dK = dP + M * g.bk, *dV = dK + g.bk * D;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t kb = u % nkb, bg = u / nkb, b = bg / g.Hkv, grp = bg % g.Hkv;
+        const int64_t j0 = kb * g.bk, n = std::min(g.bk, g.Tk - j0);
+        std::fill(dK, dK + n * D, 0.0f);
+        std::fill(dV, dV + n * D, 0.0f);
+        // Query positions that can see a key of [j0, j0+n): causal needs q_off + t >= j0, the
+        // window needs q_off + t - (j0 + n - 1) < window.
+        int64_t ta = g.causal ? std::max<int64_t>(0, j0 - g.q_off) : 0;
+        int64_t tb = g.window > 0 ? std::min<int64_t>(g.Tq, j0 + n - 1 + g.window - g.q_off) : g.Tq;
+        for (int64_t t0 = ta; t0 < tb; t0 += g.bq) {
+          const int64_t nt = std::min(g.bq, tb - t0), m = nt * g.rep;
+          const TileVis vis = tile_vis(g, b, t0, t0 + nt, j0, j0 + n);
+          if (!vis.any) continue;
+          R.load(g, q, dout, lse_all, delta_all, b, grp, t0, nt);
+          backward_tile(g, rk, R.Qbuf, R.dObuf, R.lse, R.delta, m, k, v, b, grp, t0, nt, j0, n, vis.all, S, dP);
+          if (dv) sgemm(true, false, n, D, m, 1.0f, S, g.bk, R.dObuf, D, 1.0f, dV, D);
+          if (dk) sgemm(true, false, n, D, m, 1.0f, dP, g.bk, R.Qbuf, D, 1.0f, dK, D);
+        }
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t off = ((b * g.Tk + j0 + j) * g.Hkv + grp) * D;
+          if (dk) std::copy(dK + j * D, dK + (j + 1) * D, dk + off);
+          if (dv) std::copy(dV + j * D, dV + (j + 1) * D, dv + off);
+        }
+      }
+    });
+  }
+}
+
+// ---------------------------------------------------------------- op
+int64_t g_test_tiles[2] = {0, 0};
+
+Geo make_geo(const Tensor& q, const Tensor& k, const AttentionOptions& opt) {
+  Geo g;
+  g.B = q.size(0);
+  g.Tq = q.size(1);
+  g.Hq = q.size(2);
+  g.D = q.size(3);
+  g.Tk = k.size(1);
+  g.Hkv = k.size(2);
+  g.rep = g.Hq / g.Hkv;
+  g.scale = opt.scale != 0 ? opt.scale : 1.0f / std::sqrt(float(g.D));
+  g.cap = opt.softcap;
+  g.causal = opt.causal;
+  g.window = opt.window;
+  g.q_off = opt.q_offset;
+  // Tiles: bk keys × (bq positions · rep heads) rows, each GEMM of a tile ≤ 2^19 multiply-adds
+  // (stays on the calling thread and in L2).
+  g.bk = std::clamp<int64_t>(g.Tk, 1, 128);
+  const int64_t rows = std::max<int64_t>(g.rep, std::min<int64_t>(128, (int64_t(1) << 19) / (g.bk * g.D)));
+  g.bq = std::clamp<int64_t>(rows / g.rep, 1, std::max<int64_t>(1, g.Tq));
+  if (g_test_tiles[0] > 0) g.bq = g_test_tiles[0];
+  if (g_test_tiles[1] > 0) g.bk = g_test_tiles[1];
+  return g;
+}
+
+struct AttentionNode : Node {
+  Geo g;
+  const char* name() const override { return "attention"; }
+  std::vector<Tensor> backward(const Tensor& g_out) override {
+    const Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
+    if (saved[5].defined()) g.seg = saved[5].data<int32_t>();
+    Tensor dout = f32c(g_out);
+    Tensor dq, dk, dv;
+    if (needs(0)) dq = Tensor::empty(q.shape());
+    if (needs(1)) dk = Tensor::empty(k.shape());
+    if (needs(2)) dv = Tensor::empty(v.shape());
+    auto ptr = [](const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; };
+    if (q.numel() == 0 || k.numel() == 0) {  // nothing attended: zero gradients
+      for (Tensor* t : {&dq, &dk, &dv})
+        if (t->defined()) t->fill_(0);
+    } else {
+      attention_backward(g, q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(), lse.data<float>(),
+                         dout.data<float>(), ptr(dq), ptr(dk), ptr(dv));
+    }
+    return {dq, dk, dv};
+  }
+};
+
+}  // namespace
+
+void attn_detail::set_tile_sizes_for_testing(int64_t positions, int64_t keys) {
+  g_test_tiles[0] = positions;
+  g_test_tiles[1] = keys;
+}
+
+Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const AttentionOptions& opt) {
+  FT_CHECK(q_in.defined() && k_in.defined() && v_in.defined(), "attention: q, k and v must be defined tensors");
+  FT_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4,
+           "attention: q must be [B, Tq, Hq, D] and k, v [B, Tk, Hkv, D]; got q ", q_in.shape_str(), ", k ",
+           k_in.shape_str(), ", v ", v_in.shape_str());
+  FT_CHECK(k_in.shape() == v_in.shape(), "attention: k ", k_in.shape_str(), " and v ", v_in.shape_str(), " must have the same shape");
+  FT_CHECK(q_in.size(0) == k_in.size(0) && q_in.size(3) == k_in.size(3),
+           "attention: q ", q_in.shape_str(), " and k ", k_in.shape_str(), " differ in batch or head_dim");
+  FT_CHECK(q_in.size(3) >= 1, "attention: head_dim must be at least 1, got q ", q_in.shape_str());
+  FT_CHECK(k_in.size(2) >= 1 && q_in.size(2) % k_in.size(2) == 0,
+           "attention: query heads (", q_in.size(2), ") must be a multiple of kv heads (", k_in.size(2), "); q ",
+           q_in.shape_str(), ", k ", k_in.shape_str());
+  for (const Tensor* t : {&q_in, &k_in, &v_in})
+    FT_CHECK(is_float(t->dtype()), "attention: q, k, v must be float tensors, got ", dtype_name(t->dtype()));
+  FT_CHECK(opt.window >= 0, "attention: window must be >= 0 (0 = off), got ", opt.window);
+  FT_CHECK(opt.softcap >= 0 && std::isfinite(opt.softcap), "attention: softcap must be >= 0 (0 = off), got ", opt.softcap);
+  FT_CHECK(std::isfinite(opt.scale), "attention: scale must be finite (0 = 1/sqrt(head_dim)), got ", opt.scale);
+  Tensor q = f32c(q_in), k = f32c(k_in), v = f32c(v_in);
+  Geo g = make_geo(q, k, opt);
+  Tensor seg;
+  if (opt.segment_ids.defined()) {
+    seg = opt.segment_ids.contiguous();
+    FT_CHECK(seg.dtype() == DType::I32 && seg.dim() == 2 && seg.size(0) == g.B && seg.size(1) == g.Tk,
+             "attention: segment_ids must be int32 [B, Tk] = [", g.B, ", ", g.Tk, "], got ", dtype_name(seg.dtype()),
+             " ", seg.shape_str());
+    FT_CHECK(g.q_off >= 0 && g.q_off + g.Tq <= g.Tk, "attention: with segment_ids, queries use segment_ids[:, q_offset + i], so ",
+             "q_offset (", g.q_off, ") + Tq (", g.Tq, ") must be within Tk (", g.Tk, ")");
+    g.seg = seg.data<int32_t>();
+  }
+  Tensor out = Tensor::empty(q.shape());
+  const bool rec = should_record({&q_in, &k_in, &v_in});
+  Tensor lse = rec ? Tensor::empty({g.B, g.Tq, g.Hq}) : Tensor();
+  if (q.numel() == 0) {
+  } else if (k.numel() == 0) {
+    out.fill_(0);
+    if (rec) lse.fill_(-kInf);
+  } else {
+    attention_forward(g, q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
+                      rec ? lse.data<float>() : nullptr);
+  }
+  if (rec) {
+    auto node = std::make_shared<AttentionNode>();
+    node->g = g;
+    node->g.seg = nullptr;  // re-pointed from saved[5] in backward
+    node->inputs = {q_in, k_in, v_in};
+    node->saved = {q.detach(), k.detach(), v.detach(), out.detach(), lse, seg};
+    return record(out, node);
+  }
+  return out;
+}
+
+}  // namespace ft
