@@ -62,7 +62,8 @@ Tensor embedding(const Tensor& weight, const Tensor& ids);
 // RMSNorm over the last dim with fp32 statistics: y = x / sqrt(mean(x²) + eps) * w  (plus_one: * (1 + w)).
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps, bool plus_one = false);
 // Rotate-half RoPE on x [B, T, H, D]: the first rot_dim = cos.size(-1) dims of each head are rotated,
-// the rest pass through. cos/sin: [T, rot_dim] (positions of x's T rows, already scaled).
+// the rest pass through. cos/sin: [T, rot_dim] (positions of x's T rows, already scaled), or
+// [B, T, rot_dim] for per-sample positions (packed sequences, batched decode). rot_dim even, <= D.
 Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
 struct AttentionOptions {

@@ -313,3 +313,100 @@ TEST(RmsNorm, HeadNormOnFourDimsAndErrors) {
   EXPECT_THROW(rms_norm(Tensor::from_ids({1, 2}, {1, 2}), Tensor::randn({2}, 2), 1e-6f), Error);
   EXPECT_THROW(rms_norm(q, w, -1.f), Error);
 }
+
+// ================================================================================= rope
+
+namespace {
+// HF tables: angle[p, i] = p·theta^(−2i/rot), cos/sin = cat(cos(angle), cos(angle)) etc. [T, rot].
+std::pair<Tensor, Tensor> rope_tables(const std::vector<int>& positions, int64_t rot, double theta = 10000.0) {
+  int64_t T = int64_t(positions.size());
+  std::vector<float> c(size_t(T * rot)), s(size_t(T * rot));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < rot / 2; ++i) {
+      double a = positions[size_t(t)] * std::pow(theta, -2.0 * double(i) / double(rot));
+      c[size_t(t * rot + i)] = c[size_t(t * rot + i + rot / 2)] = float(std::cos(a));
+      s[size_t(t * rot + i)] = s[size_t(t * rot + i + rot / 2)] = float(std::sin(a));
+    }
+  return {Tensor::from_vector(c, {T, rot}), Tensor::from_vector(s, {T, rot})};
+}
+
+// Double reference of the forward with general (per-position) tables; cos/sin [T, rot] or [B, T, rot].
+std::vector<double> rope_ref(const Tensor& x, const Tensor& cs, const Tensor& sn) {
+  int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), rot = cs.size(-1), h = rot / 2;
+  bool per = cs.dim() == 3;
+  std::vector<float> xv = x.contiguous().to_vector(), cv = cs.to_vector(), sv = sn.to_vector();
+  std::vector<double> o(xv.size());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t hh = 0; hh < H; ++hh) {
+        const float* xr = xv.data() + ((b * T + t) * H + hh) * D;
+        const float* c = cv.data() + (per ? b * T + t : t) * rot;
+        const float* s = sv.data() + (per ? b * T + t : t) * rot;
+        double* orow = o.data() + ((b * T + t) * H + hh) * D;
+        for (int64_t i = 0; i < D; ++i) {
+          if (i < h) orow[i] = double(xr[i]) * c[i] - double(xr[i + h]) * s[i];
+          else if (i < rot) orow[i] = double(xr[i]) * c[i] + double(xr[i - h]) * s[i];
+          else orow[i] = xr[i];
+        }
+      }
+  return o;
+}
+}  // namespace
+
+TEST(Rope, MatchesDoubleReferenceOnEveryIsa) {
+  for_each_isa([] {
+    struct Case { Shape x; int64_t rot; };
+    for (const Case& c : std::vector<Case>{{{2, 5, 3, 8}, 8}, {{2, 5, 3, 10}, 6}, {{1, 7, 9, 64}, 64},
+                                           {{3, 4, 2, 96}, 32}, {{1, 1, 1, 2}, 2}, {{2, 3, 1, 5}, 0}}) {
+      SCOPED_TRACE(shape_str(c.x) + " rot " + std::to_string(c.rot));
+      Tensor x = Tensor::randn(c.x, 1);
+      std::vector<int> pos;
+      for (int t = 0; t < c.x[1]; ++t) pos.push_back(3 * t + 1);
+      auto [cs, sn] = rope_tables(pos, c.rot);
+      EXPECT_LE(max_abs_diff(rope(x, cs, sn).to_vector(), rope_ref(x, cs, sn)), 1e-6);
+      // Arbitrary (non-HF) tables and per-sample tables [B, T, rot].
+      Tensor c3 = Tensor::randn({c.x[0], c.x[1], c.rot}, 2), s3 = Tensor::randn({c.x[0], c.x[1], c.rot}, 3);
+      EXPECT_LE(max_abs_diff(rope(x, c3, s3).to_vector(), rope_ref(x, c3, s3)), 1e-5);
+    }
+  });
+}
+
+TEST(Rope, GradCheckFullAndPartialRotary) {
+  // Arbitrary tables (cos[i] != cos[i + rot/2]) check that the backward is the exact transpose.
+  struct Case { Shape x; int64_t rot; };
+  for (const Case& c : std::vector<Case>{{{1, 1, 1, 2}, 2}, {{2, 3, 3, 8}, 8}, {{2, 3, 2, 10}, 4}, {{1, 5, 1, 7}, 6},
+                                         {{3, 1, 2, 33}, 16}, {{1, 2, 1, 3}, 0}}) {
+    SCOPED_TRACE(shape_str(c.x) + " rot " + std::to_string(c.rot));
+    Tensor cs = Tensor::randn({c.x[1], c.rot}, 4), sn = Tensor::randn({c.x[1], c.rot}, 5);
+    check_grad([&](auto& v) { return rope(v[0], cs, sn); }, {param(c.x, 6)});
+    Tensor c3 = Tensor::randn({c.x[0], c.x[1], c.rot}, 7), s3 = Tensor::randn({c.x[0], c.x[1], c.rot}, 8);
+    check_grad([&](auto& v) { return rope(v[0], c3, s3); }, {param(c.x, 9)});
+  }
+}
+
+TEST(Rope, PerSamplePositionsAndInverse) {
+  // Per-sample tables equal running each sample with its own [T, rot] table.
+  Tensor x = Tensor::randn({2, 4, 3, 16}, 1);
+  auto [c0, s0] = rope_tables({0, 1, 2, 3}, 12);
+  auto [c1, s1] = rope_tables({7, 8, 0, 1}, 12);  // e.g. a packed row: two sequences
+  Tensor c3 = concat({c0.view({1, 4, 12}), c1.view({1, 4, 12})}, 0), s3 = concat({s0.view({1, 4, 12}), s1.view({1, 4, 12})}, 0);
+  std::vector<float> both = rope(x, c3, s3).to_vector();
+  std::vector<float> a = rope(x.slice(0, 0, 1), c0, s0).to_vector(), b = rope(x.slice(0, 1, 2), c1, s1).to_vector();
+  a.insert(a.end(), b.begin(), b.end());
+  EXPECT_EQ(both, a);
+  // Rotating by −angle undoes the rotation (sin → −sin).
+  std::vector<float> back = rope(rope(x, c1, s1), c1, neg(s1)).to_vector(), xv = x.to_vector();
+  for (size_t i = 0; i < xv.size(); ++i) EXPECT_NEAR(back[i], xv[i], 1e-5);
+}
+
+TEST(Rope, BadShapesAreErrors) {
+  Tensor x = Tensor::randn({2, 4, 3, 8}, 1);
+  auto [cs, sn] = rope_tables({0, 1, 2, 3}, 8);
+  EXPECT_THROW(rope(x.view({8, 3, 8}), cs, sn), Error);                        // not [B, T, H, D]
+  EXPECT_THROW(rope(x, cs.slice(0, 0, 3), sn.slice(0, 0, 3)), Error);          // T mismatch
+  EXPECT_THROW(rope(x, cs.slice(1, 0, 7), sn.slice(1, 0, 7)), Error);          // odd rot
+  auto [c10, s10] = rope_tables({0, 1, 2, 3}, 10);
+  EXPECT_THROW(rope(x, c10, s10), Error);                                      // rot > D
+  EXPECT_THROW(rope(x, cs, sn.slice(1, 0, 6)), Error);                         // cos/sin differ
+  EXPECT_THROW(rope(x, Tensor::randn({3, 4, 8}, 1), Tensor::randn({3, 4, 8}, 2)), Error);  // B mismatch
+}
