@@ -1,0 +1,622 @@
+// Datasets and batching: formats, validation errors, exact loss masks, batching invariants, resume.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <unistd.h>
+
+#include "autograd/error.h"
+#include "data/batching.h"
+#include "data/dataset.h"
+
+namespace ft {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+const std::string kData = std::string(FT_TEST_DATA) + "/datasets";
+
+// A small deterministic tokenizer: special tokens, doubled lower-case letters merge into one token
+// ("aa" -> 300), every other byte is its own token. Merges make span boundaries cross tokens.
+struct ToyEncoder : TextEncoder {
+  std::vector<std::string> specials = {"<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"};
+  bool with_bos = true, with_pad = false;
+  std::vector<int32_t> encode(std::string_view t, bool add_special) const override {
+    std::vector<int32_t> ids;
+    if (add_special && with_bos) ids.push_back(1);
+    for (size_t i = 0; i < t.size();) {
+      bool sp = false;
+      for (size_t k = 0; k < specials.size() && !sp; ++k)
+        if (t.substr(i, specials[k].size()) == specials[k]) {
+          ids.push_back(int32_t(k));
+          i += specials[k].size();
+          sp = true;
+        }
+      if (sp) continue;
+      if (i + 1 < t.size() && t[i] == t[i + 1] && t[i] >= 'a' && t[i] <= 'z') {
+        ids.push_back(300 + (t[i] - 'a'));
+        i += 2;
+      } else {
+        ids.push_back(16 + int32_t(uint8_t(t[i++])));
+      }
+    }
+    return ids;
+  }
+  std::string decode(const std::vector<int32_t>& ids) const override {
+    std::string s;
+    for (int32_t id : ids) {
+      if (id < int32_t(specials.size())) s += specials[size_t(id)];
+      else if (id >= 300) s += std::string(2, char('a' + id - 300));
+      else s += char(id - 16);
+    }
+    return s;
+  }
+  std::optional<int32_t> bos_id() const override { return with_bos ? std::optional<int32_t>(1) : std::nullopt; }
+  std::optional<int32_t> eos_id() const override { return 2; }
+  std::optional<int32_t> pad_id() const override { return with_pad ? std::optional<int32_t>(0) : std::nullopt; }
+  bool is_special(int32_t id) const override { return id >= 0 && id < 5; }
+};
+
+// ChatML with spans over the assistant content only (the pipeline adds <|im_end|>).
+struct ToyChatML : ChatRenderer {
+  RenderedChat render(const ojson& messages, const ojson& tools) const override {
+    RenderedChat r;
+    if (!tools.is_null()) r.text += "<|im_start|>system\nTools: " + tools.dump() + "<|im_end|>\n";
+    for (size_t i = 0; i < messages.size(); ++i) {
+      const ojson& m = messages[i];
+      r.text += "<|im_start|>" + m["role"].get<std::string>() + "\n";
+      size_t b = r.text.size();
+      if (m.contains("content") && m["content"].is_string()) r.text += m["content"].get<std::string>();
+      if (m.contains("tool_calls")) r.text += "<tool_call>" + m["tool_calls"].dump() + "</tool_call>";
+      if (m["role"] == "assistant") r.spans.push_back({i, b, r.text.size()});
+      r.text += "<|im_end|>\n";
+    }
+    return r;
+  }
+};
+
+// Scratch files for this process, removed at exit.
+struct TempDir {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                              ("ft_test_dataset_" + std::to_string(::getpid()));
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+std::string temp_file(const std::string& name, const std::string& content) {
+  static TempDir tmp;
+  const auto& dir = tmp.dir;
+  std::filesystem::create_directories(dir);
+  std::string p = (dir / name).string();
+  std::ofstream(p, std::ios::binary) << content;
+  return p;
+}
+
+DatasetOptions quiet(bool mask_prompt = false, int64_t L = 1 << 20) {
+  DatasetOptions o;
+  o.mask_prompt = mask_prompt;
+  o.max_seq_length = L;
+  o.print_warnings = false;
+  return o;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+// The supervised tokens of an example, decoded.
+std::string targets_text(const TextEncoder& enc, const Example& ex) {
+  std::vector<int32_t> t;
+  for (size_t i = 0; i < ex.ids.size(); ++i)
+    if (ex.mask[i]) t.push_back(ex.ids[i]);
+  return enc.decode(t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and format detection on the real files
+
+TEST(Dataset, ReadsAndDetectsRealFiles) {
+  struct Case { std::string file; RowFormat f; size_t rows; };
+  for (const Case& c : {Case{"wikisql/train.jsonl", RowFormat::Text, 64},
+                        Case{"wwdc25/train.jsonl", RowFormat::PromptCompletion, 48},
+                        Case{"llamafactory/v1_sft_demo.jsonl", RowFormat::Chat, 40},
+                        Case{"llamafactory/alpaca_en_demo.json", RowFormat::Alpaca, 40},
+                        Case{"llamafactory/glaive_toolcall_en_demo.json", RowFormat::ShareGPT, 24}}) {
+    RawRows raw = read_rows(kData + "/" + c.file);
+    EXPECT_EQ(raw.rows.size(), c.rows) << c.file;
+    EXPECT_EQ(detect_format(raw), c.f) << c.file;
+  }
+}
+
+TEST(Dataset, JsonlBlankLinesCrlfAndBom) {
+  std::string p = temp_file("crlf.jsonl", "\xEF\xBB\xBF{\"text\": \"a\"}\r\n\r\n   \n{\"text\": \"b\"}\r\n");
+  RawRows raw = read_rows(p);
+  ASSERT_EQ(raw.rows.size(), 2u);
+  EXPECT_EQ(raw.where[0], 1);
+  EXPECT_EQ(raw.where[1], 4);
+  EXPECT_EQ(raw.rows[1]["text"], "b");
+}
+
+TEST(Dataset, TextRowsBosAndEos) {
+  ToyEncoder enc;
+  Dataset ds = load_dataset(kData + "/wikisql/train.jsonl", enc, nullptr, quiet());
+  RawRows raw = read_rows(kData + "/wikisql/train.jsonl");
+  ASSERT_EQ(ds.size(), 64u);
+  for (const Example& ex : ds.examples) {
+    const std::string text = raw.rows[size_t(ex.row)]["text"];
+    EXPECT_EQ(ex.ids.front(), 1);
+    EXPECT_EQ(ex.ids.back(), 2);
+    EXPECT_EQ(enc.decode(ex.ids), "<s>" + text + "</s>");
+    EXPECT_EQ(ex.mask[0], 0);
+    EXPECT_EQ(ex.n_targets(), int64_t(ex.ids.size()) - 1);  // every token but the first
+  }
+  // No BOS: the first text token is not a target (nothing predicts it).
+  enc.with_bos = false;
+  Dataset nb = load_dataset(kData + "/wikisql/train.jsonl", enc, nullptr, quiet());
+  EXPECT_EQ(enc.decode(nb.examples[0].ids), raw.rows[0]["text"].get<std::string>() + "</s>");
+  EXPECT_EQ(nb.examples[0].mask[0], 0);
+}
+
+TEST(Dataset, PromptCompletionPlainMask) {
+  ToyEncoder enc;
+  RawRows raw = read_rows(kData + "/wwdc25/train.jsonl");
+  Dataset ds = make_dataset(raw, enc, nullptr, quiet(true));
+  ASSERT_EQ(ds.size(), raw.rows.size());
+  for (const Example& ex : ds.examples) {
+    const ojson& r = raw.rows[size_t(ex.row)];
+    EXPECT_EQ(enc.decode(ex.ids), "<s>" + r["prompt"].get<std::string>() + r["completion"].get<std::string>() + "</s>");
+    EXPECT_EQ(targets_text(enc, ex), r["completion"].get<std::string>() + "</s>");
+  }
+  // Without mask_prompt everything after the first token is a target.
+  Dataset all = make_dataset(raw, enc, nullptr, quiet(false));
+  EXPECT_EQ(all.examples[0].n_targets(), int64_t(all.examples[0].ids.size()) - 1);
+}
+
+TEST(Dataset, BoundaryMergeCountsInsideSpan) {
+  ToyEncoder enc;
+  // "xa" + "ab": the tokens are x, aa, b: "aa" crosses the boundary and is a target.
+  RawRows raw = read_rows(temp_file("merge.jsonl", "{\"prompt\": \"xa\", \"completion\": \"ab\"}\n"
+                                                   "{\"prompt\": \"xy\", \"completion\": \"ab\"}\n"));
+  Dataset ds = make_dataset(raw, enc, nullptr, quiet(true));
+  EXPECT_EQ(ds.n_boundary_merges, 1);
+  EXPECT_EQ(targets_text(enc, ds.examples[0]), "aab</s>");
+  EXPECT_EQ(targets_text(enc, ds.examples[1]), "ab</s>");
+}
+
+TEST(Dataset, AlpacaPromptText) {
+  ToyEncoder enc;
+  RawRows raw = read_rows(kData + "/llamafactory/alpaca_en_demo.json");
+  Dataset ds = make_dataset(raw, enc, nullptr, quiet(true));
+  ASSERT_EQ(ds.size(), 40u);
+  int with_input = 0;
+  for (const Example& ex : ds.examples) {
+    const ojson& r = raw.rows[size_t(ex.row)];
+    const std::string in = r["input"];
+    with_input += !in.empty();
+    const std::string prompt = alpaca_prompt(r["instruction"].get<std::string>(), in);
+    EXPECT_EQ(prompt.find("### Input:") != std::string::npos, !in.empty());
+    EXPECT_EQ(enc.decode(ex.ids), "<s>" + prompt + r["output"].get<std::string>() + "</s>");
+    EXPECT_EQ(targets_text(enc, ex), r["output"].get<std::string>() + "</s>");
+  }
+  EXPECT_GT(with_input, 0);
+  EXPECT_EQ(alpaca_prompt("Say hi.", ""),
+            "Below is an instruction that describes a task. Write a response that appropriately "
+            "completes the request.\n\n### Instruction:\nSay hi.\n\n### Response:\n");
+}
+
+TEST(Dataset, ChatMaskCoversAssistantAndEndOfTurn) {
+  ToyEncoder enc;
+  ToyChatML chat;
+  RawRows raw = read_rows(kData + "/llamafactory/v1_sft_demo.jsonl");
+  Dataset ds = make_dataset(raw, enc, &chat, quiet(true));
+  ASSERT_EQ(ds.size(), 40u);
+  for (const Example& ex : ds.examples) {
+    // content parts [{"type": "text", "value": ...}] are joined into the content string
+    std::string expect;
+    for (const auto& m : raw.rows[size_t(ex.row)]["messages"])
+      if (m["role"] == "assistant")
+        for (const auto& p : m["content"]) expect += p["value"].get<std::string>() + "<|im_end|>";
+    EXPECT_EQ(targets_text(enc, ex), expect);
+    EXPECT_EQ(enc.decode(ex.ids).rfind("<|im_start|>user\n", 0), 0u);  // no BOS added to chat text
+  }
+}
+
+TEST(Dataset, ChatLossWeightZeroAndToolCalls) {
+  ToyEncoder enc;
+  ToyChatML chat;
+  std::string row = R"({"messages": [{"role": "user", "content": "q"},)"
+                    R"( {"role": "assistant", "content": "skip", "loss_weight": 0.0},)"
+                    R"( {"role": "user", "content": "q2"},)"
+                    R"( {"role": "assistant", "content": null, "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {}}}]},)"
+                    R"( {"role": "tool", "content": "42"}, {"role": "assistant", "content": "done"}],)"
+                    R"( "tools": [{"type": "function", "function": {"name": "f"}}]})";
+  Dataset ds = make_dataset(read_rows(temp_file("lw.jsonl", row + "\n")), enc, &chat, quiet(true));
+  EXPECT_EQ(targets_text(enc, ds.examples[0]),
+            R"(<tool_call>[{"type":"function","function":{"name":"f","arguments":{}}}]</tool_call><|im_end|>done<|im_end|>)");
+  EXPECT_NE(enc.decode(ds.examples[0].ids).find("Tools: [{\"type\":\"function\""), std::string::npos);
+}
+
+TEST(Dataset, ShareGPTToolCallsBecomeMessages) {
+  ToyEncoder enc;
+  ToyChatML chat;
+  RawRows raw = read_rows(kData + "/llamafactory/glaive_toolcall_en_demo.json");
+  Dataset ds = make_dataset(raw, enc, &chat, quiet(true));
+  ASSERT_EQ(ds.size(), 24u);
+  int calls = 0;
+  for (const Example& ex : ds.examples) {
+    std::string expect, text = enc.decode(ex.ids);
+    for (const auto& t : raw.rows[size_t(ex.row)]["conversations"]) {
+      if (t["from"] == "gpt") expect += t["value"].get<std::string>() + "<|im_end|>";
+      if (t["from"] == "function_call") {
+        ojson c = ojson::parse(t["value"].get<std::string>());
+        ojson tc = ojson::array({ojson{{"type", "function"}, {"function", {{"name", c["name"]}, {"arguments", c["arguments"]}}}}});
+        expect += "<tool_call>" + tc.dump() + "</tool_call><|im_end|>";
+        ++calls;
+      }
+      if (t["from"] == "observation")
+        EXPECT_NE(text.find("<|im_start|>tool\n" + t["value"].get<std::string>()), std::string::npos);
+    }
+    EXPECT_EQ(targets_text(enc, ex), expect);
+    if (raw.rows[size_t(ex.row)]["tools"] != "[]")
+      EXPECT_EQ(text.rfind("<|im_start|>system\nTools: [{\"type\":\"function\",\"function\":{\"name\":", 0), 0u);
+  }
+  EXPECT_GT(calls, 5);
+}
+
+TEST(Dataset, PromptCompletionAndAlpacaThroughChatTemplate) {
+  ToyEncoder enc;
+  ToyChatML chat;
+  RawRows raw = read_rows(kData + "/wwdc25/train.jsonl");
+  Dataset ds = make_dataset(raw, enc, &chat, quiet(true));  // template given: used by default
+  const ojson& r0 = raw.rows[0];
+  EXPECT_EQ(enc.decode(ds.examples[0].ids), "<|im_start|>user\n" + r0["prompt"].get<std::string>() +
+            "<|im_end|>\n<|im_start|>assistant\n" + r0["completion"].get<std::string>() + "<|im_end|>\n");
+  EXPECT_EQ(targets_text(enc, ds.examples[0]), r0["completion"].get<std::string>() + "<|im_end|>");
+  DatasetOptions o = quiet(true);
+  o.use_chat_template = false;
+  Dataset plain = make_dataset(raw, enc, &chat, o);
+  EXPECT_EQ(enc.decode(plain.examples[0].ids), "<s>" + r0["prompt"].get<std::string>() + r0["completion"].get<std::string>() + "</s>");
+
+  RawRows al = read_rows(kData + "/llamafactory/alpaca_en_demo.json");
+  o = quiet(true);
+  o.alpaca_chat = true;
+  Dataset ac = make_dataset(al, enc, &chat, o);
+  for (const Example& ex : ac.examples) {
+    const ojson& r = al.rows[size_t(ex.row)];
+    std::string user = r["instruction"].get<std::string>();
+    if (!r["input"].get<std::string>().empty()) user += "\n" + r["input"].get<std::string>();
+    EXPECT_EQ(enc.decode(ex.ids), "<|im_start|>user\n" + user + "<|im_end|>\n<|im_start|>assistant\n" +
+              r["output"].get<std::string>() + "<|im_end|>\n");
+  }
+}
+
+TEST(Dataset, DataDirectorySplits) {
+  ToyEncoder enc;
+  DataSplits s = load_data_dir(kData + "/wikisql", enc, nullptr, quiet());
+  EXPECT_EQ(s.train.size(), 64u);
+  ASSERT_TRUE(s.valid && s.test);
+  EXPECT_EQ(s.valid->size(), 12u);
+  EXPECT_EQ(s.test->size(), 12u);
+  // valid / test are optional
+  auto dir = std::filesystem::path(temp_file("x", "")).parent_path() / "only_train";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "train.jsonl") << "{\"text\": \"hello\"}\n";
+  DataSplits t = load_data_dir(dir.string(), enc, nullptr, quiet());
+  EXPECT_EQ(t.train.size(), 1u);
+  EXPECT_FALSE(t.valid || t.test);
+}
+
+TEST(Dataset, TruncationKeepsFirstTokensAndWarnsOnce) {
+  ToyEncoder enc;
+  RawRows raw = read_rows(kData + "/wikisql/train.jsonl");
+  Dataset full = make_dataset(raw, enc, nullptr, quiet(false));
+  const int64_t L = 150;
+  int64_t longer = 0;
+  for (const auto& e : full.examples) longer += int64_t(e.ids.size()) > L;
+  ASSERT_GT(longer, 0);
+  Dataset ds = make_dataset(raw, enc, nullptr, quiet(false, L));
+  EXPECT_EQ(ds.n_truncated, longer);
+  ASSERT_EQ(ds.warnings.size(), 1u);
+  EXPECT_NE(ds.warnings[0].find(std::to_string(longer) + " of 64 rows are longer than max_seq_length = 150"),
+            std::string::npos) << ds.warnings[0];
+  for (size_t i = 0; i < ds.size(); ++i) {
+    const auto& a = ds.examples[i].ids;
+    const auto& b = full.examples[i].ids;
+    ASSERT_EQ(a.size(), std::min<size_t>(b.size(), size_t(L)));
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin()));
+  }
+  // A prompt longer than the limit leaves no target: the row is dropped and counted.
+  RawRows pc = read_rows(temp_file("long.jsonl", "{\"prompt\": \"" + std::string(40, 'x') + "\", \"completion\": \"y\"}\n"
+                                                 "{\"prompt\": \"p\", \"completion\": \"y\"}\n"));
+  Dataset d2 = make_dataset(pc, enc, nullptr, quiet(true, 20));
+  EXPECT_EQ(d2.size(), 1u);
+  EXPECT_EQ(d2.n_dropped, 1);
+  EXPECT_EQ(d2.warnings.size(), 2u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: clear errors before training
+
+TEST(Dataset, BadInputErrors) {
+  ToyEncoder enc;
+  ToyChatML chat;
+  auto err = [&](const std::string& name, const std::string& content, const ChatRenderer* c = nullptr,
+                 DatasetOptions o = quiet()) {
+    std::string p = temp_file(name, content);
+    return error_of([&] { load_dataset(p, enc, c, o); });
+  };
+  auto has = [](const std::string& msg, std::initializer_list<const char*> parts) {
+    for (const char* p : parts)
+      if (msg.find(p) == std::string::npos) return ::testing::AssertionFailure() << "missing '" << p << "' in: " << msg;
+    return ::testing::AssertionSuccess();
+  };
+  EXPECT_TRUE(has(err("broken.jsonl", "{\"text\": \"a\"}\n\n{\"text\": \"b\"\n{\"text\": \"c\"}\n"),
+                  {"broken.jsonl:3:", "invalid JSON"}));
+  EXPECT_TRUE(has(err("notobj.jsonl", "{\"text\": \"a\"}\n[1, 2]\n"), {"notobj.jsonl:2:", "JSON object", "a list"}));
+  EXPECT_TRUE(has(err("empty.jsonl", "\n  \n"), {"empty.jsonl", "has no rows"}));
+  EXPECT_TRUE(has(err("empty.json", "[]"), {"empty.json", "has no rows"}));
+  EXPECT_TRUE(has(err("unknown.jsonl", "{\"question\": \"a\", \"answer\": \"b\"}\n"),
+                  {"unknown.jsonl:1:", "unknown row format", "\"question\", \"answer\"", "{\"text\"}",
+                   "{\"prompt\", \"completion\"}", "\"messages\""}));
+  EXPECT_TRUE(has(err("num.jsonl", "{\"text\": \"a\"}\n{\"text\": 5}\n"), {"num.jsonl:2:", "\"text\" must be a string, got a number"}));
+  EXPECT_TRUE(has(err("mixed.jsonl", "{\"text\": \"a\"}\n{\"prompt\": \"p\", \"completion\": \"c\"}\n"),
+                  {"mixed.jsonl:2:", "no \"text\"", "\"prompt\", \"completion\""}));
+  EXPECT_TRUE(has(err("pc.jsonl", "{\"prompt\": \"p\", \"completion\": [\"c\"]}\n"), {"pc.jsonl:1:", "\"completion\" must be a string, got a list"}));
+  EXPECT_TRUE(has(error_of([&] { read_rows(kData + "/nope.jsonl"); }), {"nope.jsonl", "does not exist"}));
+  EXPECT_TRUE(has(error_of([&] { load_data_dir(kData + "/nodir", enc, nullptr, quiet()); }), {"nodir", "does not exist"}));
+  EXPECT_TRUE(has(error_of([&] { load_data_dir(kData + "/llamafactory", enc, nullptr, quiet()); }), {"no train.jsonl"}));
+  EXPECT_TRUE(has(err("nocontent.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\"}]}\n", &chat),
+                  {"nocontent.jsonl:1:", "message 1 (assistant) has no \"content\""}));
+  EXPECT_TRUE(has(err("notlist.jsonl", "{\"messages\": {\"role\": \"user\", \"content\": \"q\"}}\n", &chat),
+                  {"notlist.jsonl:1:", "\"messages\" must be a list", "got an object"}));
+  EXPECT_TRUE(has(err("role.jsonl", "{\"messages\": [{\"role\": \"human\", \"content\": \"q\"}]}\n", &chat),
+                  {"role.jsonl:1:", "\"human\"", "accepted roles"}));
+  EXPECT_TRUE(has(err("content.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": 3}]}\n", &chat),
+                  {"content.jsonl:1:", "\"content\" must be a string", "got a number"}));
+  EXPECT_TRUE(has(err("nochat.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}\n"),
+                  {"nochat.jsonl:1:", "need a chat template"}));
+  EXPECT_TRUE(has(err("share.json", "[{\"conversations\": [{\"from\": \"bot\", \"value\": \"x\"}]}]", &chat),
+                  {"share.json row 0:", "\"bot\"", "accepted"}));
+  EXPECT_TRUE(has(err("tools.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"tools\": 7}\n", &chat),
+                  {"tools.jsonl:1:", "\"tools\" must be a list"}));
+  EXPECT_TRUE(has(err("arr.json", "[{\"instruction\": \"i\", \"output\": \"o\"}, 3]"), {"arr.json row 1", "JSON object"}));
+  EXPECT_TRUE(has(err("al.json", "[{\"instruction\": \"i\", \"output\": \"o\"}, {\"instruction\": \"i\", \"input\": 1, \"output\": \"o\"}]"),
+                  {"al.json row 1:", "\"input\" must be a string"}));
+  // the first bad row is reported, whatever thread found it
+  std::string many;
+  for (int i = 0; i < 500; ++i) many += i == 321 || i == 400 ? "{\"text\": null}\n" : "{\"text\": \"ok\"}\n";
+  EXPECT_TRUE(has(err("many.jsonl", many), {"many.jsonl:322:", "got null"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batching
+
+std::vector<Batch> epoch_batches(BatchIterator& it) {
+  std::vector<Batch> out;
+  const int64_t e = it.epoch(), n = it.batches_per_epoch() - it.batch_index();
+  for (int64_t i = 0; i < n; ++i) {
+    Batch b;
+    EXPECT_TRUE(it.next(b));
+    EXPECT_EQ(b.epoch, e);
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+// Checks a batch against its examples: ids, shifted targets, segments, positions, counts.
+void check_batch(const Dataset& ds, const Batch& b, int32_t pad) {
+  ASSERT_EQ(b.ids.size(), size_t(b.B * b.T));
+  size_t k = 0;
+  int64_t targets = 0, tokens = 0;
+  for (int64_t r = 0; r < b.B; ++r) {
+    int64_t pos = 0;
+    int32_t seg = 0;
+    while (pos < b.lengths[size_t(r)]) {
+      ASSERT_LT(k, b.examples.size());
+      const Example& ex = ds.examples[size_t(b.examples[k++])];
+      ++seg;
+      for (size_t t = 0; t < ex.ids.size(); ++t) {
+        size_t i = size_t(r * b.T + pos + int64_t(t));
+        ASSERT_EQ(b.ids[i], ex.ids[t]);
+        ASSERT_EQ(b.segment_ids[i], seg);
+        ASSERT_EQ(b.position_ids[i], int32_t(t));
+        int32_t want = t + 1 < ex.ids.size() && ex.mask[t + 1] ? ex.ids[t + 1] : -100;
+        ASSERT_EQ(b.targets[i], want);  // never a token of the next segment
+        targets += want != -100;
+      }
+      pos += int64_t(ex.ids.size());
+      tokens += int64_t(ex.ids.size());
+    }
+    ASSERT_EQ(pos, b.lengths[size_t(r)]);
+    for (int64_t t = pos; t < b.T; ++t) {
+      size_t i = size_t(r * b.T + t);
+      ASSERT_EQ(b.ids[i], pad);
+      ASSERT_EQ(b.targets[i], -100);
+      ASSERT_EQ(b.segment_ids[i], 0);
+    }
+  }
+  ASSERT_EQ(k, b.examples.size());
+  EXPECT_EQ(b.n_targets, targets);
+  EXPECT_EQ(b.n_tokens, tokens);
+  EXPECT_EQ(b.n_padding, b.B * b.T - tokens);
+}
+
+Dataset wikisql_toy(bool mask = false, int64_t L = 512) {
+  ToyEncoder enc;
+  return load_dataset(kData + "/wikisql/train.jsonl", enc, nullptr, quiet(mask, L));
+}
+
+TEST(Batching, EveryRowOncePerEpochAndTargetsShifted) {
+  Dataset ds = wikisql_toy();
+  for (bool group : {false, true}) {
+    BatchOptions o;
+    o.batch_size = 5;
+    o.group_by_length = group;
+    o.bucket_batches = 4;
+    o.seed = 7;
+    BatchIterator it(ds, o, 0);
+    EXPECT_EQ(it.batches_per_epoch(), 13);  // 64 rows / 5, last one short
+    for (int e = 0; e < 3; ++e) {
+      std::multiset<int64_t> seen;
+      for (const Batch& b : epoch_batches(it)) {
+        check_batch(ds, b, 0);
+        seen.insert(b.examples.begin(), b.examples.end());
+      }
+      ASSERT_EQ(seen.size(), ds.size());
+      for (size_t i = 0; i < ds.size(); ++i) EXPECT_EQ(seen.count(int64_t(i)), 1u);
+    }
+  }
+}
+
+TEST(Batching, ShuffleReproducibleBySeedAndDiffersByEpoch) {
+  Dataset ds = wikisql_toy();
+  auto order = [&](uint64_t seed, int epochs) {
+    BatchOptions o;
+    o.batch_size = 4;
+    o.seed = seed;
+    BatchIterator it(ds, o, 0);
+    std::vector<std::vector<int64_t>> r;
+    for (int e = 0; e < epochs; ++e)
+      for (const Batch& b : epoch_batches(it)) r.push_back(b.examples);
+    return r;
+  };
+  auto a = order(1, 2), b = order(1, 2), c = order(2, 2);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  std::vector<std::vector<int64_t>> e0(a.begin(), a.begin() + 16), e1(a.begin() + 16, a.end());
+  EXPECT_NE(e0, e1);
+  // No shuffle: dataset order.
+  BatchOptions o;
+  o.batch_size = 4;
+  o.shuffle = false;
+  o.group_by_length = false;
+  BatchIterator it(ds, o, 0);
+  Batch bt;
+  it.next(bt);
+  EXPECT_EQ(bt.examples, (std::vector<int64_t>{0, 1, 2, 3}));
+}
+
+TEST(Batching, LengthGroupingCutsPaddingOnRealData) {
+  ToyEncoder enc;
+  for (const char* f : {"wikisql/train.jsonl", "wwdc25/train.jsonl"}) {
+    Dataset ds = load_dataset(kData + "/" + f, enc, nullptr, quiet(false, 8192));
+    BatchOptions o;
+    o.batch_size = 4;
+    o.seed = 3;
+    o.group_by_length = false;
+    BatchIterator plain(ds, o, 0);
+    o.group_by_length = true;
+    BatchIterator grouped(ds, o, 0);
+    double p0 = plain.padding_fraction(), p1 = grouped.padding_fraction();
+    EXPECT_LT(p1, 0.5 * p0) << f << ": grouped " << p1 << " vs plain " << p0;
+    // padding_fraction() is what the batches really contain
+    int64_t pad = 0, all = 0;
+    for (const Batch& b : epoch_batches(grouped)) {
+      pad += b.n_padding;
+      all += b.B * b.T;
+    }
+    EXPECT_DOUBLE_EQ(double(pad) / double(all), p1);
+  }
+}
+
+TEST(Batching, PackingKeepsSegmentsApart) {
+  Dataset ds = wikisql_toy(true);
+  BatchOptions o;
+  o.batch_size = 2;
+  o.pack = true;
+  o.max_seq_length = 512;
+  o.seed = 11;
+  BatchIterator it(ds, o, 0);
+  std::multiset<int64_t> seen;
+  double fill = 0;
+  int64_t seqs = 0;
+  for (const Batch& b : epoch_batches(it)) {
+    check_batch(ds, b, 0);
+    EXPECT_LE(b.T, 512);
+    seen.insert(b.examples.begin(), b.examples.end());
+    for (int32_t l : b.lengths) fill += double(l) / 512.0, ++seqs;
+  }
+  EXPECT_EQ(seen.size(), ds.size());
+  EXPECT_EQ(std::set<int64_t>(seen.begin(), seen.end()).size(), ds.size());
+  EXPECT_GT(fill / double(seqs), 0.9);  // first-fit decreasing fills the sequences
+  EXPECT_LT(it.padding_fraction(), 0.1);
+  // too-long examples for the packing length are refused
+  o.max_seq_length = 100;
+  EXPECT_NE(error_of([&] { BatchIterator bad(ds, o, 0); }).find("more than the packing length"), std::string::npos);
+}
+
+TEST(Batching, ResumeGivesIdenticalBatches) {
+  Dataset ds = wikisql_toy();
+  for (bool pack : {false, true}) {
+    BatchOptions o;
+    o.batch_size = 3;
+    o.seed = 5;
+    o.pack = pack;
+    o.max_seq_length = 512;
+    BatchIterator a(ds, o, 0);
+    Batch b;
+    const int64_t per = a.batches_per_epoch();
+    for (int64_t i = 0; i < per + 3; ++i) a.next(b);  // into the second epoch
+    nlohmann::json st = nlohmann::json::parse(a.state().dump());  // through text, as saved
+    EXPECT_EQ(st["epoch"], 1);
+    EXPECT_EQ(st["batch"], 3);
+    BatchIterator r(ds, o, 0);
+    r.restore(st);
+    for (int64_t i = 0; i < 2 * per; ++i) {
+      Batch x, y;
+      ASSERT_TRUE(a.next(x));
+      ASSERT_TRUE(r.next(y));
+      ASSERT_EQ(x.examples, y.examples);
+      ASSERT_EQ(x.ids, y.ids);
+      ASSERT_EQ(x.targets, y.targets);
+      ASSERT_EQ(x.epoch, y.epoch);
+      ASSERT_EQ(x.index, y.index);
+    }
+    // other options or other data: refused
+    BatchOptions o2 = o;
+    o2.seed = 6;
+    BatchIterator other(ds, o2, 0);
+    EXPECT_NE(error_of([&] { other.restore(st); }).find("seed"), std::string::npos);
+    Dataset masked = wikisql_toy(false, 200);
+    BatchIterator od(masked, o, 0);
+    EXPECT_NE(error_of([&] { od.restore(st); }).find("is not the one the state was saved with"), std::string::npos);
+    EXPECT_NE(error_of([&] { od.restore(nlohmann::json::object()); }).find("not a data-loader state"), std::string::npos);
+  }
+}
+
+TEST(Batching, EpochLimitDropLastPadMultiple) {
+  Dataset ds = wikisql_toy();
+  BatchOptions o;
+  o.batch_size = 5;
+  o.epochs = 2;
+  o.drop_last = true;
+  o.pad_to_multiple = 8;
+  BatchIterator it(ds, o, 0);
+  EXPECT_EQ(it.batches_per_epoch(), 12);
+  Batch b;
+  int n = 0;
+  while (it.next(b)) {
+    ++n;
+    EXPECT_EQ(b.B, 5);
+    EXPECT_EQ(b.T % 8, 0);
+    check_batch(ds, b, 0);
+  }
+  EXPECT_EQ(n, 24);
+  EXPECT_FALSE(it.next(b));
+  ToyEncoder enc;
+  EXPECT_EQ(padding_id(enc), 2);  // no pad token: EOS
+  enc.with_pad = true;
+  EXPECT_EQ(padding_id(enc), 0);
+}
+
+}  // namespace
+}  // namespace ft
