@@ -11,10 +11,20 @@
 #include <tbb/parallel_for.h>
 
 #include "autograd/error.h"
+#include "data/tokenizer.h"
 
 namespace ft {
 
 using ojson = nlohmann::ordered_json;
+
+std::vector<int32_t> TokenizerEncoder::encode(std::string_view text, bool add_special) const {
+  return tok_.encode(text, add_special);
+}
+std::string TokenizerEncoder::decode(const std::vector<int32_t>& ids) const { return tok_.decode(ids); }
+std::optional<int32_t> TokenizerEncoder::bos_id() const { return tok_.bos_id(); }
+std::optional<int32_t> TokenizerEncoder::eos_id() const { return tok_.eos_id(); }
+std::optional<int32_t> TokenizerEncoder::pad_id() const { return tok_.pad_id(); }
+bool TokenizerEncoder::is_special(int32_t id) const { return tok_.is_special(id); }
 
 const char* row_format_name(RowFormat f) {
   switch (f) {
@@ -419,17 +429,52 @@ struct Encoder {
   const TextEncoder& enc;
   size_t n_pre = 0, n_suf = 0;  // tokens the post-processor puts before / after the text
 
-  // Tokens of ids (from `off`) that lie before byte `pos` of text; `clean` = no token crosses it.
-  size_t boundary(const std::string& text, size_t pos, const std::vector<int32_t>& ids, size_t off,
-                  size_t body_end, bool& clean) const {
-    clean = true;
-    if (pos == 0) return off;
-    if (pos >= text.size()) return body_end;
-    std::vector<int32_t> p = enc.encode(std::string_view(text).substr(0, pos), false);
-    size_t k = common_prefix(p, ids, off);
-    clean = k == p.size();
-    return off + k;
-  }
+  // Maps byte positions of `text` to token boundaries of its encoding `ids` (dataset.h). Anchors:
+  // (byte, token) pairs known to be token boundaries: the start of the text, and the end of each
+  // special token (added tokens are split off before the model runs, so the text after one is
+  // encoded on its own). A boundary is looked up by encoding only the text after the nearest
+  // anchor; when that does not line up (a token crosses the anchor, e.g. an added token that
+  // strips spaces), by encoding the whole prefix.
+  struct Boundaries {
+    const Encoder& E;
+    const std::string& text;
+    const std::vector<int32_t>& ids;
+    size_t off, body_end;  // tokens before / after the text's own tokens
+    std::vector<std::pair<size_t, size_t>> anchors;
+
+    Boundaries(const Encoder& e, const std::string& t, const std::vector<int32_t>& i, size_t o, size_t be)
+        : E(e), text(t), ids(i), off(o), body_end(be) {
+      anchors.emplace_back(0, off);
+      size_t cursor = 0;
+      for (size_t j = off; j < body_end; ++j) {
+        if (!E.special(ids[j])) continue;
+        std::string lit = E.enc.decode({ids[j]});
+        size_t p = lit.empty() ? std::string::npos : text.find(lit, cursor);
+        if (p == std::string::npos) break;
+        cursor = p + lit.size();
+        anchors.emplace_back(p, j);
+        anchors.emplace_back(cursor, j + 1);
+      }
+    }
+
+    // Tokens of ids that lie before byte `pos`; `clean` = no token crosses it.
+    size_t at(size_t pos, bool& clean) const {
+      clean = true;
+      if (pos == 0) return off;
+      if (pos >= text.size()) return body_end;
+      auto a = std::upper_bound(anchors.begin(), anchors.end(), std::make_pair(pos, SIZE_MAX)) - 1;
+      std::string_view tv(text);
+      std::vector<int32_t> w = E.enc.encode(tv.substr(a->first, pos - a->first), false);
+      size_t k = common_prefix(w, ids, a->second);
+      if (k < w.size() && a->first > 0) {  // the anchor did not hold: whole prefix
+        a = anchors.begin();
+        w = E.enc.encode(tv.substr(0, pos), false);
+        k = common_prefix(w, ids, off);
+      }
+      clean = k == w.size();
+      return a->second + k;
+    }
+  };
 
   bool blank(int32_t id) const {
     std::string s = enc.decode({id});
@@ -458,7 +503,7 @@ struct Encoder {
       ex.mask.assign(ex.ids.size(), 1);
       if (o.mask_prompt && s.completion_begin != std::string::npos) {
         bool clean;
-        size_t a = boundary(s.text, s.completion_begin, ex.ids, n_pre, body_end, clean);
+        size_t a = Boundaries(*this, s.text, ex.ids, n_pre, body_end).at(s.completion_begin, clean);
         merges += !clean;
         std::fill(ex.mask.begin(), ex.mask.begin() + std::min(a, ex.mask.size()), 0);
       }
@@ -467,14 +512,14 @@ struct Encoder {
       ex.ids = enc.encode(r.text, false);
       ex.mask.assign(ex.ids.size(), o.mask_prompt ? 0 : 1);
       if (o.mask_prompt) {
+        const Boundaries bd(*this, r.text, ex.ids, 0, ex.ids.size());
         for (const ChatSpan& sp : r.spans) {
           FT_CHECK(sp.message < s.supervised.size() && sp.begin <= sp.end && sp.end <= r.text.size(),
                    "the chat template returned an invalid assistant span (message ", sp.message,
                    ", bytes ", sp.begin, "..", sp.end, " of ", r.text.size(), ")");
           if (!s.supervised[sp.message]) continue;
           bool c1, c2;
-          size_t a = boundary(r.text, sp.begin, ex.ids, 0, ex.ids.size(), c1);
-          size_t b = boundary(r.text, sp.end, ex.ids, 0, ex.ids.size(), c2);
+          size_t a = bd.at(sp.begin, c1), b = bd.at(sp.end, c2);
           if (!c2 && b < ex.ids.size()) ++b;  // the token crossing the end is in the span
           merges += !c1 + !c2;
           b = end_of_turn(ex.ids, a, std::max(a, b));

@@ -72,7 +72,10 @@
 
 namespace ft {
 
-// What the pipeline needs from a tokenizer (tests may provide their own). Implementations must be callable from several threads at once.
+class Tokenizer;
+
+// What the pipeline needs from a tokenizer: TokenizerEncoder adapts ft::Tokenizer (tests may
+// provide others). Implementations must be callable from several threads at once.
 struct TextEncoder {
   virtual ~TextEncoder() = default;
   virtual std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const = 0;
@@ -100,6 +103,21 @@ struct ChatRenderer {
   // Renders the whole conversation with add_generation_prompt = false. tools: null or a list.
   virtual RenderedChat render(const nlohmann::ordered_json& messages,
                               const nlohmann::ordered_json& tools) const = 0;
+};
+
+// ft::Tokenizer as a TextEncoder (keeps a reference: the tokenizer must outlive it).
+class TokenizerEncoder final : public TextEncoder {
+ public:
+  explicit TokenizerEncoder(const Tokenizer& tok) : tok_(tok) {}
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const override;
+  std::string decode(const std::vector<int32_t>& ids) const override;
+  std::optional<int32_t> bos_id() const override;
+  std::optional<int32_t> eos_id() const override;
+  std::optional<int32_t> pad_id() const override;
+  bool is_special(int32_t id) const override;
+
+ private:
+  const Tokenizer& tok_;
 };
 
 enum class RowFormat { Text, PromptCompletion, Chat, Alpaca, ShareGPT };

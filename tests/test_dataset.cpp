@@ -620,3 +620,149 @@ TEST(Batching, EpochLimitDropLastPadMultiple) {
 
 }  // namespace
 }  // namespace ft
+
+// ---------------------------------------------------------------------------------------------
+// With the real tokenizers (tests/data/tokenizers)
+
+#include "data/tokenizer.h"
+
+namespace ft {
+namespace {
+
+const std::string kTok = std::string(FT_TEST_DATA) + "/tokenizers";
+
+// ChatML whose spans run to the end of the turn ("<|im_end|>\n"), as a prefix-diff renderer gives.
+struct ChatMLWholeTurn : ChatRenderer {
+  RenderedChat render(const ojson& messages, const ojson& tools) const override {
+    RenderedChat r = ToyChatML().render(messages, tools);
+    for (ChatSpan& s : r.spans) s.end = r.text.find("<|im_end|>\n", s.end) + 11;
+    return r;
+  }
+};
+
+TEST(DatasetReal, TextRowsMatchTokenizer) {
+  for (const char* name : {"qwen2", "llama2", "gpt2"}) {
+    Tokenizer tok = Tokenizer::from_dir(kTok + "/" + name);
+    TokenizerEncoder enc(tok);
+    RawRows raw = read_rows(kData + "/wikisql/train.jsonl");
+    Dataset ds = make_dataset(raw, enc, nullptr, quiet());
+    ASSERT_EQ(ds.size(), raw.rows.size());
+    for (const Example& ex : ds.examples) {
+      std::vector<int32_t> want = tok.encode(raw.rows[size_t(ex.row)]["text"].get<std::string>(), true);
+      if (want.back() != *tok.eos_id()) want.push_back(*tok.eos_id());
+      ASSERT_EQ(ex.ids, want) << name;
+      EXPECT_EQ(ex.n_targets(), int64_t(ex.ids.size()) - 1);
+    }
+    EXPECT_EQ(ds.examples[0].ids.front() == tok.bos_id(), std::string(name) == "llama2") << name;
+  }
+}
+
+TEST(DatasetReal, PromptCompletionMaskDecodesToCompletion) {
+  // Plain concatenation (no template): the supervised tokens decode to the completion + EOS.
+  for (const char* name : {"qwen2", "llama2", "gpt2"}) {
+    Tokenizer tok = Tokenizer::from_dir(kTok + "/" + name);
+    TokenizerEncoder enc(tok);
+    RawRows raw = read_rows(kData + "/wwdc25/train.jsonl");
+    for (auto& r : raw.rows) r["prompt"] = r["prompt"].get<std::string>() + "\n";
+    Dataset ds = make_dataset(raw, enc, nullptr, quiet(true));
+    EXPECT_EQ(ds.n_boundary_merges, 0) << name;
+    const std::string eos = tok.decode({*tok.eos_id()});
+    for (const Example& ex : ds.examples) {
+      const ojson& r = raw.rows[size_t(ex.row)];
+      std::vector<int32_t> prompt = tok.encode(r["prompt"].get<std::string>(), true);
+      ASSERT_TRUE(std::equal(prompt.begin(), prompt.end(), ex.ids.begin())) << name;
+      for (size_t t = 0; t < ex.ids.size(); ++t) ASSERT_EQ(ex.mask[t], t >= prompt.size()) << name;
+      // decode of a mid-text piece: SentencePiece drops the leading space of a "▁word" start
+      std::string got = targets_text(enc, ex), want = r["completion"].get<std::string>() + eos;
+      EXPECT_EQ(got, want) << name;
+    }
+  }
+  // Alpaca rows, Alpaca prompt, Llama 2: the prompt ends with "### Response:\n".
+  Tokenizer tok = Tokenizer::from_dir(kTok + "/llama2");
+  TokenizerEncoder enc(tok);
+  RawRows al = read_rows(kData + "/llamafactory/alpaca_en_demo.json");
+  Dataset ds = make_dataset(al, enc, nullptr, quiet(true));
+  EXPECT_EQ(ds.n_boundary_merges, 0);
+  for (const Example& ex : ds.examples)
+    EXPECT_EQ(targets_text(enc, ex), al.rows[size_t(ex.row)]["output"].get<std::string>() + "</s>");
+}
+
+TEST(DatasetReal, BoundaryMergeWithRealBpe) {
+  // "Q: 1+1=" + " 2": GPT-2 encodes " 2" as one token; no merge crosses. "wor" + "ld": "world" is
+  // one token crossing the boundary: it is supervised and counted.
+  Tokenizer tok = Tokenizer::from_dir(kTok + "/gpt2");
+  TokenizerEncoder enc(tok);
+  RawRows raw = read_rows(temp_file("bpe.jsonl", "{\"prompt\": \"Q: 1+1=\", \"completion\": \" 2\"}\n"
+                                                 "{\"prompt\": \"hello wor\", \"completion\": \"ld\"}\n"));
+  Dataset ds = make_dataset(raw, enc, nullptr, quiet(true));
+  EXPECT_EQ(ds.n_boundary_merges, 1);
+  EXPECT_EQ(targets_text(enc, ds.examples[0]), " 2<|endoftext|>");
+  EXPECT_EQ(targets_text(enc, ds.examples[1]), " world<|endoftext|>");
+}
+
+TEST(DatasetReal, ChatMaskWithQwen2) {
+  Tokenizer tok = Tokenizer::from_dir(kTok + "/qwen2");
+  TokenizerEncoder enc(tok);
+  ToyChatML content_spans;
+  ChatMLWholeTurn turn_spans;
+  const int32_t im_end = tok.token_to_id("<|im_end|>");
+  for (const char* f : {"llamafactory/v1_sft_demo.jsonl", "llamafactory/glaive_toolcall_en_demo.json",
+                        "wwdc25/train.jsonl"}) {
+    RawRows raw = read_rows(kData + "/" + f);
+    Dataset a = make_dataset(raw, enc, &content_spans, quiet(true));
+    Dataset b = make_dataset(raw, enc, &turn_spans, quiet(true));
+    EXPECT_EQ(a.n_boundary_merges, 0) << f;
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      const Example& ex = a.examples[i];
+      EXPECT_EQ(ex.mask, b.examples[i].mask) << f << " row " << ex.row;  // same end-of-turn rule
+      EXPECT_EQ(tok.decode(ex.ids).rfind("<|im_start|>", 0), 0u);
+      // every target run ends with <|im_end|>, the "\n" after it is not a target
+      for (size_t t = 1; t < ex.ids.size(); ++t)
+        if (ex.mask[t] && (t + 1 == ex.ids.size() || !ex.mask[t + 1])) {
+          EXPECT_EQ(ex.ids[t], im_end) << f;
+          if (t + 1 < ex.ids.size()) EXPECT_EQ(tok.decode({ex.ids[t + 1]}), "\n");
+        }
+      // the targets decode to the assistant turns, each followed by <|im_end|>
+      std::string want;
+      const ojson& r = raw.rows[size_t(ex.row)];
+      if (r.contains("completion")) want = r["completion"].get<std::string>() + "<|im_end|>";
+      if (r.contains("messages"))
+        for (const auto& m : r["messages"])
+          if (m["role"] == "assistant") want += m["content"][0]["value"].get<std::string>() + "<|im_end|>";
+      if (r.contains("conversations"))
+        for (const auto& t : r["conversations"]) {
+          if (t["from"] == "gpt") want += t["value"].get<std::string>() + "<|im_end|>";
+          if (t["from"] == "function_call") {
+            ojson c = ojson::parse(t["value"].get<std::string>());
+            ojson tc = ojson::array({ojson{{"type", "function"}, {"function", {{"name", c["name"]}, {"arguments", c["arguments"]}}}}});
+            want += "<tool_call>" + tc.dump() + "</tool_call><|im_end|>";
+          }
+        }
+      EXPECT_EQ(targets_text(enc, ex), want) << f << " row " << ex.row;
+    }
+  }
+}
+
+TEST(BatchingReal, GroupingCutsPaddingWithQwen2) {
+  Tokenizer tok = Tokenizer::from_dir(kTok + "/qwen2");
+  TokenizerEncoder enc(tok);
+  for (const char* f : {"wikisql/train.jsonl", "wwdc25/train.jsonl", "llamafactory/alpaca_en_demo.json"}) {
+    Dataset ds = load_dataset(kData + "/" + f, enc, nullptr, quiet(true));
+    BatchOptions o;
+    o.batch_size = 4;
+    o.group_by_length = false;
+    double plain = BatchIterator(ds, o, padding_id(enc)).padding_fraction();
+    o.group_by_length = true;
+    BatchIterator it(ds, o, padding_id(enc));
+    double grouped = it.padding_fraction();
+    EXPECT_LT(grouped, 0.5 * plain) << f;
+    Batch b;
+    ASSERT_TRUE(it.next(b));
+    check_batch(ds, b, *tok.pad_id());
+    std::printf("  %s: padding %.1f%% plain, %.1f%% grouped\n", f, 100 * plain, 100 * grouped);
+  }
+}
+
+}  // namespace
+}  // namespace ft
