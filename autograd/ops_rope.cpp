@@ -4,7 +4,8 @@
 //   out[i + h] = x[i+h]·cos[i+h] + x[i]·sin[i+h]
 // dims >= rot pass through (partial rotary). The backward is the transposed (inverse) rotation:
 //   dx[i] = g[i]·cos[i] + g[i+h]·sin[i+h],   dx[i+h] = g[i+h]·cos[i+h] − g[i]·sin[i]
-// exact for any cos/sin (not only cat(c, c)). Parallel over (b, t); loops are contiguous and branch-free.
+// exact for any cos/sin (not only cat(c, c)); cos/sin are constants (no gradient). Parallel over (b, t);
+// loops are contiguous and branch-free.
 #include <cstring>
 
 #include "autograd/kernels.h"

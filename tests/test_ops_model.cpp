@@ -256,6 +256,9 @@ TEST(RmsNorm, GradCheckOddShapes) {
       Tensor w16 = Tensor::randn({D}, 3).to(DType::BF16);
       check_grad([&](auto& v) { return rms_norm(v[0], w16, 1e-5f, plus_one); }, {param(s, 4)});
     }
+    // Frozen activations, trainable weight: only dw.
+    Tensor xc = Tensor::randn({6, 5}, 7);
+    check_grad([&](auto& v) { return rms_norm(xc, v[0], 1e-5f, plus_one); }, {param({5}, 8)});
     // D = 1: y = x / sqrt(x² + eps)·w' is smooth only for a large eps relative to h².
     check_grad([&](auto& v) { return rms_norm(v[0], v[1], 0.5f, plus_one); }, {param({5, 1}, 5), param({1}, 6)});
   }
@@ -353,7 +356,7 @@ std::vector<double> rope_ref(const Tensor& x, const Tensor& cs, const Tensor& sn
 }
 }  // namespace
 
-TEST(Rope, MatchesDoubleReferenceOnEveryIsa) {
+TEST(RopeOp, MatchesDoubleReferenceOnEveryIsa) {
   for_each_isa([] {
     struct Case { Shape x; int64_t rot; };
     for (const Case& c : std::vector<Case>{{{2, 5, 3, 8}, 8}, {{2, 5, 3, 10}, 6}, {{1, 7, 9, 64}, 64},
@@ -371,7 +374,7 @@ TEST(Rope, MatchesDoubleReferenceOnEveryIsa) {
   });
 }
 
-TEST(Rope, GradCheckFullAndPartialRotary) {
+TEST(RopeOp, GradCheckFullAndPartialRotary) {
   // Arbitrary tables (cos[i] != cos[i + rot/2]) check that the backward is the exact transpose.
   struct Case { Shape x; int64_t rot; };
   for (const Case& c : std::vector<Case>{{{1, 1, 1, 2}, 2}, {{2, 3, 3, 8}, 8}, {{2, 3, 2, 10}, 4}, {{1, 5, 1, 7}, 6},
@@ -384,7 +387,7 @@ TEST(Rope, GradCheckFullAndPartialRotary) {
   }
 }
 
-TEST(Rope, PerSamplePositionsAndInverse) {
+TEST(RopeOp, PerSamplePositionsAndInverse) {
   // Per-sample tables equal running each sample with its own [T, rot] table.
   Tensor x = Tensor::randn({2, 4, 3, 16}, 1);
   auto [c0, s0] = rope_tables({0, 1, 2, 3}, 12);
@@ -399,7 +402,7 @@ TEST(Rope, PerSamplePositionsAndInverse) {
   for (size_t i = 0; i < xv.size(); ++i) EXPECT_NEAR(back[i], xv[i], 1e-5);
 }
 
-TEST(Rope, BadShapesAreErrors) {
+TEST(RopeOp, BadShapesAreErrors) {
   Tensor x = Tensor::randn({2, 4, 3, 8}, 1);
   auto [cs, sn] = rope_tables({0, 1, 2, 3}, 8);
   EXPECT_THROW(rope(x.view({8, 3, 8}), cs, sn), Error);                        // not [B, T, H, D]
