@@ -2,9 +2,14 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/random.h"
 #include "models/safetensors.h"
 
 namespace ft {
@@ -113,6 +118,67 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
       l.up = L.proj(mod("mlp.up_proj"), I, H, c.mlp_bias);
     }
     l.down = L.proj(mod("mlp.down_proj"), H, I, c.mlp_bias);
+  }
+  return m;
+}
+
+bool Model::has_weights(const std::string& dir) {
+  namespace fs = std::filesystem;
+  return fs::exists(fs::path(dir) / "model.safetensors") || fs::exists(fs::path(dir) / "model.safetensors.index.json") ||
+         (fs::is_regular_file(dir) && dir.size() > 12 && dir.substr(dir.size() - 12) == ".safetensors");
+}
+
+Model Model::init_random(const std::string& dir, uint64_t seed, double std) {
+  Model m;
+  m.dir = dir;
+  m.cfg = load_model_config(dir);
+  if (std <= 0) {
+    std = 0.02;
+    std::ifstream f(std::filesystem::path(dir) / "config.json");
+    auto j = nlohmann::json::parse(f, nullptr, false);
+    if (j.is_object() && j.contains("initializer_range") && j["initializer_range"].is_number()) std = j["initializer_range"].get<double>();
+  }
+  const ModelConfig& c = m.cfg;
+  uint64_t k = 0;
+  auto mat = [&](int64_t out, int64_t in) { return Tensor::randn({out, in}, hash2(seed, ++k), float(std)); };
+  auto norm = [&](int64_t n) { return Tensor::full({n}, c.norm_plus_one ? 0.f : 1.f); };
+  auto proj = [&](const std::string& name, int64_t out, int64_t in, bool bias) {
+    Projection p;
+    p.name = name;
+    p.weight = mat(out, in);
+    if (bias) p.bias = Tensor::zeros({out});
+    return p;
+  };
+  const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
+  m.embed = mat(c.vocab_size, H);
+  m.final_norm = norm(H);
+  m.lm_head = c.tie_word_embeddings ? m.embed : mat(c.vocab_size, H);
+  m.layers.resize(size_t(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    DecoderLayer& l = m.layers[size_t(i)];
+    auto mod = [&](const std::string& s) { return c.layer_weight(i, s); };
+    l.input_norm = norm(H);
+    l.post_attn_norm = norm(H);
+    if (c.sandwich_norms) { l.pre_ff_norm = norm(H); l.post_ff_norm = norm(H); }
+    if (c.qk_norm) { l.q_norm = norm(D); l.k_norm = norm(D); }
+    if (c.fused_qkv) l.qkv = proj(mod("self_attn.qkv_proj"), c.q_dim() + 2 * c.kv_dim(), H, c.qkv_bias);
+    else {
+      l.q = proj(mod("self_attn.q_proj"), c.q_dim(), H, c.qkv_bias);
+      l.k = proj(mod("self_attn.k_proj"), c.kv_dim(), H, c.qkv_bias);
+      l.v = proj(mod("self_attn.v_proj"), c.kv_dim(), H, c.qkv_bias);
+    }
+    l.o = proj(mod("self_attn.o_proj"), H, c.q_dim(), c.o_bias);
+    if (c.fused_gate_up) l.gate_up = proj(mod("mlp.gate_up_proj"), 2 * I, H, c.mlp_bias);
+    else { l.gate = proj(mod("mlp.gate_proj"), I, H, c.mlp_bias); l.up = proj(mod("mlp.up_proj"), I, H, c.mlp_bias); }
+    l.down = proj(mod("mlp.down_proj"), H, I, c.mlp_bias);
+  }
+  m.checkpoint_dtype = "F32";
+  auto count = [&](const Tensor& t) { return t.defined() ? t.numel() : 0; };
+  m.checkpoint_parameters = count(m.embed) + count(m.final_norm) + (c.tie_word_embeddings ? 0 : count(m.lm_head));
+  for (auto& l : m.layers) {
+    for (const Tensor* t : {&l.input_norm, &l.post_attn_norm, &l.pre_ff_norm, &l.post_ff_norm, &l.q_norm, &l.k_norm}) m.checkpoint_parameters += count(*t);
+    for (const Projection* p : {&l.q, &l.k, &l.v, &l.qkv, &l.o, &l.gate, &l.up, &l.gate_up, &l.down})
+      m.checkpoint_parameters += count(p->weight) + count(p->bias);
   }
   return m;
 }

@@ -54,6 +54,11 @@ class Model {
   std::string checkpoint_dtype;       // dtype of most checkpoint bytes
 
   static Model load(const std::string& dir, const LoadOptions& opt = {});
+  // A freshly initialised model from dir/config.json alone (training from scratch): matrices
+  // ~ N(0, std) (HF's initializer_range, default 0.02), norm weights 1 (Gemma-style: 0), biases 0.
+  static Model init_random(const std::string& dir, uint64_t seed, double std = 0.0);
+  // True when dir holds weights (model.safetensors or a sharded index).
+  static bool has_weights(const std::string& dir);
 
   // ids int32 [B, T] -> final hidden states [B, T, hidden] (after the final norm).
   Tensor hidden(const Tensor& ids, const ForwardOptions& opt = {}) const;

@@ -326,7 +326,10 @@ TrainResult train(const TrainConfig& c_in) {
   // Model, tokenizer, chat template, data.
   LoadOptions lo;
   lo.dtype = c.dtype;
-  Model model = Model::load(c.model, lo);
+  const bool from_scratch = full && !Model::has_weights(c.model);
+  if (from_scratch) std::cerr << "No weights in " << c.model << ": initialising a new model from its config.json (training from scratch)\n";
+  FT_CHECK(full || Model::has_weights(c.model), c.model, " holds no model.safetensors (or sharded index); LoRA needs a base model's weights");
+  Model model = from_scratch ? Model::init_random(c.model, c.seed) : Model::load(c.model, lo);
   Tokenizer tok = Tokenizer::from_dir(c.model);
   std::optional<ChatTemplate> tmpl;
   if (!tok.chat_template().empty()) {
