@@ -1,5 +1,7 @@
 #include "lora/lora.h"
 
+#include <cmath>
+
 #include "autograd/ops.h"
 
 namespace ft {
