@@ -51,7 +51,7 @@ std::vector<std::vector<int32_t>> generate_batch(const Model& model, const std::
                                                  const GenerateOptions& opt, GenerateStats* stats) {
   NoGradGuard ng;
   const int64_t B = int64_t(prompts.size()), V = model.cfg.vocab_size;
-  std::vector<std::vector<int32_t>> out(size_t(B));
+  std::vector<std::vector<int32_t>> out(static_cast<size_t>(B));
   if (B == 0) return out;
   int64_t Tp = 0;
   for (auto& p : prompts) {
@@ -63,7 +63,7 @@ std::vector<std::vector<int32_t>> generate_batch(const Model& model, const std::
   KVCache cache = model.make_cache(B, cap);
   // Left padding: row b starts at pad[b]; pads are segment 0, real tokens segment 1.
   std::vector<int32_t> ids(size_t(B * Tp), 0), pos(size_t(B * Tp), 0), seg(size_t(B * cap), 1);
-  std::vector<int64_t> len(size_t(B));
+  std::vector<int64_t> len(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
     const auto& p = prompts[size_t(b)];
     int64_t pad = Tp - int64_t(p.size());
@@ -98,7 +98,7 @@ std::vector<std::vector<int32_t>> generate_batch(const Model& model, const std::
   st.finish_reason = "length";
   for (int64_t step = 0; step < opt.max_tokens; ++step) {
     std::vector<float> lg = logits.to_vector();
-    std::vector<int32_t> next(size_t(B), 0), npos(size_t(B));
+    std::vector<int32_t> next(size_t(B), 0), npos(static_cast<size_t>(B));
     bool all_done = true;
     for (int64_t b = 0; b < B; ++b) {
       if (done[size_t(b)]) { next[size_t(b)] = prompts[size_t(b)].back(); npos[size_t(b)] = int32_t(len[size_t(b)]); continue; }
