@@ -39,7 +39,7 @@ void apply_top_k(float* s, int64_t vocab, int64_t k) {
 namespace {
 std::vector<double> softmax_d(const float* s, int64_t vocab) {
   float m = *std::max_element(s, s + vocab);
-  std::vector<double> p(size_t(vocab));
+  std::vector<double> p(static_cast<size_t>(vocab));
   double z = 0;
   for (int64_t i = 0; i < vocab; ++i) z += p[size_t(i)] = s[i] == -INFINITY ? 0.0 : std::exp(double(s[i] - m));
   for (auto& x : p) x /= z;
@@ -50,7 +50,7 @@ std::vector<double> softmax_d(const float* s, int64_t vocab) {
 void apply_top_p(float* s, int64_t vocab, double top_p) {
   if (top_p >= 1.0) return;
   std::vector<double> p = softmax_d(s, vocab);
-  std::vector<int32_t> idx(size_t(vocab));
+  std::vector<int32_t> idx(static_cast<size_t>(vocab));
   std::iota(idx.begin(), idx.end(), 0);
   // Ascending by score (HF sorts logits ascending, stable), cumulative sum, drop where cum <= 1 - p.
   std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return s[a] < s[b]; });
