@@ -25,6 +25,8 @@ namespace fs = std::filesystem;
 namespace {
 
 const fs::path kFixtures = fs::path(FT_TEST_DATA).parent_path() / "fixtures" / "models";
+// HF computed the references in float32 (bf16 checkpoints upcast exactly), so load the same way.
+const LoadOptions f32{"float32"};
 
 json expected(const std::string& fam) {
   std::ifstream f(kFixtures / fam / "expected.json");
@@ -79,7 +81,7 @@ void check_logits_head(const Model& m, const json& ids0, const json& head, const
 
 // One plain SGD step on the LoRA tensors, as the fixture did, compared with PEFT's result.
 void check_sgd(const std::string& fam, const std::string& adapter_dir, const json& spec) {
-  Model m = Model::load((kFixtures / fam).string());
+  Model m = Model::load((kFixtures / fam).string(), f32);
   load_adapter((kFixtures / fam / adapter_dir).string(), m, true);
   auto params = lora_parameters(m);
   std::map<std::string, std::vector<float>> before;
@@ -119,7 +121,7 @@ class Family : public ::testing::TestWithParam<std::string> {};
 TEST_P(Family, MatchesTransformers) {
   const std::string fam = GetParam();
   json e = expected(fam);
-  Model m = Model::load((kFixtures / fam).string());
+  Model m = Model::load((kFixtures / fam).string(), f32);
   EXPECT_EQ(m.checkpoint_parameters, e["meta"]["params"].get<int64_t>());
   check_losses(m, e["input_ids"], e["losses"], fam);
   check_losses(m, e["eval_eos"]["input_ids"], e["eval_eos"]["losses"], fam + " eval_eos");
@@ -130,7 +132,7 @@ TEST_P(Family, MatchesTransformers) {
 TEST_P(Family, MatchesPeft) {
   const std::string fam = GetParam();
   json e = expected(fam);
-  Model m = Model::load((kFixtures / fam).string());
+  Model m = Model::load((kFixtures / fam).string(), f32);
   LoraConfig c = load_adapter((kFixtures / fam / "peft").string(), m, false);
   EXPECT_EQ(c.rank, 4);
   check_losses(m, e["input_ids"], e["peft"]["losses"], fam + " peft");
@@ -150,7 +152,7 @@ INSTANTIATE_TEST_SUITE_P(HF, Family,
 
 TEST(Dora, MatchesPeft) {
   json e = expected("llama");
-  Model m = Model::load((kFixtures / "llama").string());
+  Model m = Model::load((kFixtures / "llama").string(), f32);
   LoraConfig c = load_adapter((kFixtures / "llama" / "dora").string(), m, false);
   EXPECT_TRUE(c.dora);
   check_losses(m, e["input_ids"], e["dora"]["losses"], "llama dora");
