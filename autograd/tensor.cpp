@@ -3,6 +3,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <tbb/parallel_for.h>
 
@@ -22,6 +26,21 @@ void count_alloc(int64_t n) {
 
 MemoryStats memory_stats() { return {g_current.load(), g_peak.load()}; }
 void reset_peak_memory() { g_peak.store(g_current.load()); }
+
+int64_t peak_rss_bytes() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return int64_t(ru.ru_maxrss) * 1024;
+}
+
+int64_t current_rss_bytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  long pages = 0, rss = 0;
+  if (std::fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+  std::fclose(f);
+  return int64_t(rss) * int64_t(sysconf(_SC_PAGESIZE));
+}
 
 int64_t numel_of(const Shape& s) {
   int64_t n = 1;

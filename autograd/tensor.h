@@ -34,6 +34,9 @@ struct Storage {
 struct MemoryStats { int64_t current, peak; };
 MemoryStats memory_stats();
 void reset_peak_memory();
+// Process resident memory (peak and current) from the OS, in bytes.
+int64_t peak_rss_bytes();
+int64_t current_rss_bytes();
 
 struct TensorImpl {
   Shape shape, strides;

@@ -1,0 +1,72 @@
+// ft save: export and convert — adapters PEFT <-> mlx-lm, a training state to an adapter, a model to
+// another dtype or shard size.
+#include <filesystem>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "models/export.h"
+#include "optim/state.h"
+#include "optim/trainer.h"
+
+namespace ft::cli {
+
+namespace fs = std::filesystem;
+
+void add_save(CLI::App& app) {
+  auto* sub = app.add_subcommand("save", "Convert adapters (PEFT <-> mlx-lm), training states and models");
+  sub->footer("\nExamples:\n"
+              "  ft save --model ./m --adapter ./peft-adapter --format mlx --out ./mlx-adapter\n"
+              "  ft save --model ./m --adapter ./mlx-adapter --format peft --out ./peft-adapter\n"
+              "  ft save --model ./m --state ./adapter/state-00000100.h5 --out ./adapter-step100\n"
+              "  ft save --model ./m --out ./m-bf16 --dtype bfloat16 --shard-size 1000000000\n");
+  auto model = std::make_shared<std::string>(), adapter = std::make_shared<std::string>(), state = std::make_shared<std::string>(),
+       out = std::make_shared<std::string>(), format = std::make_shared<std::string>("peft"), dtype = std::make_shared<std::string>();
+  auto shard = std::make_shared<uint64_t>(5000000000ull);
+  sub->add_option("--model,-m", *model, "HF model directory (the adapter's base model)")->required();
+  sub->add_option("--adapter", *adapter, "Adapter to convert (PEFT or mlx-lm, detected)");
+  sub->add_option("--state", *state, "Training state (.h5) to turn into an adapter");
+  sub->add_option("--format", *format, "Adapter format to write: peft or mlx")->check(CLI::IsMember({"peft", "mlx"}));
+  sub->add_option("--out,-o", *out, "Output directory")->required();
+  sub->add_option("--dtype", *dtype, "Model conversion: float32, bfloat16 or float16")->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
+  sub->add_option("--shard-size", *shard, "Model conversion: maximum bytes per shard")->default_val(5000000000ull);
+  sub->callback([=] {
+    FT_CHECK(adapter->empty() || state->empty(), "give either --adapter or --state, not both");
+    if (!adapter->empty() || !state->empty()) {
+      Loaded L = load_all(*model, "", "", false);
+      LoraConfig lc;
+      if (!adapter->empty()) {
+        lc = load_adapter(*adapter, L.model, false);
+      } else {
+        TrainingState st = load_training_state(*state);
+        TrainConfig tc;
+        for (auto& [k, v] : st.settings.items()) tc.set_json(k, v);
+        FT_CHECK(tc.fine_tune_type != "full", *state, ": a full fine-tuning state; export it with ft train's output instead");
+        lc.rank = tc.lora_rank;
+        lc.alpha = tc.lora_alpha;
+        lc.dropout = tc.lora_dropout;
+        lc.rslora = tc.rslora;
+        lc.dora = tc.fine_tune_type == "dora";
+        lc.targets = tc.lora_targets;
+        lc.layers = last_layers(L.model.cfg.num_layers, tc.num_layers);
+        lc.base_model = tc.model;
+        auto params = attach_lora(L.model, lc);
+        for (auto& p : params) {
+          auto it = st.params.find(p.name);
+          FT_CHECK(it != st.params.end(), *state, ": parameter '", p.name, "' is missing");
+          FT_CHECK(it->second.shape() == p.value.shape(), *state, ": parameter '", p.name, "' has shape ", it->second.shape_str(), ", expected ", p.value.shape_str());
+          p.value.copy_(it->second);
+        }
+      }
+      if (*format == "mlx") save_mlx_adapter(*out, L.model, lc);
+      else save_peft_adapter(*out, L.model, lc);
+      std::cerr << "Wrote " << *format << " adapter to " << *out << "\n";
+      return;
+    }
+    Loaded L = load_all(*model, "", "", false);
+    export_model(L.model, *out, ExportOptions{*dtype, *shard});
+    std::cerr << "Wrote model to " << *out << "\n";
+  });
+}
+
+}  // namespace ft::cli

@@ -1,0 +1,119 @@
+// ft train [RECIPE.yaml] [--flags] [key=value ...]: every recipe key is also a flag; the command
+// line wins over the recipe.
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+#include <map>
+
+#include <yaml-cpp/yaml.h>
+
+#include "cli/commands.h"
+#include "optim/trainer.h"
+
+namespace ft::cli {
+
+namespace {
+
+std::string dashed(std::string k) {
+  std::replace(k.begin(), k.end(), '_', '-');
+  return k;
+}
+
+void apply_recipe(TrainConfig& c, const std::string& path) {
+  FT_CHECK(std::filesystem::exists(path), "recipe '", path, "' does not exist");
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    throw Error(cat(path, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
+  }
+  if (root.IsNull()) return;
+  FT_CHECK(root.IsMap(), path, ": a recipe is a mapping of option: value");
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    std::string key = it->first.as<std::string>();
+    const YAML::Node& v = it->second;
+    try {
+      if (v.IsSequence()) {
+        std::string s;
+        for (auto x : v) s += (s.empty() ? "" : ",") + x.as<std::string>();
+        c.set(key, s);
+      } else if (v.IsScalar()) {
+        c.set(key, v.as<std::string>());
+      } else if (!v.IsNull()) {
+        throw Error(cat("option '", key, "' must be a value or a list"));
+      }
+    } catch (const Error& e) {
+      throw Error(cat(path, ":", it->first.Mark().line + 1, ": ", e.what()));
+    }
+  }
+}
+
+void on_sigint(int) {
+  if (train_stop_flag().exchange(true)) std::_Exit(130);  // second Ctrl-C: leave at once
+  const char msg[] = "\nCtrl-C: finishing this step, saving, then exiting (Ctrl-C again to abort without saving)\n";
+  [[maybe_unused]] auto r = write(2, msg, sizeof msg - 1);
+}
+
+}  // namespace
+
+void add_train(CLI::App& app) {
+  auto* sub = app.add_subcommand("train", "Fine-tune a model with LoRA, DoRA or full training");
+  sub->footer(
+      "\nEvery recipe key is also a flag (--lora-rank 16 == lora_rank: 16) and can be given as key=value;\n"
+      "the command line wins over the recipe. Output in --adapter-path: adapter_model.safetensors +\n"
+      "adapter_config.json (PEFT), state-*.h5 training states, loss.svg.\n\nExamples:\n"
+      "  ft train recipes/quickstart.yaml\n"
+      "  ft train --model ./SmolLM2-135M --data ../data/wikisql --iters 200 --adapter-path ./adapter\n"
+      "  ft train recipes/qwen3-0.6b.yaml --learning-rate 5e-5 lora_rank=16\n"
+      "  ft train recipes/quickstart.yaml --resume     # continue after a crash or Ctrl-C\n");
+  auto recipe_and_overrides = std::make_shared<std::vector<std::string>>();
+  sub->add_option("recipe", *recipe_and_overrides, "RECIPE.yaml and/or key=value overrides");
+  auto flags = std::make_shared<std::map<std::string, std::vector<std::string>>>();
+  static const std::map<std::string, std::string> help = {
+      {"model", "HF model directory"}, {"data", "data directory (train.jsonl, valid.jsonl) or a .jsonl file"},
+      {"adapter_path", "output directory for the adapter and training states"},
+      {"resume", "continue from the newest training state in --adapter-path"},
+      {"resume_adapter", "start from an existing adapter (rank, alpha, targets from its config)"},
+      {"fine_tune_type", "lora | dora | full"}, {"lora_rank", "LoRA rank r"}, {"lora_alpha", "LoRA alpha (scaling alpha/r)"},
+      {"lora_dropout", "dropout on the adapter input"}, {"rslora", "rank-stabilised scaling alpha/sqrt(r)"},
+      {"lora_targets", "modules to adapt: all-linear, or names like q_proj,v_proj"},
+      {"lora_init", "default (Kaiming-uniform A, zero B) | gaussian"}, {"num_layers", "adapt only the last N layers (-1 = all)"},
+      {"full_targets", "full fine-tuning: all, or substrings of weight names"},
+      {"optimizer", "adamw | sgd"}, {"learning_rate", "peak learning rate"}, {"weight_decay", "decoupled (adamw) / L2 (sgd)"},
+      {"momentum", "sgd momentum"}, {"lr_schedule", "constant | linear | cosine"}, {"warmup_steps", "linear warmup steps"},
+      {"max_grad_norm", "global gradient-norm clip (0 = off)"}, {"iters", "optimizer steps"}, {"epochs", "passes over the data (if iters is 0)"},
+      {"batch_size", "rows per micro-batch"}, {"grad_accumulation", "micro-batches per optimizer step"},
+      {"max_seq_length", "truncate rows to this many tokens"}, {"mask_prompt", "loss only on completions / assistant turns"},
+      {"pack", "pack short rows into full sequences"}, {"group_by_length", "batch rows of similar length"},
+      {"use_chat_template", "render prompt/completion rows with the chat template"},
+      {"seed", "seed for data order, init and dropout"}, {"dtype", "float32 | bfloat16 base weights"},
+      {"grad_checkpoint", "recompute blocks in backward (less memory)"}, {"checkpoint_every", "with grad_checkpoint: every k-th block"},
+      {"steps_per_report", "steps between progress reports"}, {"steps_per_eval", "steps between validations (0 = off)"},
+      {"val_batches", "validation batches per evaluation (0 = all)"}, {"save_every", "steps between saved states"},
+      {"metrics_file", "append one JSON object per report to this file"}, {"progress", "show the progress bar"}};
+  for (const std::string& k : TrainConfig::keys()) {
+    auto it = help.find(k);
+    sub->add_option("--" + dashed(k), (*flags)[k], it == help.end() ? k : it->second)->expected(0, 1)->allow_extra_args(false);
+  }
+  sub->callback([recipe_and_overrides, flags] {
+    TrainConfig c;
+    std::vector<std::pair<std::string, std::string>> overrides;
+    for (const std::string& a : *recipe_and_overrides) {
+      auto eq = a.find('=');
+      if (eq != std::string::npos) overrides.push_back({a.substr(0, eq), a.substr(eq + 1)});
+      else apply_recipe(c, a);
+    }
+    for (auto& [k, v] : *flags) {
+      if (v.empty()) continue;  // not given
+      c.set(k, v.back().empty() ? "true" : v.back());
+    }
+    for (auto& [k, v] : overrides) c.set(k, v);
+    std::signal(SIGINT, on_sigint);
+    TrainResult r = train(c);
+    std::cerr << (r.interrupted ? "Stopped" : "Done") << " after " << r.steps << " steps: loss " << r.final_loss
+              << (r.final_val_loss >= 0 ? cat(", validation loss ", r.final_val_loss) : std::string()) << ". Adapter in "
+              << r.adapter_path << "\n";
+  });
+}
+
+}  // namespace ft::cli

@@ -1,0 +1,56 @@
+#include "cli/common.h"
+
+#include <cstdio>
+#include <filesystem>
+
+namespace ft::cli {
+
+namespace fs = std::filesystem;
+
+Loaded load_all(const std::string& dir, const std::string& adapter, const std::string& dtype, bool need_tokenizer) {
+  FT_CHECK(fs::is_directory(dir), "model directory '", dir, "' does not exist (expected a HuggingFace model directory with config.json and *.safetensors)");
+  LoadOptions lo;
+  lo.dtype = dtype;
+  Loaded L{Model::load(dir, lo), {}, {}, {}, {}, {}};
+  try {
+    L.tok.emplace(Tokenizer::from_dir(dir));
+  } catch (const Error& e) {
+    if (need_tokenizer) throw;
+    L.tokenizer_error = e.what();
+  }
+  if (L.tok && !L.tok->chat_template().empty()) {
+    try {
+      nlohmann::ordered_json sp = {{"bos_token", L.tok->bos_token()}, {"eos_token", L.tok->eos_token()}};
+      L.chat.emplace(L.tok->chat_template(), (fs::path(dir) / "tokenizer_config.json").string(), sp);
+    } catch (const Error& e) {
+      L.chat_error = e.what();
+    }
+  }
+  if (L.tok) {
+    int64_t tv = int64_t(L.tok->vocab_size());
+    FT_CHECK(tv <= L.model.cfg.vocab_size, dir, ": the tokenizer has ", tv, " tokens but config.json vocab_size is ", L.model.cfg.vocab_size,
+             "; tokenizer and model do not match");
+  }
+  if (!adapter.empty()) L.adapter = load_adapter(adapter, L.model, false);
+  return L;
+}
+
+std::string human_bytes(double b) {
+  char buf[32];
+  const char* u[] = {"B", "KB", "MB", "GB", "TB"};
+  int i = 0;
+  while (b >= 1024 && i < 4) b /= 1024, ++i;
+  std::snprintf(buf, sizeof buf, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+  return buf;
+}
+
+std::string human_count(double n) {
+  char buf[32];
+  if (n >= 1e9) std::snprintf(buf, sizeof buf, "%.2fB", n / 1e9);
+  else if (n >= 1e6) std::snprintf(buf, sizeof buf, "%.1fM", n / 1e6);
+  else if (n >= 1e3) std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.0f", n);
+  return buf;
+}
+
+}  // namespace ft::cli

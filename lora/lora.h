@@ -1,0 +1,34 @@
+#pragma once
+// LoRA / DoRA adapters on linear projections (PEFT semantics).
+//   LoRA: y = W x + b + scaling · B (A dropout(x))           A [r, in], B [out, r]
+//   DoRA: PEFT's formulation with a magnitude vector m [out] and the (detached) row norms of
+//         W + scaling·B·A — see lora/lora.cpp.
+//   scaling = alpha / r, or alpha / sqrt(r) with rsLoRA.
+#include <memory>
+#include <string>
+
+#include "autograd/tensor.h"
+
+namespace ft {
+
+struct LoraAdapter {
+  Tensor A;          // [r, in] float32
+  Tensor B;          // [out, r] float32
+  Tensor magnitude;  // [out] float32 (DoRA), undefined for plain LoRA
+  float scaling = 1.0f;
+  float dropout = 0.0f;
+  int64_t rank() const { return A.size(0); }
+};
+
+// A linear projection of the model: base weight [out, in] (frozen unless fully fine-tuned), optional
+// bias, optional adapter. `name` is the HF module path, e.g. "model.layers.0.self_attn.q_proj".
+struct Projection {
+  std::string name;
+  Tensor weight, bias;
+  std::shared_ptr<LoraAdapter> lora;
+  int64_t in_features() const { return weight.size(1); }
+  int64_t out_features() const { return weight.size(0); }
+  Tensor forward(const Tensor& x, bool training) const;
+};
+
+}  // namespace ft

@@ -1,0 +1,74 @@
+#include "models/export.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "models/safetensors.h"
+#include "optim/state.h"
+
+namespace ft {
+
+namespace fs = std::filesystem;
+
+void export_model(const Model& m, const std::string& dir, const ExportOptions& opt) {
+  FT_CHECK(fs::absolute(dir) != fs::absolute(m.dir), "refusing to export over the source model directory '", dir, "'");
+  fs::create_directories(dir);
+  std::optional<DType> want;
+  if (!opt.dtype.empty()) want = dtype_from_name(opt.dtype);
+  const ModelConfig& c = m.cfg;
+  std::vector<std::pair<std::string, Tensor>> ts;
+  ts.push_back({c.weight("embed_tokens.weight"), m.embed});
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const DecoderLayer& l = m.layers[size_t(i)];
+    auto lw = [&](const std::string& s) { return c.layer_weight(i, s); };
+    for (auto [t, n] : std::vector<std::pair<const Tensor*, std::string>>{
+             {&l.input_norm, "input_layernorm.weight"}, {&l.post_attn_norm, "post_attention_layernorm.weight"},
+             {&l.pre_ff_norm, "pre_feedforward_layernorm.weight"}, {&l.post_ff_norm, "post_feedforward_layernorm.weight"},
+             {&l.q_norm, "self_attn.q_norm.weight"}, {&l.k_norm, "self_attn.k_norm.weight"}})
+      if (t->defined()) ts.push_back({lw(n), *t});
+    for (const Projection* p : {&l.q, &l.k, &l.v, &l.qkv, &l.o, &l.gate, &l.up, &l.gate_up, &l.down}) {
+      if (!p->weight.defined()) continue;
+      FT_CHECK(!p->lora, "export_model: '", p->name, "' still has an adapter; merge it first");
+      ts.push_back({p->name + ".weight", p->weight});
+      if (p->bias.defined()) ts.push_back({p->name + ".bias", p->bias});
+    }
+  }
+  ts.push_back({c.weight("norm.weight"), m.final_norm});
+  if (m.lm_head.impl() != m.embed.impl()) ts.push_back({c.lm_head_name, m.lm_head});
+
+  // The majority dtype of the big matrices decides torch_dtype in config.json; small vectors follow it.
+  DType main_dt = want ? *want : m.embed.dtype();
+  std::vector<Tensor> keep;
+  std::vector<TensorRecord> recs;
+  for (auto& [name, t] : ts) {
+    Tensor x = t.detach().contiguous().to(want ? *want : (t.dim() == 1 ? main_dt : t.dtype()));
+    keep.push_back(x);
+    recs.push_back(TensorRecord::view(name, x.dtype(), x.shape(), x.raw()));
+  }
+  // Remove shards of an earlier export in the same directory so no stale index survives.
+  for (auto& e : fs::directory_iterator(dir)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("model", 0) == 0 && (n.find(".safetensors") != std::string::npos)) fs::remove(e.path());
+  }
+  write_safetensors_sharded(dir, recs, opt.max_shard_bytes, {{"format", "pt"}});
+
+  // config.json: the source's, with the dtype updated (both v4 and v5 spellings when present).
+  std::ifstream f(fs::path(m.dir) / "config.json");
+  nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(f);
+  const char* dn = main_dt == DType::BF16 ? "bfloat16" : main_dt == DType::F16 ? "float16" : "float32";
+  if (cfg.contains("dtype")) cfg["dtype"] = dn;
+  cfg["torch_dtype"] = dn;
+  write_file_atomic((fs::path(dir) / "config.json").string(), cfg.dump(2) + "\n");
+  for (const char* name : {"generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                           "tokenizer.model", "chat_template.jinja", "vocab.json", "merges.txt", "added_tokens.json"}) {
+    fs::path src = fs::path(m.dir) / name;
+    if (!fs::exists(src)) continue;
+    std::ifstream in(src, std::ios::binary);
+    std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    write_file_atomic((fs::path(dir) / name).string(), content);
+  }
+}
+
+}  // namespace ft

@@ -1,0 +1,36 @@
+#pragma once
+// Text generation with a KV cache: one prefill pass over the prompt, then one decode step per token.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+#include "models/sampling.h"
+
+namespace ft {
+
+struct GenerateOptions {
+  int64_t max_tokens = 256;
+  SamplingParams sampling;
+  std::vector<int32_t> eos_ids;  // stop (the EOS token is not emitted) on any of these
+};
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0, generated_tokens = 0;
+  double prompt_seconds = 0, generation_seconds = 0;
+  double prompt_tps() const { return prompt_seconds > 0 ? double(prompt_tokens) / prompt_seconds : 0; }
+  double generation_tps() const { return generation_seconds > 0 ? double(generated_tokens) / generation_seconds : 0; }
+  std::string finish_reason;  // "eos", "length", "stop"
+};
+
+// Calls on_token(id) for each generated token; returning false stops (e.g. a stop string matched).
+// Returns the generated ids (EOS excluded).
+std::vector<int32_t> generate(const Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                              const std::function<bool(int32_t)>& on_token, GenerateStats* stats = nullptr);
+
+// Many prompts decoded together (left-padded; per-row positions; pads masked out). Each row stops on
+// its own EOS or max_tokens. Greedy results equal generate() on each prompt alone.
+std::vector<std::vector<int32_t>> generate_batch(const Model& model, const std::vector<std::vector<int32_t>>& prompts,
+                                                 const GenerateOptions& opt, GenerateStats* stats = nullptr);
+
+}  // namespace ft

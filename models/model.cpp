@@ -1,0 +1,358 @@
+#include "models/model.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "autograd/kernels.h"
+#include "autograd/ops.h"
+#include "autograd/random.h"
+#include "models/safetensors.h"
+
+namespace ft {
+
+namespace {
+
+const char* act_name(Activation a) {
+  switch (a) {
+    case Activation::SiLU: return "silu";
+    case Activation::GeluTanh: return "gelu_pytorch_tanh";
+    case Activation::Gelu: return "gelu";
+  }
+  return "silu";
+}
+
+struct Loader {
+  const CheckpointReader& ck;
+  const ModelConfig& cfg;
+  std::string dtype;  // target dtype for matrices ("" = keep)
+
+  Tensor raw(const std::string& name, const Shape& expect) const {
+    const TensorRecord* r = ck.find(name);
+    FT_CHECK(r, ck.path(), ": tensor '", name, "' is missing (model_type ", cfg.model_type, ", ", cfg.num_layers,
+             " layers per config.json); the checkpoint does not match its config");
+    FT_CHECK(r->shape == expect, r->file.empty() ? ck.path() : r->file, ": tensor '", name, "' has shape ", shape_str(r->shape),
+             " but config.json implies ", shape_str(expect), " (hidden_size ", cfg.hidden_size, ", heads ", cfg.num_heads, "/",
+             cfg.num_kv_heads, ", head_dim ", cfg.head_dim, ", intermediate_size ", cfg.intermediate_size, ", vocab_size ",
+             cfg.vocab_size, ")");
+    DType dt = r->weight_dtype();
+    auto owner = std::const_pointer_cast<void>(ck.file_of(name)->keep_alive());
+    return Tensor::from_external(r->data, r->shape, dt, owner);
+  }
+  // Big matrices: stored dtype, or converted to the requested one. f16 is widened to f32.
+  Tensor matrix(const std::string& name, const Shape& expect) const {
+    Tensor t = raw(name, expect);
+    DType want = t.dtype() == DType::F16 ? DType::F32 : t.dtype();
+    if (dtype == "float32") want = DType::F32;
+    if (dtype == "bfloat16") want = DType::BF16;
+    return t.dtype() == want ? t : t.to(want);
+  }
+  Tensor vec(const std::string& name, const Shape& expect) const { return raw(name, expect).to(DType::F32); }
+  bool has(const std::string& name) const { return ck.find(name) != nullptr; }
+
+  Projection proj(const std::string& module, int64_t out, int64_t in, bool bias) const {
+    Projection p;
+    p.name = module;
+    p.weight = matrix(module + ".weight", {out, in});
+    if (bias) p.bias = vec(module + ".bias", {out});
+    return p;
+  }
+};
+
+}  // namespace
+
+Model Model::load(const std::string& dir, const LoadOptions& opt) {
+  FT_CHECK(opt.dtype.empty() || opt.dtype == "float32" || opt.dtype == "bfloat16",
+           "unsupported model dtype '", opt.dtype, "' (use float32 or bfloat16)");
+  Model m;
+  m.dir = dir;
+  m.cfg = load_model_config(dir);
+  CheckpointReader ck = CheckpointReader::open(dir);
+  resolve_weight_names(m.cfg, [&](const std::string& n) { return ck.find(n) != nullptr; });
+  const ModelConfig& c = m.cfg;
+  std::map<std::string, int64_t> bytes_by_dtype;
+  for (const auto& n : ck.names()) {
+    const TensorRecord& r = ck.get(n);
+    m.checkpoint_parameters += r.numel();
+    bytes_by_dtype[st_dtype_name(r.st_dtype)] += int64_t(r.nbytes);
+  }
+  int64_t best = -1;
+  for (auto& [k, v] : bytes_by_dtype)
+    if (v > best) { best = v; m.checkpoint_dtype = k; }
+
+  Loader L{ck, c, opt.dtype};
+  const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
+  m.embed = L.matrix(c.weight("embed_tokens.weight"), {c.vocab_size, H});
+  m.final_norm = L.vec(c.weight("norm.weight"), {H});
+  m.lm_head = c.tie_word_embeddings ? m.embed : L.matrix(c.lm_head_name, {c.vocab_size, H});
+  m.layers.resize(size_t(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    DecoderLayer& l = m.layers[size_t(i)];
+    auto w = [&](const std::string& s) { return c.layer_weight(i, s); };
+    auto mod = [&](const std::string& s) { std::string n = w(s); return n; };
+    l.input_norm = L.vec(w("input_layernorm.weight"), {H});
+    l.post_attn_norm = L.vec(w("post_attention_layernorm.weight"), {H});
+    if (c.sandwich_norms) {
+      l.pre_ff_norm = L.vec(w("pre_feedforward_layernorm.weight"), {H});
+      l.post_ff_norm = L.vec(w("post_feedforward_layernorm.weight"), {H});
+    }
+    if (c.qk_norm) {
+      l.q_norm = L.vec(w("self_attn.q_norm.weight"), {D});
+      l.k_norm = L.vec(w("self_attn.k_norm.weight"), {D});
+    }
+    if (c.fused_qkv) {
+      l.qkv = L.proj(mod("self_attn.qkv_proj"), c.q_dim() + 2 * c.kv_dim(), H, c.qkv_bias);
+    } else {
+      l.q = L.proj(mod("self_attn.q_proj"), c.q_dim(), H, c.qkv_bias);
+      l.k = L.proj(mod("self_attn.k_proj"), c.kv_dim(), H, c.qkv_bias);
+      l.v = L.proj(mod("self_attn.v_proj"), c.kv_dim(), H, c.qkv_bias);
+    }
+    l.o = L.proj(mod("self_attn.o_proj"), H, c.q_dim(), c.o_bias);
+    if (c.fused_gate_up) {
+      l.gate_up = L.proj(mod("mlp.gate_up_proj"), 2 * I, H, c.mlp_bias);
+    } else {
+      l.gate = L.proj(mod("mlp.gate_proj"), I, H, c.mlp_bias);
+      l.up = L.proj(mod("mlp.up_proj"), I, H, c.mlp_bias);
+    }
+    l.down = L.proj(mod("mlp.down_proj"), H, I, c.mlp_bias);
+  }
+  return m;
+}
+
+bool Model::has_weights(const std::string& dir) {
+  namespace fs = std::filesystem;
+  return fs::exists(fs::path(dir) / "model.safetensors") || fs::exists(fs::path(dir) / "model.safetensors.index.json") ||
+         (fs::is_regular_file(dir) && dir.size() > 12 && dir.substr(dir.size() - 12) == ".safetensors");
+}
+
+Model Model::init_random(const std::string& dir, uint64_t seed, double std) {
+  Model m;
+  m.dir = dir;
+  m.cfg = load_model_config(dir);
+  if (std <= 0) {
+    std = 0.02;
+    std::ifstream f(std::filesystem::path(dir) / "config.json");
+    auto j = nlohmann::json::parse(f, nullptr, false);
+    if (j.is_object() && j.contains("initializer_range") && j["initializer_range"].is_number()) std = j["initializer_range"].get<double>();
+  }
+  const ModelConfig& c = m.cfg;
+  uint64_t k = 0;
+  auto mat = [&](int64_t out, int64_t in) { return Tensor::randn({out, in}, hash2(seed, ++k), float(std)); };
+  auto norm = [&](int64_t n) { return Tensor::full({n}, c.norm_plus_one ? 0.f : 1.f); };
+  auto proj = [&](const std::string& name, int64_t out, int64_t in, bool bias) {
+    Projection p;
+    p.name = name;
+    p.weight = mat(out, in);
+    if (bias) p.bias = Tensor::zeros({out});
+    return p;
+  };
+  const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
+  m.embed = mat(c.vocab_size, H);
+  m.final_norm = norm(H);
+  m.lm_head = c.tie_word_embeddings ? m.embed : mat(c.vocab_size, H);
+  m.layers.resize(size_t(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    DecoderLayer& l = m.layers[size_t(i)];
+    auto mod = [&](const std::string& s) { return c.layer_weight(i, s); };
+    l.input_norm = norm(H);
+    l.post_attn_norm = norm(H);
+    if (c.sandwich_norms) { l.pre_ff_norm = norm(H); l.post_ff_norm = norm(H); }
+    if (c.qk_norm) { l.q_norm = norm(D); l.k_norm = norm(D); }
+    if (c.fused_qkv) l.qkv = proj(mod("self_attn.qkv_proj"), c.q_dim() + 2 * c.kv_dim(), H, c.qkv_bias);
+    else {
+      l.q = proj(mod("self_attn.q_proj"), c.q_dim(), H, c.qkv_bias);
+      l.k = proj(mod("self_attn.k_proj"), c.kv_dim(), H, c.qkv_bias);
+      l.v = proj(mod("self_attn.v_proj"), c.kv_dim(), H, c.qkv_bias);
+    }
+    l.o = proj(mod("self_attn.o_proj"), H, c.q_dim(), c.o_bias);
+    if (c.fused_gate_up) l.gate_up = proj(mod("mlp.gate_up_proj"), 2 * I, H, c.mlp_bias);
+    else { l.gate = proj(mod("mlp.gate_proj"), I, H, c.mlp_bias); l.up = proj(mod("mlp.up_proj"), I, H, c.mlp_bias); }
+    l.down = proj(mod("mlp.down_proj"), H, I, c.mlp_bias);
+  }
+  m.checkpoint_dtype = "F32";
+  auto count = [&](const Tensor& t) { return t.defined() ? t.numel() : 0; };
+  m.checkpoint_parameters = count(m.embed) + count(m.final_norm) + (c.tie_word_embeddings ? 0 : count(m.lm_head));
+  for (auto& l : m.layers) {
+    for (const Tensor* t : {&l.input_norm, &l.post_attn_norm, &l.pre_ff_norm, &l.post_ff_norm, &l.q_norm, &l.k_norm}) m.checkpoint_parameters += count(*t);
+    for (const Projection* p : {&l.q, &l.k, &l.v, &l.qkv, &l.o, &l.gate, &l.up, &l.gate_up, &l.down})
+      m.checkpoint_parameters += count(p->weight) + count(p->bias);
+  }
+  return m;
+}
+
+std::vector<Projection*> Model::projections() {
+  std::vector<Projection*> r;
+  for (auto& l : layers)
+    for (Projection* p : {&l.q, &l.k, &l.v, &l.qkv, &l.o, &l.gate, &l.up, &l.gate_up, &l.down})
+      if (p->weight.defined()) r.push_back(p);
+  return r;
+}
+
+int64_t Model::weight_bytes() const {
+  int64_t n = int64_t(embed.nbytes()) + int64_t(final_norm.nbytes());
+  if (lm_head.impl() != embed.impl()) n += int64_t(lm_head.nbytes());
+  for (auto& l : layers) {
+    for (const Projection* p : {&l.q, &l.k, &l.v, &l.qkv, &l.o, &l.gate, &l.up, &l.gate_up, &l.down}) {
+      if (p->weight.defined()) n += int64_t(p->weight.nbytes());
+      if (p->bias.defined()) n += int64_t(p->bias.nbytes());
+    }
+    for (const Tensor* t : {&l.input_norm, &l.post_attn_norm, &l.pre_ff_norm, &l.post_ff_norm, &l.q_norm, &l.k_norm})
+      if (t->defined()) n += int64_t(t->nbytes());
+  }
+  return n;
+}
+
+KVCache Model::make_cache(int64_t batch, int64_t capacity) const {
+  KVCache c;
+  c.batch = batch;
+  c.capacity = capacity;
+  for (int64_t i = 0; i < cfg.num_layers; ++i) {
+    c.k.push_back(Tensor::zeros({batch, capacity, cfg.num_kv_heads, cfg.head_dim}));
+    c.v.push_back(Tensor::zeros({batch, capacity, cfg.num_kv_heads, cfg.head_dim}));
+  }
+  return c;
+}
+
+namespace {
+// Writes x [B, T, Hkv, D] into cache [B, cap, Hkv, D] at rows [offset, offset + T).
+void cache_write(Tensor& cache, const Tensor& x_in, int64_t offset) {
+  Tensor x = x_in.contiguous();
+  int64_t B = x.size(0), T = x.size(1), row = x.size(2) * x.size(3), cap = cache.size(1);
+  FT_CHECK(offset + T <= cap, "KV cache full: ", offset + T, " positions needed, capacity ", cap);
+  const float* src = x.data<float>();
+  float* dst = cache.data<float>();
+  for (int64_t b = 0; b < B; ++b) std::memcpy(dst + (b * cap + offset) * row, src + b * T * row, size_t(T * row) * 4);
+}
+}  // namespace
+
+Tensor Model::layer_forward(int64_t i, const Tensor& x, const Tensor& cos, const Tensor& sin, const ForwardOptions& opt,
+                            int64_t offset) const {
+  const DecoderLayer& l = layers[size_t(i)];
+  const LayerSpec& spec = cfg.layers[size_t(i)];
+  const float eps = float(cfg.rms_norm_eps);
+  const bool p1 = cfg.norm_plus_one, tr = opt.training;
+  const int64_t B = x.size(0), T = x.size(1), Hq = cfg.num_heads, Hkv = cfg.num_kv_heads, D = cfg.head_dim;
+
+  // Attention block. Shapes: h [B,T,hidden] -> q [B,T,Hq,D], k/v [B,T,Hkv,D].
+  Tensor h = rms_norm(x, l.input_norm, eps, p1);
+  Tensor q, k, v;
+  if (cfg.fused_qkv) {
+    auto parts = split(l.qkv.forward(h, tr), {cfg.q_dim(), cfg.kv_dim(), cfg.kv_dim()}, -1);
+    q = parts[0], k = parts[1], v = parts[2];
+  } else {
+    q = l.q.forward(h, tr), k = l.k.forward(h, tr), v = l.v.forward(h, tr);
+  }
+  q = reshape(q, {B, T, Hq, D});
+  k = reshape(k, {B, T, Hkv, D});
+  v = reshape(v, {B, T, Hkv, D});
+  if (cfg.qk_norm) {
+    q = rms_norm(q, l.q_norm, eps, p1);
+    k = rms_norm(k, l.k_norm, eps, p1);
+  }
+  q = rope(q, cos, sin);
+  k = rope(k, cos, sin);
+  if (opt.cache) {
+    cache_write(opt.cache->k[size_t(i)], k, offset);
+    cache_write(opt.cache->v[size_t(i)], v, offset);
+    k = opt.cache->k[size_t(i)].slice(1, 0, offset + T);
+    v = opt.cache->v[size_t(i)].slice(1, 0, offset + T);
+  }
+  AttentionOptions ao;
+  ao.scale = float(cfg.attn_scale);
+  ao.causal = true;
+  ao.window = spec.sliding ? spec.window : 0;
+  ao.softcap = float(cfg.attn_logit_softcap);
+  ao.q_offset = offset;
+  ao.segment_ids = opt.segment_ids;
+  Tensor a = l.o.forward(reshape(attention(q, k, v, ao), {B, T, Hq * D}), tr);
+  if (cfg.sandwich_norms) a = rms_norm(a, l.post_attn_norm, eps, p1);
+  Tensor x1 = add(x, a);
+
+  // MLP block: down(act(gate(h)) * up(h)).
+  Tensor h2 = rms_norm(x1, cfg.sandwich_norms ? l.pre_ff_norm : l.post_attn_norm, eps, p1);
+  Tensor gate, up;
+  if (cfg.fused_gate_up) {
+    auto parts = split(l.gate_up.forward(h2, tr), {cfg.intermediate_size, cfg.intermediate_size}, -1);
+    gate = parts[0], up = parts[1];
+  } else {
+    gate = l.gate.forward(h2, tr), up = l.up.forward(h2, tr);
+  }
+  Tensor mo = l.down.forward(gated_act(gate, up, act_name(cfg.act)), tr);
+  if (cfg.sandwich_norms) mo = rms_norm(mo, l.post_ff_norm, eps, p1);
+  return add(x1, mo);
+}
+
+Tensor Model::hidden(const Tensor& ids, const ForwardOptions& opt) const {
+  FT_CHECK(ids.dim() == 2, "model input ids must be [batch, seq], got ", ids.shape_str());
+  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t offset = opt.cache ? opt.cache->len : 0;
+  if (opt.cache) FT_CHECK(opt.cache->batch == B, "KV cache batch ", opt.cache->batch, " != input batch ", B);
+  if (cfg.max_position_embeddings > 0 && !opt.positions.defined() && offset + T > cfg.max_position_embeddings * 64)
+    throw Error(cat("sequence of ", offset + T, " positions is far beyond the model's context (max_position_embeddings ",
+                    cfg.max_position_embeddings, ")"));
+
+  Tensor x = embedding(embed, ids);  // [B, T, hidden]
+  if (cfg.embed_scale != 1.0) {
+    float s = float(cfg.embed_scale);
+    if (embed.dtype() == DType::BF16) s = bf16_to_f32(f32_to_bf16(s));
+    x = scale(x, s);
+  }
+
+  // RoPE tables, one per distinct RopeParams (Gemma 3 has two).
+  std::vector<int64_t> pos;
+  int64_t seq_len = offset + T;
+  if (opt.positions.defined()) {
+    FT_CHECK(opt.positions.shape() == ids.shape(), "positions ", opt.positions.shape_str(), " must match ids ", ids.shape_str());
+    std::vector<int32_t> p = opt.positions.to_ids();
+    pos.assign(p.begin(), p.end());
+    for (int64_t v : pos) seq_len = std::max(seq_len, v + 1);
+  } else {
+    for (int64_t t = 0; t < T; ++t) pos.push_back(offset + t);
+  }
+  if (opt.cache) {
+    opt.cache->max_seq_seen = std::max(opt.cache->max_seq_seen, seq_len);
+    seq_len = opt.cache->max_seq_seen;
+  }
+  std::vector<const RopeParams*> distinct;
+  std::vector<size_t> which(cfg.layers.size());
+  std::vector<Tensor> coss, sins;
+  for (size_t i = 0; i < cfg.layers.size(); ++i) {
+    size_t j = 0;
+    while (j < distinct.size() && !(*distinct[j] == cfg.layers[i].rope)) ++j;
+    if (j == distinct.size()) {
+      distinct.push_back(&cfg.layers[i].rope);
+      std::vector<float> c, s;
+      rope_cos_sin(cfg.layers[i].rope, int(cfg.head_dim), pos.data(), int64_t(pos.size()), seq_len, c, s);
+      int64_t rot = int64_t(c.size()) / int64_t(pos.size());
+      Shape sh = opt.positions.defined() ? Shape{B, T, rot} : Shape{T, rot};
+      coss.push_back(Tensor::from_vector(c, sh));
+      sins.push_back(Tensor::from_vector(s, sh));
+    }
+    which[i] = j;
+  }
+
+  for (int64_t i = 0; i < cfg.num_layers; ++i) {
+    const Tensor& c = coss[which[size_t(i)]];
+    const Tensor& s = sins[which[size_t(i)]];
+    bool ckpt = opt.checkpoint_every > 0 && grad_enabled() && i % opt.checkpoint_every == 0 && !opt.cache;
+    if (ckpt) {
+      ForwardOptions o = opt;  // captured by value: backward runs after this call returns
+      x = checkpoint([this, i, c, s, o](const std::vector<Tensor>& in) { return layer_forward(i, in[0], c, s, o, 0); }, {x});
+    } else {
+      x = layer_forward(i, x, c, s, opt, offset);
+    }
+  }
+  if (opt.cache) opt.cache->len += T;
+  return rms_norm(x, final_norm, float(cfg.rms_norm_eps), cfg.norm_plus_one);
+}
+
+Tensor Model::logits(const Tensor& h) const {
+  Tensor y = linear(h, lm_head);
+  if (cfg.final_logit_softcap > 0) y = softcap(y, float(cfg.final_logit_softcap));
+  return y;
+}
+
+}  // namespace ft

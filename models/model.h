@@ -1,0 +1,81 @@
+#pragma once
+// The one decoder for every supported family. Per-family differences are data in ModelConfig
+// (models/config.h); the forward pass below reads them, it is not copied per family.
+//
+//   h = embed[ids] · embed_scale
+//   per layer:  a = attn(norm_in(h));           (sandwich: a = post_attn_norm(a))    h = h + a
+//               m = mlp(norm_2(h));             (sandwich: m = post_ff_norm(m))      h = h + m
+//               norm_2 = pre_ff_norm (sandwich) or post_attention_layernorm
+//   logits = softcap(final_norm(h) · W_lmᵀ)
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lora/lora.h"
+#include "models/config.h"
+
+namespace ft {
+
+struct DecoderLayer {
+  Tensor input_norm, post_attn_norm, pre_ff_norm, post_ff_norm, q_norm, k_norm;  // undefined when unused
+  Projection q, k, v, qkv, o;          // qkv used instead of q/k/v when cfg.fused_qkv
+  Projection gate, up, gate_up, down;  // gate_up used instead of gate/up when cfg.fused_gate_up
+};
+
+// Keys and values of past positions, per layer: [B, capacity, Hkv, D].
+struct KVCache {
+  std::vector<Tensor> k, v;
+  int64_t len = 0, capacity = 0, batch = 0;
+  int64_t max_seq_seen = 0;  // for RoPE types that depend on the running length (dynamic NTK)
+};
+
+struct ForwardOptions {
+  bool training = false;         // dropout on
+  int64_t checkpoint_every = 0;  // gradient checkpointing: recompute every k-th block (1 = all; 0 = off)
+  Tensor positions;              // int32 [B, T]: explicit positions (packing); default offset + t
+  Tensor segment_ids;            // int32 [B, T]: packed rows (no attention across segments)
+  KVCache* cache = nullptr;      // decode: appends keys/values, attends to the cache
+};
+
+struct LoadOptions {
+  // Storage dtype of the big matrices (projections, embeddings): "" keeps the checkpoint's dtype
+  // (f16 becomes f32), "float32" or "bfloat16" converts. Norm weights and biases are always float32.
+  std::string dtype;
+};
+
+class Model {
+ public:
+  ModelConfig cfg;
+  Tensor embed, lm_head, final_norm;  // lm_head aliases embed when tied
+  std::vector<DecoderLayer> layers;
+  std::string dir;
+  int64_t checkpoint_parameters = 0;  // elements of every tensor in the checkpoint files
+  std::string checkpoint_dtype;       // dtype of most checkpoint bytes
+
+  static Model load(const std::string& dir, const LoadOptions& opt = {});
+  // A freshly initialised model from dir/config.json alone (training from scratch): matrices
+  // ~ N(0, std) (HF's initializer_range, default 0.02), norm weights 1 (Gemma-style: 0), biases 0.
+  static Model init_random(const std::string& dir, uint64_t seed, double std = 0.0);
+  // True when dir holds weights (model.safetensors or a sharded index).
+  static bool has_weights(const std::string& dir);
+
+  // ids int32 [B, T] -> final hidden states [B, T, hidden] (after the final norm).
+  Tensor hidden(const Tensor& ids, const ForwardOptions& opt = {}) const;
+  // hidden [..., hidden] -> logits [..., vocab] (final softcap applied).
+  Tensor logits(const Tensor& hidden) const;
+  Tensor forward(const Tensor& ids, const ForwardOptions& opt = {}) const { return logits(hidden(ids, opt)); }
+
+  KVCache make_cache(int64_t batch, int64_t capacity) const;
+
+  // Every linear projection in the model (module path in Projection::name).
+  std::vector<Projection*> projections();
+  // Bytes of base weights as stored (adapters excluded).
+  int64_t weight_bytes() const;
+
+ private:
+  Tensor layer_forward(int64_t i, const Tensor& x, const Tensor& cos, const Tensor& sin, const ForwardOptions& opt,
+                       int64_t offset) const;
+};
+
+}  // namespace ft

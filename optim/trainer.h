@@ -1,0 +1,95 @@
+#pragma once
+// The training loop: LoRA / DoRA / full fine-tuning with gradient accumulation, clipping, schedules,
+// validation, metrics, crash-safe checkpoints and exact resume.
+//
+// Loss: the summed token cross-entropy of every micro-batch divided by the number of supervised
+// tokens of the whole effective batch (all gradient-accumulation micro-batches), so every supervised
+// token weighs the same whatever the padding or the split into micro-batches.
+//
+// Files in adapter_path:
+//   adapter_config.json + adapter_model.safetensors   the final (and latest saved) PEFT adapter
+//   state-<step>.h5                                   training states (the two newest are kept)
+//   loss.svg                                          training / validation loss curves
+//   (full fine-tuning: the whole model in HF layout instead of the adapter)
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "data/chat_template.h"
+#include "data/dataset.h"
+
+namespace ft {
+
+class Model;
+
+// A ChatTemplate as the data pipeline's ChatRenderer (assistant spans by prefix rendering).
+struct TemplateRenderer final : ChatRenderer {
+  const ChatTemplate& t;
+  explicit TemplateRenderer(const ChatTemplate& tt) : t(tt) {}
+  RenderedChat render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const override;
+};
+
+// Token-weighted mean cross-entropy over a dataset (the training pipeline's batches, no shuffling),
+// over at most max_batches batches (0 = all). Returns (loss, supervised tokens).
+std::pair<double, int64_t> evaluate_loss(const Model& model, const Dataset& ds, int64_t batch_size, int32_t pad, int64_t max_batches = 0);
+
+struct TrainConfig {
+  std::string model, data, adapter_path = "adapters", resume_adapter;
+  bool resume = false;
+  std::string fine_tune_type = "lora";  // lora | dora | full
+  int64_t lora_rank = 8;
+  double lora_alpha = 16, lora_dropout = 0.0;
+  bool rslora = false;
+  std::vector<std::string> lora_targets = {"all-linear"};
+  std::string lora_init = "default";
+  int64_t num_layers = -1;              // adapt the last N layers; -1 = all
+  std::vector<std::string> full_targets = {"all"};  // full: "all" or name substrings to train
+  std::string optimizer = "adamw";
+  double learning_rate = 1e-4, weight_decay = 0.0, momentum = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  std::string lr_schedule = "constant";
+  int64_t warmup_steps = 0;
+  double max_grad_norm = 1.0;           // 0 = off
+  int64_t iters = 0, epochs = 0;        // one of them; iters wins when both are set
+  int64_t batch_size = 4, grad_accumulation = 1, max_seq_length = 2048;
+  bool mask_prompt = false, pack = false, group_by_length = true, use_chat_template = true;
+  uint64_t seed = 0;
+  std::string dtype = "float32";        // float32 | bfloat16: storage of the frozen base weights
+  bool grad_checkpoint = false;
+  int64_t checkpoint_every = 1;         // with grad_checkpoint: every k-th block
+  int64_t steps_per_report = 10, steps_per_eval = 100, val_batches = 25, save_every = 100;
+  std::string metrics_file;
+  bool progress = true;                 // progress bar on stderr
+
+  nlohmann::json to_json() const;
+  // Sets one key (dashes or underscores) from its text form; ft::Error naming the key otherwise.
+  void set(const std::string& key, const std::string& value);
+  void set_json(const std::string& key, const nlohmann::json& value);
+  static std::vector<std::string> keys();
+  void validate() const;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double final_loss = 0, final_val_loss = -1;
+  double tokens_per_second = 0;
+  std::string adapter_path;
+  bool interrupted = false;
+};
+
+// Set by the CLI's SIGINT handler: the loop saves and returns at the end of the current step.
+std::atomic<bool>& train_stop_flag();
+
+TrainResult train(const TrainConfig& cfg);
+
+// Newest state-<step>.h5 in dir that loads completely ("" when none).
+std::string newest_state(const std::string& dir);
+
+// Writes an SVG line chart of (step, loss) series to path (atomic).
+void write_loss_svg(const std::string& path, const std::vector<std::pair<double, double>>& train,
+                    const std::vector<std::pair<double, double>>& val);
+
+}  // namespace ft
