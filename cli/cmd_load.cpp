@@ -56,7 +56,7 @@ void add_load(CLI::App& app) {
               << "vocab        " << c.vocab_size << (c.tie_word_embeddings ? " (tied embeddings)" : "") << "\n"
               << "context      " << ctx << " tokens\n"
               << "tokenizer    " << (L.tok ? std::to_string(L.tok->vocab_size()) + " tokens" : "unavailable: " + L.tokenizer_error) << "\n"
-              << "chat template " << tmpl << "\n"
+              << "template     " << tmpl << "\n"
               << "memory       " << human_bytes(weights) << " weights + " << human_bytes(kv_per_token) << " KV cache per token (fp32)\n";
     if (L.adapter)
       std::cout << "adapter      " << *adapter << ": rank " << L.adapter->rank << ", alpha " << L.adapter->alpha << (L.adapter->dora ? ", DoRA" : "")
