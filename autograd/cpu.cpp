@@ -21,14 +21,15 @@ CpuFeatures detect() {
   f.avx512f = f.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   f.avx512bf16 = f.avx512f && __builtin_cpu_supports("avx512bf16");
+  f.fast_bf16_dot = f.avx512bf16 && __builtin_cpu_is("amd");
   return f;
 }
 
 CpuFeatures capped(const CpuFeatures& hw, const std::string& level) {
   CpuFeatures f = hw;
   if (level == "avx512" || level == "native" || level.empty()) return f;
-  if (level == "avx512f") { f.avx512bf16 = false; return f; }
-  if (level == "avx2") { f.avx512f = f.avx512bf16 = false; return f; }
+  if (level == "avx512f") { f.avx512bf16 = f.fast_bf16_dot = false; return f; }
+  if (level == "avx2") { f.avx512f = f.avx512bf16 = f.fast_bf16_dot = false; return f; }
   if (level == "baseline") return CpuFeatures{};
   throw Error(cat("ISA level '", level,
                   "' is unknown (FT_ISA / set_isa accept baseline, avx2, avx512f, avx512, native)"));

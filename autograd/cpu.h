@@ -18,6 +18,9 @@ struct CpuFeatures {
   bool fma = false;
   bool avx512f = false;     // AVX-512 F + BW + VL + DQ (the *_avx512.cpp kernels need all four)
   bool avx512bf16 = false;  // AVX512-BF16 (vdpbf16ps, vcvtne2ps2bf16)
+  // vdpbf16ps at twice the fp32 FMA rate (AMD Zen 4/5). Intel's (Cooper Lake, Sapphire Rapids)
+  // measured at half the FMA rate, so bf16 kernels there widen to fp32 instead.
+  bool fast_bf16_dot = false;
 };
 
 // Features in effect: hardware capped by FT_ISA (read once) or by set_isa(). Cheap to call.

@@ -394,7 +394,7 @@ void gemm_bf16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, flo
            true);
 }
 
-bool gemm_bf16w_rounds_a() { return cpu_features().avx512bf16; }
+bool gemm_bf16w_rounds_a() { return cpu_features().fast_bf16_dot; }
 
 void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
                    float alpha, const float* A, int64_t lda, int64_t stride_a, const float* B,

@@ -22,12 +22,13 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
            int64_t ldc);
 
 // Same, but B holds bf16 values (raw uint16_t bits; weights), A and C are fp32.
-// Precision: on CPUs with AVX512-BF16 (and FT_ISA allowing it) A is rounded to bf16
-// (round-to-nearest-even, relative error <= 2^-9 per element) and the products are accumulated
-// in fp32 with vdpbf16ps (bf16×bf16 products are exact in fp32; denormal inputs and outputs of
-// the instruction flush to zero). Elsewhere B is widened to fp32 exactly while packing and the
-// result is a plain fp32 GEMM of A with the bf16 values of B.
-// gemm_bf16w_rounds_a() tells which of the two the current ISA does.
+// Precision: where vdpbf16ps is fast (AVX512-BF16 on AMD Zen 4/5: cpu_features().fast_bf16_dot,
+// FT_ISA permitting) A is rounded to bf16 (round-to-nearest-even, relative error <= 2^-9 per
+// element; fp32 denormals become 0) and the products are accumulated in fp32 by vdpbf16ps
+// (bf16×bf16 products are exact in fp32; denormal inputs/outputs of the instruction flush to
+// zero). Elsewhere (incl. Intel, whose vdpbf16ps runs at half the FMA rate) B is widened to fp32
+// exactly while packing and the result is a plain fp32 GEMM of A with the bf16 values of B.
+// gemm_bf16w_rounds_a() tells which of the two the current CPU/ISA does.
 void gemm_bf16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                 const float* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
                 int64_t ldc);

@@ -164,8 +164,12 @@ TEST(Gemm, CpuFeaturesAndIsaOverride) {
   ft::set_isa("avx512f");
   EXPECT_EQ(ft::cpu_features().avx512f, hw.avx512f);
   EXPECT_FALSE(ft::cpu_features().avx512bf16);
+  EXPECT_FALSE(ft::cpu_features().fast_bf16_dot);
+  EXPECT_FALSE(ft::gemm_bf16w_rounds_a());
   ft::set_isa("native");
   EXPECT_EQ(ft::cpu_features().avx512bf16, hw.avx512bf16);
+  EXPECT_EQ(ft::gemm_bf16w_rounds_a(), hw.fast_bf16_dot);
+  EXPECT_TRUE(!hw.fast_bf16_dot || hw.avx512bf16);
   EXPECT_THROW(ft::set_isa("sse9"), ft::Error);
   EXPECT_GE(ft::num_threads(), 1);
 }
