@@ -127,7 +127,7 @@ void softmax_bwd(float* S, float* dP, int64_t m, int64_t n, int64_t ld, const fl
   }
 }
 
-const ft::attn_detail::RowKernels kKernels = {softcap, online_softmax, softmax_bwd};
+const ft::attn_detail::RowKernels kKernels = {softcap, online_softmax, softmax_bwd, nullptr, nullptr};
 
 }  // namespace
 

@@ -1,6 +1,6 @@
 #pragma once
-// Internal to autograd/ops_attention.cpp: the row-wise parts of a flash-attention tile (softcap,
-// online softmax, softmax backward), one table per ISA (attention_avx512.cpp, attention_avx2.cpp,
+// Internal to autograd/ops_attention.cpp: the parts of a flash-attention tile (softcap, online
+// softmax, softmax backward, tile GEMM), one table per ISA (attention_avx512.cpp, attention_avx2.cpp,
 // a portable one in ops_attention.cpp). Included by the ISA files, so: no STL, only plain types.
 //
 // A tile is m rows × n columns of scores, row-major with row stride ld (floats). Masked scores are
@@ -23,11 +23,18 @@ struct RowKernels {
   // (S here is the soft-capped, masked score before the exponential).
   void (*softmax_bwd)(float* S, float* dP, int64_t m, int64_t n, int64_t ld, const float* lse,
                       const float* delta, float cap);
+  // Optional (null: the driver uses ft::sgemm). Tile GEMM with the A operand read through strides:
+  // C[i][c] = (acc ? C[i][c] : 0) + Σ_{k<K} A[i·sai + k·sak] · B[k·ldb + c],  i < m, c < n.
+  void (*gemm)(int64_t m, int64_t n, int64_t K, const float* A, int64_t sai, int64_t sak, const float* B,
+               int64_t ldb, float* C, int64_t ldc, bool acc);
+  // dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols. Set together with gemm.
+  void (*transpose)(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd);
 };
 
-// Test hook (ops_attention.cpp): forces the tile sizes, query positions × keys per block, so that
-// tests reach many blocks, partial tiles and split keys with small tensors. 0, 0 = automatic.
-void set_tile_sizes_for_testing(int64_t positions, int64_t keys);
+// Test hook (ops_attention.cpp): forces the tile sizes, query positions × keys per block (0 =
+// automatic), so that tests reach many blocks, partial tiles and split keys with small tensors, and
+// the backward schedule (0 = automatic, 1 = two sweeps, 2 = one pass per (batch, kv head)).
+void set_test_overrides(int64_t positions, int64_t keys, int backward);
 
 const RowKernels* row_kernels_avx2();    // attention_avx2.cpp
 const RowKernels* row_kernels_avx512();  // attention_avx512.cpp

@@ -71,7 +71,7 @@ void softmax_bwd_ref(float* S, float* dP, int64_t m, int64_t n, int64_t ld, cons
       dP[i * ld + j] = ds;
     }
 }
-const RowKernels kRefKernels = {softcap_ref, online_softmax_ref, softmax_bwd_ref};
+const RowKernels kRefKernels = {softcap_ref, online_softmax_ref, softmax_bwd_ref, nullptr, nullptr};
 
 const RowKernels& row_kernels() {
   const CpuFeatures& f = cpu_features();
@@ -85,6 +85,9 @@ struct Scratch {
   explicit Scratch(size_t n) : buf(Tensor::empty({int64_t(n)})) {}
   float* get() const { return buf.data<float>(); }
 };
+
+int64_t g_test_tiles[2] = {0, 0};  // set_test_overrides
+int g_test_backward = 0;
 
 // ---------------------------------------------------------------- geometry and masks
 struct Geo {
@@ -162,13 +165,44 @@ void gather_scalars(const Geo& g, const float* src, int64_t b, int64_t grp, int6
     for (int64_t r = 0; r < g.rep; ++r) dst[tt * g.rep + r] = src[(b * g.Tq + t0 + tt) * g.Hq + grp * g.rep + r];
 }
 
+// ---------------------------------------------------------------- tile GEMMs
+// With the ISA's tile GEMM (rk.gemm) when there is one, else ft::sgemm.
+// The right operand of S = A·Bᵀ (B: n rows of D floats, row stride ldr): the rows themselves for
+// sgemm, or their transpose [D × n] (in tbuf, row stride ldt) for rk.gemm.
+struct BT { const float* p; int64_t ld; };
+BT prep_bt(const RowKernels& rk, const float* rows, int64_t ldr, int64_t n, int64_t D, float* tbuf, int64_t ldt) {
+  if (!rk.gemm) return {rows, ldr};
+  rk.transpose(rows, ldr, n, D, tbuf, ldt);
+  return {tbuf, ldt};
+}
+// C[M×n] = A[M×D] · Bᵀ
+void mm_abt(const RowKernels& rk, int64_t M, int64_t n, int64_t D, const float* A, BT b, float* C, int64_t ldc) {
+  if (rk.gemm) rk.gemm(M, n, D, A, D, 1, b.p, b.ld, C, ldc, false);
+  else sgemm(false, true, M, n, D, 1.0f, A, D, b.p, b.ld, 0.0f, C, ldc);
+}
+// C[M×N] += A[M×K] · B[K×N] (row strides lda, ldb, ldc)
+void mm_ab_acc(const RowKernels& rk, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+               int64_t ldb, float* C, int64_t ldc) {
+  if (rk.gemm) rk.gemm(M, N, K, A, lda, 1, B, ldb, C, ldc, true);
+  else sgemm(false, false, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+}
+// C[N×D] += A[M×N]ᵀ · B[M×D]
+void mm_atb_acc(const RowKernels& rk, int64_t N, int64_t D, int64_t M, const float* A, int64_t lda, const float* B,
+                int64_t ldb, float* C, int64_t ldc) {
+  if (rk.gemm) rk.gemm(N, D, M, A, 1, lda, B, ldb, C, ldc, true);
+  else sgemm(true, false, N, D, M, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+}
+
 // ---------------------------------------------------------------- forward
-// S = Qbuf·K[j0 .. j0+n)ᵀ for kv head grp, then softcap and mask.
-void scores(const Geo& g, const RowKernels& rk, const float* Qbuf, int64_t M, const float* k, int64_t b,
-            int64_t grp, int64_t t0, int64_t nt, int64_t j0, int64_t n, bool full, float* S) {
-  sgemm(false, true, M, n, g.D, 1.0f, Qbuf, g.D, k + ((b * g.Tk + j0) * g.Hkv + grp) * g.D, g.ldkv(), 0.0f, S, g.bk);
+// S = Qbuf·Kᵀ for keys [j0, j0+n) (kt: see prep_bt), then softcap and mask.
+void scores(const Geo& g, const RowKernels& rk, const float* Qbuf, int64_t M, BT kt, int64_t b, int64_t t0,
+            int64_t nt, int64_t j0, int64_t n, bool full, float* S) {
+  mm_abt(rk, M, n, g.D, Qbuf, kt, S, g.bk);
   if (g.cap > 0) rk.softcap(S, M, n, g.bk, g.cap);
   if (!full) apply_mask(g, b, t0, nt, j0, n, S, g.bk);
+}
+const float* kv_row(const Geo& g, const float* base, int64_t b, int64_t j, int64_t grp) {
+  return base + ((b * g.Tk + j) * g.Hkv + grp) * g.D;
 }
 
 // Attention of positions [t0, t0+nt) of (b, grp) over keys [ka, kb). Writes the unnormalised
@@ -180,6 +214,7 @@ void forward_tile(const Geo& g, const RowKernels& rk, const float* q, const floa
   float* Qbuf = work;
   float* S = Qbuf + M * D;
   float* corr = S + M * g.bk;
+  float* tbuf = corr + M;
   gather_rows(g, q, b, grp, t0, nt, g.scale, Qbuf);
   std::fill(O, O + M * D, 0.0f);
   std::fill(mrow, mrow + M, -kInf);
@@ -188,25 +223,25 @@ void forward_tile(const Geo& g, const RowKernels& rk, const float* q, const floa
     const int64_t n = std::min(g.bk, kb - j0);
     const TileVis vis = tile_vis(g, b, t0, t0 + nt, j0, j0 + n);
     if (!vis.any) continue;
-    scores(g, rk, Qbuf, M, k, b, grp, t0, nt, j0, n, vis.all, S);
+    const BT kt = prep_bt(rk, kv_row(g, k, b, j0, grp), g.ldkv(), n, D, tbuf, g.bk);
+    scores(g, rk, Qbuf, M, kt, b, t0, nt, j0, n, vis.all, S);
     rk.online_softmax(S, M, n, g.bk, mrow, lrow, corr);
     for (int64_t r = 0; r < M; ++r)
       if (corr[r] != 1.0f)
         for (int64_t d = 0; d < D; ++d) O[r * D + d] *= corr[r];
-    sgemm(false, false, M, D, n, 1.0f, S, g.bk, v + ((b * g.Tk + j0) * g.Hkv + grp) * D, g.ldkv(), 1.0f, O, D);
+    mm_ab_acc(rk, M, D, n, S, g.bk, kv_row(g, v, b, j0, grp), g.ldkv(), O, D);
   }
 }
 
-size_t forward_work(const Geo& g) { return size_t(g.bq * g.rep) * size_t(g.D + g.bk + 1); }
+size_t forward_work(const Geo& g) { return size_t(g.bq * g.rep) * size_t(g.D + g.bk + 1) + size_t(g.D * g.bk); }
 
 void attention_forward(const Geo& g, const float* q, const float* k, const float* v, float* out, float* lse) {
   const RowKernels& rk = row_kernels();
   const int64_t nqb = (g.Tq + g.bq - 1) / g.bq, M = g.bq * g.rep, D = g.D;
   const int64_t units = g.B * g.Hkv * nqb;
-  // Split the keys over tasks when there are too few query blocks to keep the cores busy.
-  const int64_t want = 2 * int64_t(num_threads());
-  int64_t nsplit = 1;
-  if (units < want) nsplit = std::clamp<int64_t>(want / units, 1, std::max<int64_t>(1, g.Tk / (2 * g.bk)));
+  // Split the keys over tasks (at least 2 key blocks each) when there are too few query blocks to
+  // keep many cores busy. Independent of the thread count, so results are too.
+  const int64_t nsplit = units >= 64 ? 1 : std::clamp<int64_t>((64 + units - 1) / units, 1, std::max<int64_t>(1, g.Tk / (2 * g.bk)));
   if (nsplit == 1) {
     parallel_range(units, 1, [&](int64_t u0, int64_t u1) {
       Scratch w(size_t(M) * (2 * size_t(D) + 2) + forward_work(g));
@@ -277,12 +312,12 @@ void attention_forward(const Geo& g, const float* q, const float* k, const float
 // ---------------------------------------------------------------- backward
 // One backward tile: given Qbuf (scale·q rows), dObuf, lse (+inf for empty rows), delta of M rows
 // and keys [j0, j0+n): leaves P in S and dS (w.r.t. the scaled, uncapped scores) in dP.
+// kt, vt: the key / value block prepared by prep_bt.
 void backward_tile(const Geo& g, const RowKernels& rk, const float* Qbuf, const float* dObuf,
-                   const float* lse, const float* delta, int64_t M, const float* k, const float* v,
-                   int64_t b, int64_t grp, int64_t t0, int64_t nt, int64_t j0, int64_t n, bool full,
-                   float* S, float* dP) {
-  scores(g, rk, Qbuf, M, k, b, grp, t0, nt, j0, n, full, S);
-  sgemm(false, true, M, n, g.D, 1.0f, dObuf, g.D, v + ((b * g.Tk + j0) * g.Hkv + grp) * g.D, g.ldkv(), 0.0f, dP, g.bk);
+                   const float* lse, const float* delta, int64_t M, BT kt, BT vt, int64_t b, int64_t t0,
+                   int64_t nt, int64_t j0, int64_t n, bool full, float* S, float* dP) {
+  scores(g, rk, Qbuf, M, kt, b, t0, nt, j0, n, full, S);
+  mm_abt(rk, M, n, g.D, dObuf, vt, dP, g.bk);
   rk.softmax_bwd(S, dP, M, n, g.bk, lse, delta, g.cap);
 }
 
@@ -301,6 +336,53 @@ struct BwdRows {  // per-tile row state of the backward
   }
 };
 
+// Backward of key block kb of (b, grp) against every query block that sees it: dK, dV of the block
+// are accumulated and written out (when dk / dv); with dQacc (dense [Tq·rep, D] rows of (b, grp),
+// row t·rep + r) also dQacc += dS·K. work: bkv_work() floats.
+struct BwdCtx {
+  const Geo& g;
+  const RowKernels& rk;
+  const float *q, *k, *v, *dout, *lse, *delta;
+  float *dk, *dv;
+};
+size_t bkv_work(const Geo& g) {
+  const int64_t M = g.bq * g.rep;
+  return BwdRows::size(M, g.D) + 2 * size_t(M) * size_t(g.bk) + 4 * size_t(g.bk) * size_t(g.D);
+}
+void backward_key_block(const BwdCtx& c, int64_t b, int64_t grp, int64_t kb, float* work, float* dQacc) {
+  const Geo& g = c.g;
+  const RowKernels& rk = c.rk;
+  const int64_t M = g.bq * g.rep, D = g.D;
+  BwdRows R(work, M, D);
+  float *S = work + BwdRows::size(M, D), *dP = S + M * g.bk, *dK = dP + M * g.bk, *dV = dK + g.bk * D,
+        *kbuf = dV + g.bk * D, *vbuf = kbuf + g.bk * D;
+  const int64_t j0 = kb * g.bk, n = std::min(g.bk, g.Tk - j0);
+  std::fill(dK, dK + n * D, 0.0f);
+  std::fill(dV, dV + n * D, 0.0f);
+  const float* krows = kv_row(g, c.k, b, j0, grp);
+  const BT kt = prep_bt(rk, krows, g.ldkv(), n, D, kbuf, g.bk);
+  const BT vt = prep_bt(rk, kv_row(g, c.v, b, j0, grp), g.ldkv(), n, D, vbuf, g.bk);
+  // Query positions that can see a key of [j0, j0+n): causal needs q_off + t >= j0, the window
+  // needs q_off + t - (j0 + n - 1) < window.
+  const int64_t ta = g.causal ? std::max<int64_t>(0, j0 - g.q_off) : 0;
+  const int64_t tb = g.window > 0 ? std::min<int64_t>(g.Tq, j0 + n - 1 + g.window - g.q_off) : g.Tq;
+  for (int64_t t0 = ta; t0 < tb; t0 += g.bq) {
+    const int64_t nt = std::min(g.bq, tb - t0), m = nt * g.rep;
+    const TileVis vis = tile_vis(g, b, t0, t0 + nt, j0, j0 + n);
+    if (!vis.any) continue;
+    R.load(g, c.q, c.dout, c.lse, c.delta, b, grp, t0, nt);
+    backward_tile(g, rk, R.Qbuf, R.dObuf, R.lse, R.delta, m, kt, vt, b, t0, nt, j0, n, vis.all, S, dP);
+    if (c.dv) mm_atb_acc(rk, n, D, m, S, g.bk, R.dObuf, D, dV, D);
+    if (c.dk) mm_atb_acc(rk, n, D, m, dP, g.bk, R.Qbuf, D, dK, D);
+    if (dQacc) mm_ab_acc(rk, m, D, n, dP, g.bk, krows, g.ldkv(), dQacc + t0 * g.rep * D, D);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t off = ((b * g.Tk + j0 + j) * g.Hkv + grp) * D;
+    if (c.dk) std::copy(dK + j * D, dK + (j + 1) * D, c.dk + off);
+    if (c.dv) std::copy(dV + j * D, dV + (j + 1) * D, c.dv + off);
+  }
+}
+
 void attention_backward(const Geo& g, const float* q, const float* k, const float* v, const float* out,
                         const float* lse_all, const float* dout, float* dq, float* dk, float* dv) {
   const RowKernels& rk = row_kernels();
@@ -314,65 +396,65 @@ void attention_backward(const Geo& g, const float* q, const float* k, const floa
       delta_all[r] = s;
     }
   });
-  const int64_t M = g.bq * g.rep;
+  const BwdCtx ctx{g, rk, q, k, v, dout, lse_all, delta_all, dk, dv};
+  const int64_t M = g.bq * g.rep, nkb = (g.Tk + g.bk - 1) / g.bk, groups = g.B * g.Hkv;
+  const int64_t P = num_threads();
+  const bool one_pass = g_test_backward ? g_test_backward == 2 : groups >= 2 * P || (groups >= P && groups % P == 0);
+  if (dq && (dk || dv) && one_pass) {
+    // Enough (b, g) pairs to keep every core busy: one pass, one task per pair, which owns its dQ
+    // rows (accumulated densely, then scaled into dq). 5 tile GEMMs instead of 3 + 4.
+    parallel_range(groups, 1, [&](int64_t u0, int64_t u1) {
+      Scratch w(bkv_work(g) + size_t(g.Tq * g.rep * D));
+      float* dQ = w.get() + bkv_work(g);
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t b = u / g.Hkv, grp = u % g.Hkv;
+        std::fill(dQ, dQ + g.Tq * g.rep * D, 0.0f);
+        for (int64_t kb = 0; kb < nkb; ++kb) backward_key_block(ctx, b, grp, kb, w.get(), dQ);
+        scatter_rows(g, dQ, b, grp, 0, g.Tq, g.scale, dq);
+      }
+    });
+    return;
+  }
   if (dq) {  // sweep 1: dQ, one task per (b, g, query block)
     const int64_t nqb = (g.Tq + g.bq - 1) / g.bq;
-    parallel_range(g.B * g.Hkv * nqb, 1, [&](int64_t u0, int64_t u1) {
-      Scratch w(BwdRows::size(M, D) + size_t(M) * size_t(D + 2 * g.bk));
+    parallel_range(groups * nqb, 1, [&](int64_t u0, int64_t u1) {
+      Scratch w(BwdRows::size(M, D) + size_t(M) * size_t(D + 2 * g.bk) + 2 * size_t(D * g.bk));
       BwdRows R(w.get(), M, D);
-      float *dQ = w.get() + BwdRows::size(M, D), *S = dQ + M * D, *dP = S + M * g.bk;
+      float *dQ = w.get() + BwdRows::size(M, D), *S = dQ + M * D, *dP = S + M * g.bk, *kbuf = dP + M * g.bk,
+            *vbuf = kbuf + D * g.bk;
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t qb = u % nqb, bg = u / nqb, b = bg / g.Hkv, grp = bg % g.Hkv;
         const int64_t t0 = qb * g.bq, nt = std::min(g.bq, g.Tq - t0), m = nt * g.rep;
         R.load(g, q, dout, lse_all, delta_all, b, grp, t0, nt);
         std::fill(dQ, dQ + m * D, 0.0f);
-        for (int64_t j0 = g.lo(t0), kb = g.hi(t0 + nt - 1); j0 < kb; j0 += g.bk) {
-          const int64_t n = std::min(g.bk, kb - j0);
+        // Key blocks aligned to multiples of bk as in backward_key_block: the same tiles, so dq is
+        // bitwise the same with either schedule.
+        for (int64_t j0 = g.lo(t0) / g.bk * g.bk, kb = g.hi(t0 + nt - 1); j0 < kb; j0 += g.bk) {
+          const int64_t n = std::min(g.bk, g.Tk - j0);
           const TileVis vis = tile_vis(g, b, t0, t0 + nt, j0, j0 + n);
           if (!vis.any) continue;
-          backward_tile(g, rk, R.Qbuf, R.dObuf, R.lse, R.delta, m, k, v, b, grp, t0, nt, j0, n, vis.all, S, dP);
-          sgemm(false, false, m, D, n, 1.0f, dP, g.bk, k + ((b * g.Tk + j0) * g.Hkv + grp) * D, g.ldkv(), 1.0f, dQ, D);
+          const float* krows = kv_row(g, k, b, j0, grp);
+          const BT kt = prep_bt(rk, krows, g.ldkv(), n, D, kbuf, g.bk);
+          const BT vt = prep_bt(rk, kv_row(g, v, b, j0, grp), g.ldkv(), n, D, vbuf, g.bk);
+          backward_tile(g, rk, R.Qbuf, R.dObuf, R.lse, R.delta, m, kt, vt, b, t0, nt, j0, n, vis.all, S, dP);
+          mm_ab_acc(rk, m, D, n, dP, g.bk, krows, g.ldkv(), dQ, D);
         }
         scatter_rows(g, dQ, b, grp, t0, nt, g.scale, dq);
       }
     });
   }
   if (dk || dv) {  // sweep 2: dK and dV, one task per (b, g, key block)
-    const int64_t nkb = (g.Tk + g.bk - 1) / g.bk;
-    parallel_range(g.B * g.Hkv * nkb, 1, [&](int64_t u0, int64_t u1) {
-      Scratch w(BwdRows::size(M, D) + 2 * size_t(M) * size_t(g.bk) + 2 * size_t(g.bk) * size_t(D));
-      BwdRows R(w.get(), M, D);
-      float *S = w.get() + BwdRows::size(M, D), *dP = S + M * g.bk, *dK = dP + M * g.bk, *dV = dK + g.bk * D;
+    parallel_range(groups * nkb, 1, [&](int64_t u0, int64_t u1) {
+      Scratch w(bkv_work(g));
       for (int64_t u = u0; u < u1; ++u) {
-        const int64_t kb = u % nkb, bg = u / nkb, b = bg / g.Hkv, grp = bg % g.Hkv;
-        const int64_t j0 = kb * g.bk, n = std::min(g.bk, g.Tk - j0);
-        std::fill(dK, dK + n * D, 0.0f);
-        std::fill(dV, dV + n * D, 0.0f);
-        // Query positions that can see a key of [j0, j0+n): causal needs q_off + t >= j0, the
-        // window needs q_off + t - (j0 + n - 1) < window.
-        int64_t ta = g.causal ? std::max<int64_t>(0, j0 - g.q_off) : 0;
-        int64_t tb = g.window > 0 ? std::min<int64_t>(g.Tq, j0 + n - 1 + g.window - g.q_off) : g.Tq;
-        for (int64_t t0 = ta; t0 < tb; t0 += g.bq) {
-          const int64_t nt = std::min(g.bq, tb - t0), m = nt * g.rep;
-          const TileVis vis = tile_vis(g, b, t0, t0 + nt, j0, j0 + n);
-          if (!vis.any) continue;
-          R.load(g, q, dout, lse_all, delta_all, b, grp, t0, nt);
-          backward_tile(g, rk, R.Qbuf, R.dObuf, R.lse, R.delta, m, k, v, b, grp, t0, nt, j0, n, vis.all, S, dP);
-          if (dv) sgemm(true, false, n, D, m, 1.0f, S, g.bk, R.dObuf, D, 1.0f, dV, D);
-          if (dk) sgemm(true, false, n, D, m, 1.0f, dP, g.bk, R.Qbuf, D, 1.0f, dK, D);
-        }
-        for (int64_t j = 0; j < n; ++j) {
-          const int64_t off = ((b * g.Tk + j0 + j) * g.Hkv + grp) * D;
-          if (dk) std::copy(dK + j * D, dK + (j + 1) * D, dk + off);
-          if (dv) std::copy(dV + j * D, dV + (j + 1) * D, dv + off);
-        }
+        const int64_t kb = u % nkb, bg = u / nkb;
+        backward_key_block(ctx, bg / g.Hkv, bg % g.Hkv, kb, w.get(), nullptr);
       }
     });
   }
 }
 
 // ---------------------------------------------------------------- op
-int64_t g_test_tiles[2] = {0, 0};
 
 Geo make_geo(const Tensor& q, const Tensor& k, const AttentionOptions& opt) {
   Geo g;
@@ -423,9 +505,10 @@ struct AttentionNode : Node {
 
 }  // namespace
 
-void attn_detail::set_tile_sizes_for_testing(int64_t positions, int64_t keys) {
+void attn_detail::set_test_overrides(int64_t positions, int64_t keys, int backward) {
   g_test_tiles[0] = positions;
   g_test_tiles[1] = keys;
+  g_test_backward = backward;
 }
 
 Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const AttentionOptions& opt) {

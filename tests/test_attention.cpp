@@ -170,9 +170,10 @@ const std::vector<Case>& grad_cases() {
 struct IsaGuard {
   ~IsaGuard() { set_isa("native"); }
 };
-struct TileGuard {
-  TileGuard(int64_t positions, int64_t keys) { attn_detail::set_tile_sizes_for_testing(positions, keys); }
-  ~TileGuard() { attn_detail::set_tile_sizes_for_testing(0, 0); }
+// Forces tile sizes (0 = automatic) and the backward schedule (1 = two sweeps, 2 = one pass).
+struct Overrides {
+  Overrides(int64_t positions, int64_t keys, int backward = 0) { attn_detail::set_test_overrides(positions, keys, backward); }
+  ~Overrides() { attn_detail::set_test_overrides(0, 0, 0); }
 };
 
 }  // namespace
@@ -191,7 +192,11 @@ TEST(Attention, ForwardEveryIsaPath) {
 }
 
 TEST(Attention, GradientsMatchFiniteDifferences) {
-  for (const Case& c : grad_cases()) check_gradients(c);
+  for (int backward : {1, 2}) {
+    SCOPED_TRACE(backward == 1 ? "two sweeps" : "one pass");
+    Overrides o(0, 0, backward);
+    for (const Case& c : grad_cases()) check_gradients(c);
+  }
 }
 
 TEST(Attention, GradientsEveryIsaPath) {
@@ -207,15 +212,41 @@ TEST(Attention, GradientsEveryIsaPath) {
 TEST(Attention, SmallTiles) {
   for (auto [bq, bk] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 5}, {7, 16}}) {
     SCOPED_TRACE(std::to_string(bq) + "x" + std::to_string(bk));
-    TileGuard tiles(bq, bk);
+    Overrides tiles(bq, bk, bk == 5 ? 2 : 1);
     for (const Case& c : forward_cases())
       if (c.Tk * c.Tq <= 40000) check_forward(c);
     for (const Case& c : grad_cases())
       if (c.Tk <= 40) check_gradients(c);
   }
-  TileGuard tiles(4, 8);  // window narrower than a key block and much shorter than T
-  check_gradients({"T=60 window 5", 1, 60, 60, 2, 1, 2, opts(true, 5)});
-  check_gradients({"T=60 window 11 q_offset", 1, 40, 60, 2, 2, 2, opts(true, 11, 0, 20)});
+  for (int backward : {1, 2}) {  // window narrower than a key block and much shorter than T
+    Overrides tiles(4, 8, backward);
+    check_gradients({"T=60 window 5", 1, 60, 60, 2, 1, 2, opts(true, 5)});
+    check_gradients({"T=60 window 11 q_offset", 1, 40, 60, 2, 2, 2, opts(true, 11, 0, 20)});
+  }
+}
+
+// Both backward schedules and any thread count give bitwise the same results.
+TEST(Attention, DeterministicAcrossSchedulesAndThreads) {
+  AttentionOptions o = opts(true, 300, 0, 0);
+  o.segment_ids = make_segments(2, 700, 3);
+  auto run = [&](int backward, int threads) {
+    set_num_threads(threads);
+    Overrides ov(0, 0, backward);
+    Tensor q = param({2, 700, 4, 16}, 1), k = param({2, 700, 2, 16}, 2), v = param({2, 700, 2, 16}, 3);
+    Tensor out = attention(q, k, v, o);
+    out.backward(Tensor::randn(out.shape(), 4));
+    set_num_threads(0);
+    return std::vector<std::vector<float>>{out.to_vector(), q.grad().to_vector(), k.grad().to_vector(), v.grad().to_vector()};
+  };
+  IsaGuard guard;
+  for (const char* isa : {"avx2", "avx512"}) {
+    SCOPED_TRACE(isa);
+    set_isa(isa);
+    const auto ref = run(1, 0);
+    EXPECT_TRUE(ref == run(2, 0));
+    EXPECT_TRUE(ref == run(1, 1));
+    EXPECT_TRUE(ref == run(0, 3));
+  }
 }
 
 // Gradients reach only the inputs that require them, and match the all-inputs run.
