@@ -51,13 +51,13 @@ struct Obj {
   }
   int64_t i(const std::string& k, int64_t def) const { return oi(k).value_or(def); }
   int64_t req_i(const std::string& k) const {
-    FT_CHECK(has(k), file, ": missing key '", path(k), "' (an integer every ", j.value("model_type", std::string("model")),
-             " config.json has)");
+    FT_CHECK(has(k), file, ": missing key '", path(k), "' (an integer every HF config.json of this model type has)");
     return *oi(k);
   }
-  int64_t pos_i(const std::string& k, std::optional<int64_t> def) const {
+  int64_t pos_i(const std::string& k, std::optional<int64_t> def, int64_t max = int64_t(1) << 40) const {
     int64_t v = def ? i(k, *def) : req_i(k);
     FT_CHECK(v > 0, file, ": key '", path(k), "' must be positive, got ", v);
+    FT_CHECK(v <= max, file, ": key '", path(k), "' = ", v, " is implausibly large (limit ", max, ")");
     return v;
   }
   std::optional<double> od(const std::string& k) const {
@@ -278,7 +278,7 @@ ModelConfig parse_text_model(const Obj& o, const Family& F, bool nested) {
   c.vocab_size = size("vocab_size", F.vocab);
   c.hidden_size = size("hidden_size", F.hidden);
   c.intermediate_size = size("intermediate_size", F.inter);
-  c.num_layers = size("num_hidden_layers", F.layers);
+  c.num_layers = o.pos_i("num_hidden_layers", nested ? std::optional<int64_t>(F.layers) : std::nullopt, 100000);
   c.num_heads = size("num_attention_heads", F.heads);
   c.num_kv_heads = o.pos_i("num_key_value_heads", F.kv.value_or(c.num_heads));
   FT_CHECK(c.num_heads % c.num_kv_heads == 0, o.file, ": num_attention_heads (", c.num_heads,
@@ -287,7 +287,7 @@ ModelConfig parse_text_model(const Obj& o, const Family& F, bool nested) {
   std::optional<int64_t> hd = o.oi("head_dim");
   if (hd && *hd == 0) hd.reset();
   c.head_dim = hd ? *hd : F.head_dim.value_or(c.hidden_size / c.num_heads);
-  FT_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0, o.file, ": head_dim must be positive and even, got ", c.head_dim);
+  FT_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0 && c.head_dim <= 65536, o.file, ": head_dim must be positive and even, got ", c.head_dim);
   FT_CHECK(hd || F.head_dim || c.hidden_size % c.num_heads == 0, o.file, ": hidden_size (", c.hidden_size,
            ") is not a multiple of num_attention_heads (", c.num_heads, ") and no head_dim is given");
   c.rms_norm_eps = o.d("rms_norm_eps", F.eps);

@@ -84,6 +84,7 @@ RopeFreqs rope_inv_freq(const RopeParams& p, int head_dim, int64_t seq_len) {
     case RopeType::Yarn: {
       const int64_t orig = p.original_max_position_embeddings;
       FT_CHECK(orig > 0, "rope: yarn needs original_max_position_embeddings");
+      FT_CHECK(p.theta != 1.0, "rope: yarn needs rope_theta != 1");
       const double factor = p.factor ? *p.factor : double(p.max_position_embeddings) / double(orig);
       double af;
       if (p.attention_factor) af = *p.attention_factor;

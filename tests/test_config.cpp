@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -181,6 +182,35 @@ TEST(ModelConfig, MatchesTransformersOnEveryFamily) {
       }
     }
   }
+}
+
+// Corrupted config files (random byte flips of real ones) give an ft::Error or a valid config, never
+// another exception or a crash.
+TEST(ModelConfig, FuzzedConfigsFailCleanly) {
+  std::mt19937 rng(7);
+  int ok = 0, rejected = 0;
+  for (auto& [name, cs] : reference()["cases"].items()) {
+    const std::string base = cs["config_v5"].get<std::string>();
+    for (int it = 0; it < 150; ++it) {
+      std::string t = base;
+      for (int k = 0, n = 1 + int(rng() % 3); k < n; ++k) {
+        size_t pos = rng() % t.size();
+        const char* repl[] = {"0", "-", "\"", "null", "[", "}", "1e300", "true", "9999999999", ":", ","};
+        t.replace(pos, rng() % 4, repl[rng() % 11]);
+      }
+      try {
+        ModelConfig c = parse_model_config(t, name);
+        for (auto& L : c.layers) rope_inv_freq(L.rope, int(c.head_dim), 64);
+        ++ok;
+      } catch (const Error&) {
+        ++rejected;
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "non-ft exception " << e.what() << " for:\n" << t;
+      }
+    }
+  }
+  EXPECT_GT(rejected, 500);
+  EXPECT_GT(ok, 100);
 }
 
 TEST(ModelConfig, GemmaEmbedScaleRoundsLikeHF) {

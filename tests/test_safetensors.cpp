@@ -83,7 +83,7 @@ struct Owned {
   template <class T>
   void add_vals(const std::string& name, StDtype st, std::vector<int64_t> shape, const std::vector<T>& v) {
     std::vector<uint8_t> b(v.size() * sizeof(T));
-    std::memcpy(b.data(), v.data(), b.size());
+    if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
     add(name, st, std::move(shape), std::move(b));
   }
 };
@@ -127,7 +127,7 @@ TEST(Safetensors, ReadsReferenceFile) {
     EXPECT_EQ(r->st_dtype, w.st_dtype) << w.name;
     EXPECT_EQ(r->shape, w.shape) << w.name;
     ASSERT_EQ(r->nbytes, w.nbytes) << w.name;
-    EXPECT_EQ(std::memcmp(r->data, w.data, w.nbytes), 0) << w.name;
+    if (w.nbytes) EXPECT_EQ(std::memcmp(r->data, w.data, w.nbytes), 0) << w.name;
     EXPECT_EQ(reinterpret_cast<uintptr_t>(r->data) % (st_dtype_bits(r->st_dtype) / 8), 0u) << w.name << " misaligned";
   }
   const TensorRecord& e = f->get("model.embed_tokens.weight");
@@ -280,7 +280,7 @@ TEST(Safetensors, MalformedFilesGiveClearErrors) {
   expect_bad(d, "trailing.safetensors", image(one("F32", "[1]", "[0,4]"), 12), {"trailing bytes", "up_proj"});
   // a valid file cut short: the last tensor runs past the end
   auto good = read_bytes(kData + "reference.safetensors");
-  good.resize(good.size() - 3);
+  good.erase(good.end() - 3, good.end());
   expect_bad(d, "truncated.safetensors", good, {"a.mask", "outside"});
   EXPECT_THROW(SafetensorsFile::open(d / "does_not_exist.safetensors"), Error);
   EXPECT_THROW(SafetensorsFile::open(d.path.string()), Error);  // a directory
