@@ -90,7 +90,10 @@ void add_train(CLI::App& app) {
       {"grad_checkpoint", "recompute blocks in backward (less memory)"}, {"checkpoint_every", "with grad_checkpoint: every k-th block"},
       {"steps_per_report", "steps between progress reports"}, {"steps_per_eval", "steps between validations (0 = off)"},
       {"val_batches", "validation batches per evaluation (0 = all)"}, {"save_every", "steps between saved states"},
-      {"metrics_file", "append one JSON object per report to this file"}, {"progress", "show the progress bar"}};
+      {"metrics_file", "append one JSON object per report to this file"}, {"progress", "show the progress bar"},
+      {"sample_prompt", "greedy sample from this prompt before and after training"},
+      {"sample_max_tokens", "tokens per sample"}, {"merged_path", "after training, merge the adapter and write the model here"},
+      {"save_dtype", "dtype of written models: float32 | bfloat16 | float16 (default: the base's)"}};
   for (const std::string& k : TrainConfig::keys()) {
     auto it = help.find(k);
     sub->add_option("--" + dashed(k), (*flags)[k], it == help.end() ? k : it->second)->expected(0, 1)->allow_extra_args(false);

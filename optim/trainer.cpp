@@ -18,6 +18,7 @@
 #include "data/tokenizer.h"
 #include "lora/adapter.h"
 #include "models/export.h"
+#include "models/generate.h"
 #include "models/model.h"
 #include "optim/optimizer.h"
 #include "optim/progress.h"
@@ -84,7 +85,8 @@ std::vector<std::string> parse_list(const std::string& v) {
   X(mask_prompt, bool) X(pack, bool) X(group_by_length, bool) X(use_chat_template, bool)           \
   X(seed, int) X(dtype, str) X(grad_checkpoint, bool) X(checkpoint_every, int)                     \
   X(steps_per_report, int) X(steps_per_eval, int) X(val_batches, int) X(save_every, int)           \
-  X(metrics_file, str) X(progress, bool)
+  X(metrics_file, str) X(progress, bool) X(sample_prompt, str) X(sample_max_tokens, int) X(merged_path, str)       \
+  X(save_dtype, str)
 
 std::vector<std::string> TrainConfig::keys() {
   std::vector<std::string> k;
@@ -163,6 +165,8 @@ void TrainConfig::validate() const {
   FT_CHECK(steps_per_eval >= 0 && save_every >= 0 && val_batches >= 0, "steps_per_eval, save_every and val_batches must be >= 0");
   FT_CHECK(checkpoint_every > 0, "checkpoint_every must be > 0");
   FT_CHECK(max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 = off)");
+  FT_CHECK(save_dtype.empty() || save_dtype == "float32" || save_dtype == "bfloat16" || save_dtype == "float16",
+           "save_dtype must be float32, bfloat16 or float16, got '", save_dtype, "'");
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
@@ -201,6 +205,20 @@ std::string state_name(int64_t step) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "state-%08lld.h5", (long long)step);
   return buf;
+}
+
+// Greedy continuation of `prompt`, for showing what training changed.
+std::string sample_text(const Model& model, const Tokenizer& tok, const std::string& prompt, int64_t max_tokens) {
+  GenerateOptions go;
+  go.max_tokens = max_tokens;
+  for (int64_t e : model.cfg.eos_token_ids) go.eos_ids.push_back(int32_t(e));
+  if (tok.eos_id()) go.eos_ids.push_back(*tok.eos_id());
+  std::vector<int32_t> out = generate(model, tok.encode(prompt, true), go, nullptr);
+  return tok.decode(out, true);
+}
+
+std::string base_dtype_name(const Model& m) {
+  return m.checkpoint_dtype == "BF16" ? "bfloat16" : m.checkpoint_dtype == "F16" ? "float16" : "float32";
 }
 
 }  // namespace
@@ -476,7 +494,7 @@ TrainResult train(const TrainConfig& c_in) {
   fo.checkpoint_every = c.grad_checkpoint ? c.checkpoint_every : 0;
 
   auto save_adapter = [&]() {
-    if (full) export_model(model, c.adapter_path, ExportOptions{});
+    if (full) export_model(model, c.adapter_path, ExportOptions{c.save_dtype.empty() ? base_dtype_name(model) : c.save_dtype});
     else save_peft_adapter(c.adapter_path, model, lc);
     write_loss_svg((fs::path(c.adapter_path) / "loss.svg").string(), hist_train, hist_val);
   };
@@ -504,6 +522,13 @@ TrainResult train(const TrainConfig& c_in) {
     std::sort(states.begin(), states.end());
     for (size_t i = 0; i + 2 < states.size(); ++i) fs::remove(states[i]);
   };
+
+  auto show_sample = [&](const char* when) {
+    if (c.sample_prompt.empty()) return;
+    std::string t = sample_text(model, tok, c.sample_prompt, c.sample_max_tokens);
+    std::cout << "---- sample " << when << " ----\n" << c.sample_prompt << t << "\n---------------------------\n" << std::flush;
+  };
+  if (!resuming || step == 0) show_sample("before training");
 
   ProgressBar bar(total, c.progress);
   TrainResult res;
@@ -577,6 +602,16 @@ TrainResult train(const TrainConfig& c_in) {
     }
   }
   bar.finish();
+  if (!res.interrupted) {
+    show_sample("after training");
+    if (!c.merged_path.empty()) {
+      FT_CHECK(!full, "merged_path is for adapters; full fine-tuning already writes the whole model to adapter_path");
+      std::string dt = c.save_dtype.empty() ? base_dtype_name(model) : c.save_dtype;
+      merge_lora(model, DType::F32);
+      export_model(model, c.merged_path, ExportOptions{dt});
+      std::cerr << "Merged model (" << dt << ") written to " << c.merged_path << "\n";
+    }
+  }
   res.steps = step;
   res.final_loss = last_loss;
   res.final_val_loss = last_val;

@@ -63,6 +63,10 @@ struct TrainConfig {
   int64_t steps_per_report = 10, steps_per_eval = 100, val_batches = 25, save_every = 100;
   std::string metrics_file;
   bool progress = true;                 // progress bar on stderr
+  std::string sample_prompt;            // generate from this prompt before and after training
+  int64_t sample_max_tokens = 48;
+  std::string merged_path;              // after training: merge the adapter and write the model here
+  std::string save_dtype;               // dtype of written models (full fine-tuning, merged_path): "" = the base's
 
   nlohmann::json to_json() const;
   // Sets one key (dashes or underscores) from its text form; ft::Error naming the key otherwise.
