@@ -196,8 +196,15 @@ Tensor batch_loss_sum(const Model& model, const Batch& b, bool packed, const For
   ForwardOptions fo = base;
   fo.positions = t.positions;
   fo.segment_ids = t.segments;
-  Tensor logits = model.forward(t.ids, fo);
-  return cross_entropy_sum(reshape(logits, {b.B * b.T, logits.size(-1)}), t.targets);
+  Tensor h = model.hidden(t.ids, fo);  // [B, T, hidden]
+  // Only supervised positions need logits: gather their hidden rows (the gather's gradient is a
+  // scatter-add), so masked prompts and padding cost no lm_head GEMM and no [·, vocab] memory.
+  std::vector<int32_t> rows, tg;
+  for (int64_t i = 0; i < b.B * b.T; ++i)
+    if (b.targets[size_t(i)] != -100) rows.push_back(int32_t(i)), tg.push_back(b.targets[size_t(i)]);
+  if (rows.empty()) return Tensor::zeros({});
+  Tensor hs = embedding(reshape(h, {b.B * b.T, h.size(-1)}), Tensor::from_ids(rows, {int64_t(rows.size())}));
+  return cross_entropy_sum(model.logits(hs), Tensor::from_ids(tg, {int64_t(tg.size())}));
 }
 
 
