@@ -220,8 +220,13 @@ std::string sample_text(const Model& model, const Tokenizer& tok, const std::str
   go.max_tokens = max_tokens;
   for (int64_t e : model.cfg.eos_token_ids) go.eos_ids.push_back(int32_t(e));
   if (tok.eos_id()) go.eos_ids.push_back(*tok.eos_id());
-  std::vector<int32_t> out = generate(model, tok.encode(prompt, true), go, nullptr);
-  return tok.decode(out, true);
+  std::vector<int32_t> ids = tok.encode(prompt, true), out = generate(model, ids, go, nullptr);
+  // Decode prompt + continuation together and cut the prompt's text off, so a leading space of the
+  // first new token (SentencePiece "▁") is kept.
+  std::string before = tok.decode(ids, true);
+  ids.insert(ids.end(), out.begin(), out.end());
+  std::string all = tok.decode(ids, true);
+  return all.size() >= before.size() && all.compare(0, before.size(), before) == 0 ? all.substr(before.size()) : tok.decode(out, true);
 }
 
 std::string base_dtype_name(const Model& m) {
