@@ -16,6 +16,7 @@
 
 #include <emmintrin.h>  // SSE2: part of the x86-64 baseline
 #include <tbb/parallel_for.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -180,7 +181,7 @@ void pack_a(const Job& g, const Kernels& kr, int64_t i0, int64_t m, int64_t d0, 
   pk(src, g.lda, false, !g.ta, g.pairs, kr.mr, int(m), kc, dst);
 }
 
-// op(B) depth units [d0, d0+dc) × columns [j0, j0+n) (n <= nr) into one dc×nr sliver.
+// op(B) depth units [d0, d0+dc) × columns [j0, j0+n) into ceil(n/nr) consecutive dc×nr slivers.
 void pack_b(const Job& g, const Kernels& kr, int64_t d0, int64_t dc, int64_t j0, int n,
             uint32_t* dst) {
   const gemm_detail::PackFn pk = kr.pack ? kr.pack : pack_portable;
@@ -192,9 +193,19 @@ void pack_b(const Job& g, const Kernels& kr, int64_t d0, int64_t dc, int64_t j0,
 }
 
 // ---------------------------------------------------------------- blocking and parallel driver
-// Tuned on Zen 5 (48 KiB L1d, 1 MiB L2, 32 MiB L3); flat between KC 512..1024 and MC 112..168.
-constexpr int64_t kDepthBlock = 768;    // depth units per block: A block MC×768 and B sliver in L2
-constexpr int64_t kMaxPanelRows = 168;  // MC: rows of A per task and depth block
+// Cache blocking from the L2 size: the A block (MC rows × DC depth units) takes half of L2, the
+// B sliver (DC × NR) a quarter at most. One depth block up to 1536 (fewer passes over C) with
+// MC shrunk to fit; MC at most 12 panels. Tuned on Zen 5 (1 MiB L2): DC=1536/MC=84 beat
+// DC=768/MC=168 by ~5% at K=1536, and was flat otherwise.
+int64_t l2_bytes() {
+  static const int64_t b = [] {
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);  // 0 or -1 where unknown (some VMs)
+    return std::clamp<int64_t>(v > 0 ? v : (1 << 20), 256 << 10, 4 << 20);
+  }();
+  return b;
+}
+constexpr int64_t kMaxDepthBlock = 1536;
+constexpr int64_t kMaxPanelsPerBlock = 12;
 constexpr int64_t kPackedBElems = 1 << 20;   // packed B per column block: 4 MiB (L3)
 constexpr int64_t kPackedAElems = 1 << 21;   // op(A) packed once up front if it fits in 8 MiB
 constexpr double kParallelFlops = 1 << 21;   // below this a GEMM runs on the calling thread
@@ -272,7 +283,8 @@ void run(const Job& g, bool allow_parallel) {
   const int64_t M = g.M, N = g.N;
 
   const int64_t D = g.pairs ? (g.K + 1) / 2 : g.K;
-  const int64_t dmax = kDepthBlock;
+  const int64_t a_elems = l2_bytes() / 8;  // half of L2, 4-byte elements
+  const int64_t dmax = std::clamp<int64_t>(a_elems / (4 * MR), 256, kMaxDepthBlock);
   const int64_t nd = ceil_div(D, dmax), DC = ceil_div(D, nd);
   const int64_t ncmax = std::max<int64_t>(NR, kPackedBElems / D / NR * NR);
   const int64_t NC = ceil_div(ceil_div(N, ceil_div(N, ncmax)), NR) * NR;
@@ -284,7 +296,7 @@ void run(const Job& g, bool allow_parallel) {
   Scratch bbuf = pool().take(), abuf;
   uint32_t* Bp = bbuf.get(size_t(D) * size_t(NC));
   const int64_t mp = ceil_div(M, MR);
-  const int64_t max_panels = std::max<int64_t>(1, kMaxPanelRows / MR);
+  const int64_t max_panels = std::clamp<int64_t>(a_elems / (DC * MR), 1, kMaxPanelsPerBlock);
 
   // Pack all of op(A) once when it would otherwise be packed repeatedly (several column
   // blocks or several column ranges per row block) and fits: depth block at d0 holds the
@@ -307,10 +319,15 @@ void run(const Job& g, bool allow_parallel) {
 
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc), sp = ceil_div(nc, NR);
-    parallel_tasks(sp * nd, par && sp * nd > 1 && double(nc) * D > 32768, [&](int64_t t) {
-      const int64_t s = t / nd, d0 = (t % nd) * DC, dc = std::min(DC, D - d0);
-      pack_b(g, kr, d0, dc, jc + s * NR, int(std::min<int64_t>(NR, nc - s * NR)),
-             Bp + s * D * NR + d0 * NR);
+    // Packed B of this column block, per depth block d0: sp slivers of dc×NR at Bp + d0·sp·NR.
+    // A task packs up to 8 slivers per depth block, so rows of a non-transposed B are read in
+    // long runs.
+    const int64_t gs = std::clamp<int64_t>(ceil_div(sp, 4 * P), 1, 8), ng = ceil_div(sp, gs);
+    parallel_tasks(ng * nd, par && ng * nd > 1 && double(nc) * D > 32768, [&](int64_t t) {
+      const int64_t s0 = (t / nd) * gs, s1 = std::min(sp, s0 + gs);
+      const int64_t d0 = (t % nd) * DC, dc = std::min(DC, D - d0);
+      pack_b(g, kr, d0, dc, jc + s0 * NR, int(std::min(nc, s1 * NR) - s0 * NR),
+             Bp + d0 * sp * NR + s0 * dc * NR);
     });
     partition(mp, sp, max_panels, P, nmb, nnb);
     parallel_tasks(nmb * nnb, par, [&](int64_t t) {
@@ -326,7 +343,7 @@ void run(const Job& g, bool allow_parallel) {
         if (!Apk) pack_a(g, kr, i0, m, d0, dc, At);
         const float beta = d0 == 0 ? g.beta : 1.0f;
         for (int64_t s = s0; s < s1; ++s) {
-          const uint32_t* bs = Bp + s * D * NR + d0 * NR;
+          const uint32_t* bs = Bp + d0 * sp * NR + s * dc * NR;
           const int nn = int(std::min<int64_t>(NR, nc - s * NR));
           float* cs = g.C + jc + s * NR;
           for (int64_t p = p0; p < p1; ++p) {

@@ -4,8 +4,10 @@
 // the machine's best ISA; ftlib itself stays portable and dispatches at run time.
 //   build/bench/bench_gemm --benchmark_filter=<impl>   (one implementation per process: the
 //   OpenMP and OpenBLAS thread pools spin after each call and would slow the next library down)
-// Counter "FLOPS" is 2·M·N·K per second. Threads: all cores (FT_NUM_THREADS / OMP_NUM_THREADS /
-// OPENBLAS_NUM_THREADS are honoured by the respective libraries).
+// Counter "FLOPS" is 2·M·N·K per second of wall-clock time; "CPU" is the process CPU time (with
+// one thread, flops / CPU time is the per-core throughput even on a busy machine; with more
+// threads it includes the libraries' spin-waiting). Threads: all cores (FT_NUM_THREADS /
+// OMP_NUM_THREADS / OPENBLAS_NUM_THREADS are honoured by the respective libraries).
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
 #include <tbb/parallel_for.h>
@@ -196,14 +198,14 @@ int register_all() {
 #endif
   for (const Shape& s : kShapes) {
     benchmark::RegisterBenchmark((std::string("ft_sgemm/") + s.name).c_str(), BM_ft_sgemm, s)
-        ->UseRealTime()->Unit(benchmark::kMillisecond);
+        ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark((std::string("ft_bf16w/") + s.name).c_str(), BM_ft_bf16w, s)
-        ->UseRealTime()->Unit(benchmark::kMillisecond);
+        ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark((std::string("eigen/") + s.name).c_str(), BM_eigen, s)
-        ->UseRealTime()->Unit(benchmark::kMillisecond);
+        ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
 #ifdef FT_HAVE_OPENBLAS
     benchmark::RegisterBenchmark((std::string("openblas/") + s.name).c_str(), BM_openblas, s)
-        ->UseRealTime()->Unit(benchmark::kMillisecond);
+        ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
 #endif
   }
   return 0;
