@@ -192,11 +192,12 @@ TEST(Gemm, OddShapesAllTransposesAllIsas) {
 }
 
 TEST(Gemm, BlockBoundariesAndThreads) {
-  // Several depth blocks (K > 512), several column blocks of packed B (N·K > 2^20), many row
+  // Several depth blocks (K > 1536), several column blocks of packed B (N·K > 2^20), many row
   // panels (parallel path), vectors (M = 1, N = 1), few rows (unpacked path for trans_b, serial
   // and parallel).
   const int64_t shapes[][3] = {{129, 67, 1100}, {37, 1800, 600}, {300, 200, 64}, {1, 300, 700},
-                               {500, 1, 300},   {3, 1000, 300},  {4, 37, 100},   {5, 77, 50}};
+                               {500, 1, 300},   {3, 1000, 300},  {4, 37, 100},   {5, 77, 50},
+                               {33, 40, 3100},  {20, 700, 1700}};
   uint32_t seed = 100;
   for (const auto& s : shapes)
     for (int t = 0; t < 4; ++t, ++seed)
