@@ -159,12 +159,6 @@ void scatter_rows(const Geo& g, const float* src, int64_t b, int64_t grp, int64_
     for (int64_t i = 0; i < w; ++i) o[i] = s * p[i];
   }
 }
-// Per-row scalars (lse / delta, laid out [B, Tq, Hq]) of a tile.
-void gather_scalars(const Geo& g, const float* src, int64_t b, int64_t grp, int64_t t0, int64_t nt, float* dst) {
-  for (int64_t tt = 0; tt < nt; ++tt)
-    for (int64_t r = 0; r < g.rep; ++r) dst[tt * g.rep + r] = src[(b * g.Tq + t0 + tt) * g.Hq + grp * g.rep + r];
-}
-
 // ---------------------------------------------------------------- tile GEMMs
 // With the ISA's tile GEMM (rk.gemm) when there is one, else ft::sgemm.
 // The right operand of S = A·Bᵀ (B: n rows of D floats, row stride ldr): the rows themselves for
@@ -321,19 +315,41 @@ void backward_tile(const Geo& g, const RowKernels& rk, const float* Qbuf, const 
   rk.softmax_bwd(S, dP, M, n, g.bk, lse, delta, g.cap);
 }
 
-struct BwdRows {  // per-tile row state of the backward
-  float *Qbuf, *dObuf, *lse, *delta;
-  static size_t size(int64_t M, int64_t D) { return size_t(M) * size_t(2 * D + 2); }
-  BwdRows(float* p, int64_t M, int64_t D) : Qbuf(p), dObuf(p + M * D), lse(p + 2 * M * D), delta(p + 2 * M * D + M) {}
-  void load(const Geo& g, const float* q, const float* dout, const float* lse_all, const float* delta_all,
-            int64_t b, int64_t grp, int64_t t0, int64_t nt) {
-    gather_rows(g, q, b, grp, t0, nt, g.scale, Qbuf);
-    gather_rows(g, dout, b, grp, t0, nt, 1.0f, dObuf);
-    gather_scalars(g, lse_all, b, grp, t0, nt, lse);
-    gather_scalars(g, delta_all, b, grp, t0, nt, delta);
-    for (int64_t r = 0; r < nt * g.rep; ++r)
-      if (lse[r] == -kInf) lse[r] = kInf;  // no visible key: P = exp(S - inf) = 0
+// Backward inputs regrouped once per call, group-major: row ((b·Hkv + g)·Tq + t)·rep + r holds
+// query head g·rep + r of position t, so the rows of any tile are one dense block (no per-tile
+// gathers from the strided [B, T, H, D] layout). qs = scale·q, dO; lse (+inf for rows without a
+// visible key, so that P = exp(S - lse) = 0) and delta = rowsum(dO∘O).
+struct BwdData {
+  Scratch buf;
+  float *qs, *dos, *lse, *delta;
+  BwdData(const Geo& g, const float* q, const float* dout, const float* out, const float* lse_in)
+      : buf(size_t(g.B * g.Tq * g.Hq) * size_t(2 * g.D + 2)) {
+    const int64_t rows = g.B * g.Tq * g.Hq, D = g.D, w = g.rep * D;
+    qs = buf.get();
+    dos = qs + rows * D;
+    lse = dos + rows * D;
+    delta = lse + rows;
+    parallel_range(g.B * g.Tq, 16, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t b = p / g.Tq, t = p % g.Tq;
+        for (int64_t grp = 0; grp < g.Hkv; ++grp) {
+          const int64_t src = (p * g.Hq + grp * g.rep) * D, row = ((b * g.Hkv + grp) * g.Tq + t) * g.rep;
+          for (int64_t i = 0; i < w; ++i) qs[row * D + i] = g.scale * q[src + i];
+          std::copy(dout + src, dout + src + w, dos + row * D);
+          for (int64_t r = 0; r < g.rep; ++r) {
+            const float* o = out + src + r * D;
+            const float* d = dout + src + r * D;
+            float acc = 0;
+            for (int64_t c = 0; c < D; ++c) acc += o[c] * d[c];
+            delta[row + r] = acc;
+            const float l = lse_in[p * g.Hq + grp * g.rep + r];
+            lse[row + r] = l == -kInf ? kInf : l;
+          }
+        }
+      }
+    });
   }
+  int64_t row(const Geo& g, int64_t b, int64_t grp, int64_t t) const { return ((b * g.Hkv + grp) * g.Tq + t) * g.rep; }
 };
 
 // Backward of key block kb of (b, grp) against every query block that sees it: dK, dV of the block
@@ -342,20 +358,20 @@ struct BwdRows {  // per-tile row state of the backward
 struct BwdCtx {
   const Geo& g;
   const RowKernels& rk;
-  const float *q, *k, *v, *dout, *lse, *delta;
+  const BwdData& d;
+  const float *k, *v;
   float *dk, *dv;
 };
 size_t bkv_work(const Geo& g) {
   const int64_t M = g.bq * g.rep;
-  return BwdRows::size(M, g.D) + 2 * size_t(M) * size_t(g.bk) + 4 * size_t(g.bk) * size_t(g.D);
+  return 2 * size_t(M) * size_t(g.bk) + 4 * size_t(g.bk) * size_t(g.D);
 }
 void backward_key_block(const BwdCtx& c, int64_t b, int64_t grp, int64_t kb, float* work, float* dQacc) {
   const Geo& g = c.g;
   const RowKernels& rk = c.rk;
   const int64_t M = g.bq * g.rep, D = g.D;
-  BwdRows R(work, M, D);
-  float *S = work + BwdRows::size(M, D), *dP = S + M * g.bk, *dK = dP + M * g.bk, *dV = dK + g.bk * D,
-        *kbuf = dV + g.bk * D, *vbuf = kbuf + g.bk * D;
+  float *S = work, *dP = S + M * g.bk, *dK = dP + M * g.bk, *dV = dK + g.bk * D, *kbuf = dV + g.bk * D,
+        *vbuf = kbuf + g.bk * D;
   const int64_t j0 = kb * g.bk, n = std::min(g.bk, g.Tk - j0);
   std::fill(dK, dK + n * D, 0.0f);
   std::fill(dV, dV + n * D, 0.0f);
@@ -370,10 +386,11 @@ void backward_key_block(const BwdCtx& c, int64_t b, int64_t grp, int64_t kb, flo
     const int64_t nt = std::min(g.bq, tb - t0), m = nt * g.rep;
     const TileVis vis = tile_vis(g, b, t0, t0 + nt, j0, j0 + n);
     if (!vis.any) continue;
-    R.load(g, c.q, c.dout, c.lse, c.delta, b, grp, t0, nt);
-    backward_tile(g, rk, R.Qbuf, R.dObuf, R.lse, R.delta, m, kt, vt, b, t0, nt, j0, n, vis.all, S, dP);
-    if (c.dv) mm_atb_acc(rk, n, D, m, S, g.bk, R.dObuf, D, dV, D);
-    if (c.dk) mm_atb_acc(rk, n, D, m, dP, g.bk, R.Qbuf, D, dK, D);
+    const int64_t r0 = c.d.row(g, b, grp, t0);
+    const float *Q = c.d.qs + r0 * D, *dO = c.d.dos + r0 * D;
+    backward_tile(g, rk, Q, dO, c.d.lse + r0, c.d.delta + r0, m, kt, vt, b, t0, nt, j0, n, vis.all, S, dP);
+    if (c.dv) mm_atb_acc(rk, n, D, m, S, g.bk, dO, D, dV, D);
+    if (c.dk) mm_atb_acc(rk, n, D, m, dP, g.bk, Q, D, dK, D);
     if (dQacc) mm_ab_acc(rk, m, D, n, dP, g.bk, krows, g.ldkv(), dQacc + t0 * g.rep * D, D);
   }
   for (int64_t j = 0; j < n; ++j) {
@@ -384,19 +401,11 @@ void backward_key_block(const BwdCtx& c, int64_t b, int64_t grp, int64_t kb, flo
 }
 
 void attention_backward(const Geo& g, const float* q, const float* k, const float* v, const float* out,
-                        const float* lse_all, const float* dout, float* dq, float* dk, float* dv) {
+                        const float* lse_in, const float* dout, float* dq, float* dk, float* dv) {
   const RowKernels& rk = row_kernels();
-  const int64_t D = g.D, rows = g.B * g.Tq * g.Hq;
-  Scratch delta_buf{size_t(rows)};
-  float* delta_all = delta_buf.get();
-  parallel_range(rows, 256, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float s = 0;
-      for (int64_t d = 0; d < D; ++d) s += dout[r * D + d] * out[r * D + d];
-      delta_all[r] = s;
-    }
-  });
-  const BwdCtx ctx{g, rk, q, k, v, dout, lse_all, delta_all, dk, dv};
+  const int64_t D = g.D;
+  const BwdData data(g, q, dout, out, lse_in);
+  const BwdCtx ctx{g, rk, data, k, v, dk, dv};
   const int64_t M = g.bq * g.rep, nkb = (g.Tk + g.bk - 1) / g.bk, groups = g.B * g.Hkv;
   const int64_t P = num_threads();
   const bool one_pass = g_test_backward ? g_test_backward == 2 : groups >= 2 * P || (groups >= P && groups % P == 0);
@@ -418,14 +427,12 @@ void attention_backward(const Geo& g, const float* q, const float* k, const floa
   if (dq) {  // sweep 1: dQ, one task per (b, g, query block)
     const int64_t nqb = (g.Tq + g.bq - 1) / g.bq;
     parallel_range(groups * nqb, 1, [&](int64_t u0, int64_t u1) {
-      Scratch w(BwdRows::size(M, D) + size_t(M) * size_t(D + 2 * g.bk) + 2 * size_t(D * g.bk));
-      BwdRows R(w.get(), M, D);
-      float *dQ = w.get() + BwdRows::size(M, D), *S = dQ + M * D, *dP = S + M * g.bk, *kbuf = dP + M * g.bk,
-            *vbuf = kbuf + D * g.bk;
+      Scratch w(size_t(M) * size_t(D + 2 * g.bk) + 2 * size_t(D * g.bk));
+      float *dQ = w.get(), *S = dQ + M * D, *dP = S + M * g.bk, *kbuf = dP + M * g.bk, *vbuf = kbuf + D * g.bk;
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t qb = u % nqb, bg = u / nqb, b = bg / g.Hkv, grp = bg % g.Hkv;
         const int64_t t0 = qb * g.bq, nt = std::min(g.bq, g.Tq - t0), m = nt * g.rep;
-        R.load(g, q, dout, lse_all, delta_all, b, grp, t0, nt);
+        const int64_t r0 = data.row(g, b, grp, t0);
         std::fill(dQ, dQ + m * D, 0.0f);
         // Key blocks aligned to multiples of bk as in backward_key_block: the same tiles, so dq is
         // bitwise the same with either schedule.
@@ -436,7 +443,8 @@ void attention_backward(const Geo& g, const float* q, const float* k, const floa
           const float* krows = kv_row(g, k, b, j0, grp);
           const BT kt = prep_bt(rk, krows, g.ldkv(), n, D, kbuf, g.bk);
           const BT vt = prep_bt(rk, kv_row(g, v, b, j0, grp), g.ldkv(), n, D, vbuf, g.bk);
-          backward_tile(g, rk, R.Qbuf, R.dObuf, R.lse, R.delta, m, kt, vt, b, t0, nt, j0, n, vis.all, S, dP);
+          backward_tile(g, rk, data.qs + r0 * D, data.dos + r0 * D, data.lse + r0, data.delta + r0, m, kt, vt, b,
+                        t0, nt, j0, n, vis.all, S, dP);
           mm_ab_acc(rk, m, D, n, dP, g.bk, krows, g.ldkv(), dQ, D);
         }
         scatter_rows(g, dQ, b, grp, t0, nt, g.scale, dq);
@@ -470,10 +478,12 @@ Geo make_geo(const Tensor& q, const Tensor& k, const AttentionOptions& opt) {
   g.causal = opt.causal;
   g.window = opt.window;
   g.q_off = opt.q_offset;
-  // Tiles: bk keys × (bq positions · rep heads) rows, each GEMM of a tile ≤ 2^19 multiply-adds
-  // (stays on the calling thread and in L2).
+  // Tiles: bk keys × (bq positions · rep heads) rows, ~128 × 128 (the working set of a tile stays
+  // in L2). Through ft::sgemm (no ISA tile GEMM), each GEMM of a tile is kept <= 2^19
+  // multiply-adds so that sgemm stays on the calling thread.
   g.bk = std::clamp<int64_t>(g.Tk, 1, 128);
-  const int64_t rows = std::max<int64_t>(g.rep, std::min<int64_t>(128, (int64_t(1) << 19) / (g.bk * g.D)));
+  const int64_t rows = std::max<int64_t>(
+      g.rep, row_kernels().gemm ? 128 : std::min<int64_t>(128, (int64_t(1) << 19) / (g.bk * g.D)));
   g.bq = std::clamp<int64_t>(rows / g.rep, 1, std::max<int64_t>(1, g.Tq));
   if (g_test_tiles[0] > 0) g.bq = g_test_tiles[0];
   if (g_test_tiles[1] > 0) g.bk = g_test_tiles[1];
