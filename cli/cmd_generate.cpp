@@ -102,7 +102,7 @@ void run(const GenArgs& a) {
                         {"finish_reason", st.finish_reason}};
     std::cout << j.dump() << "\n";
   } else {
-    std::cout << "\n";
+    std::cout << "\n" << std::flush;
     std::fprintf(stderr, "==========\nPrompt: %lld tokens, %.1f tokens/s\nGeneration: %lld tokens, %.1f tokens/s (%s)\nPeak memory: %.1f MB\n",
                  (long long)st.prompt_tokens, st.prompt_tps(), (long long)st.generated_tokens, st.generation_tps(), st.finish_reason.c_str(), peak);
   }
