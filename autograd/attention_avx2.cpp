@@ -1,5 +1,6 @@
-// AVX2 + FMA row kernels of the fused attention (see autograd/attention_kernels.h): the same
-// polynomial exp as attention_avx512.cpp, 8 lanes, tails through zero-padded stack copies.
+// AVX2 + FMA kernels of the fused attention (see autograd/attention_kernels.h): the same
+// polynomial exp as attention_avx512.cpp, 8 lanes, row tails through padded stack copies; the tile
+// GEMM (6×16 register tile) and an 8×8 register transpose.
 // No STL here (ODR, see CMakeLists.txt): only <immintrin.h>, <cstdint>.
 #include <immintrin.h>
 
@@ -127,7 +128,108 @@ void softmax_bwd(float* S, float* dP, int64_t m, int64_t n, int64_t ld, const fl
   }
 }
 
-const ft::attn_detail::RowKernels kKernels = {softcap, online_softmax, softmax_bwd, nullptr, nullptr};
+// ---------------------------------------------------------------- tile GEMM and transpose
+// Same scheme as attention_avx512.cpp with 8-lane vectors: C[MR × 8·NV] (+)= Σ_k A(i, k)·B[k][:],
+// A broadcast from memory through strides, B rows read directly. MASK: partial column chunk.
+inline __m256i lanes8(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n < 0 ? 0 : n > 8 ? 8 : n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+template <int MR, int NV, bool MASK>
+inline void gemm_tile(int64_t K, const float* A, int64_t sai, int64_t sak, const float* B, int64_t ldb,
+                      float* C, int64_t ldc, __m256i k0, __m256i k1, bool acc) {
+  auto load = [](const float* p, __m256i k) { return MASK ? _mm256_maskload_ps(p, k) : _mm256_loadu_ps(p); };
+  __m256 c[NV][MR];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    c[0][r] = acc ? load(C + r * ldc, k0) : _mm256_setzero_ps();
+    if (NV == 2) c[NV - 1][r] = acc ? load(C + r * ldc + 8, k1) : _mm256_setzero_ps();
+  }
+  for (int64_t k = 0; k < K; ++k, A += sak, B += ldb) {
+    const __m256 b0 = load(B, k0);
+    const __m256 b1 = NV == 2 ? load(B + 8, k1) : b0;
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      const __m256 a = _mm256_broadcast_ss(A + r * sai);
+      c[0][r] = _mm256_fmadd_ps(a, b0, c[0][r]);
+      if (NV == 2) c[NV - 1][r] = _mm256_fmadd_ps(a, b1, c[NV - 1][r]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    if (MASK) {
+      _mm256_maskstore_ps(C + r * ldc, k0, c[0][r]);
+      if (NV == 2) _mm256_maskstore_ps(C + r * ldc + 8, k1, c[NV - 1][r]);
+    } else {
+      _mm256_storeu_ps(C + r * ldc, c[0][r]);
+      if (NV == 2) _mm256_storeu_ps(C + r * ldc + 8, c[NV - 1][r]);
+    }
+  }
+}
+
+template <int NV, bool MASK>
+inline void gemm_rows(int mr, int64_t K, const float* A, int64_t sai, int64_t sak, const float* B, int64_t ldb,
+                      float* C, int64_t ldc, __m256i k0, __m256i k1, bool acc) {
+  switch (mr) {
+#define FT_CASE(R) case R: return gemm_tile<R, NV, MASK>(K, A, sai, sak, B, ldb, C, ldc, k0, k1, acc);
+    FT_CASE(1) FT_CASE(2) FT_CASE(3) FT_CASE(4) FT_CASE(5) FT_CASE(6)
+#undef FT_CASE
+  }
+}
+
+void gemm(int64_t m, int64_t n, int64_t K, const float* A, int64_t sai, int64_t sak, const float* B,
+          int64_t ldb, float* C, int64_t ldc, bool acc) {
+  for (int64_t c0 = 0; c0 < n; c0 += 16) {
+    const int64_t nc = n - c0 < 16 ? n - c0 : 16;
+    const __m256i k0 = lanes8(nc), k1 = lanes8(nc - 8);
+    for (int64_t i0 = 0; i0 < m;) {
+      const int mr = m - i0 >= 6 ? 6 : int(m - i0);
+      const float* a = A + i0 * sai;
+      float* c = C + i0 * ldc + c0;
+      if (nc == 16) gemm_rows<2, false>(mr, K, a, sai, sak, B + c0, ldb, c, ldc, k0, k1, acc);
+      else if (nc > 8) gemm_rows<2, true>(mr, K, a, sai, sak, B + c0, ldb, c, ldc, k0, k1, acc);
+      else if (nc == 8) gemm_rows<1, false>(mr, K, a, sai, sak, B + c0, ldb, c, ldc, k0, k1, acc);
+      else gemm_rows<1, true>(mr, K, a, sai, sak, B + c0, ldb, c, ldc, k0, k1, acc);
+      i0 += mr;
+    }
+  }
+}
+
+// dst (cols × rows) = transpose of a rows × cols block (rows, cols <= 8).
+inline void transpose8(const float* src, int64_t lds, int rows, int cols, float* dst, int64_t ldd) {
+  __m256 r[8], t[8];
+  const __m256i kc = lanes8(cols);
+  for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_maskload_ps(src + i * lds, kc) : _mm256_setzero_ps();
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm256_permute2f128_ps(r[i], r[4 + i], 0x20);
+    t[4 + i] = _mm256_permute2f128_ps(r[i], r[4 + i], 0x31);
+  }
+  if (rows == 8) {
+    for (int c = 0; c < cols; ++c) _mm256_storeu_ps(dst + c * ldd, t[c]);
+  } else {
+    const __m256i kr = lanes8(rows);
+    for (int c = 0; c < cols; ++c) _mm256_maskstore_ps(dst + c * ldd, kr, t[c]);
+  }
+}
+
+void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 8)
+    for (int64_t c0 = 0; c0 < cols; c0 += 8)
+      transpose8(src + r0 * lds + c0, lds, rows - r0 < 8 ? int(rows - r0) : 8, cols - c0 < 8 ? int(cols - c0) : 8,
+                 dst + c0 * ldd + r0, ldd);
+}
+
+const ft::attn_detail::RowKernels kKernels = {softcap, online_softmax, softmax_bwd, gemm, transpose};
 
 }  // namespace
 
