@@ -11,6 +11,8 @@
 #include <tbb/parallel_for.h>
 
 #include "autograd/error.h"
+#include "data/chat_template.h"
+#include "data/jinja.h"
 #include "data/tokenizer.h"
 
 namespace ft {
@@ -25,6 +27,43 @@ std::optional<int32_t> TokenizerEncoder::bos_id() const { return tok_.bos_id(); 
 std::optional<int32_t> TokenizerEncoder::eos_id() const { return tok_.eos_id(); }
 std::optional<int32_t> TokenizerEncoder::pad_id() const { return tok_.pad_id(); }
 bool TokenizerEncoder::is_special(int32_t id) const { return tok_.is_special(id); }
+
+ChatTemplateRenderer::ChatTemplateRenderer(const ChatTemplate& t, nlohmann::ordered_json extra)
+    : t_(std::make_shared<const ChatTemplate>(t)), extra_(std::move(extra)) {}
+
+RenderedChat ChatTemplateRenderer::render(const nlohmann::ordered_json& messages,
+                                          const nlohmann::ordered_json& tools) const {
+  RenderedChat r;
+  try {
+    MaskedChat m = t_->render_masked(messages, tools, extra_);
+    r.text = std::move(m.text);
+    for (const auto& s : m.spans) r.spans.push_back({s.message, s.begin, s.end});
+    return r;
+  } catch (const jinja::RaisedError&) {
+    throw;  // the template rejected the conversation (raise_exception): a data error
+  } catch (const Error&) {
+    // Earlier turns render differently once later ones exist: only the last turn can be placed.
+    std::vector<MaskedChat> turns = t_->render_per_turn(messages, tools, extra_);
+    r.text = t_->render(messages, tools, false, extra_);
+    if (turns.empty() || turns.back().text != r.text) throw;
+    const auto& s = turns.back().spans.at(0);
+    r.spans.push_back({s.message, s.begin, s.end});
+    r.last_turn_only = true;
+    return r;
+  }
+}
+
+std::unique_ptr<ChatRenderer> chat_renderer_for(const Tokenizer& tok, const std::string& source,
+                                                nlohmann::ordered_json extra) {
+  const std::string& src = source.empty() ? tok.chat_template() : source;
+  if (src.empty()) return nullptr;
+  nlohmann::ordered_json specials = nlohmann::ordered_json::object();
+  for (auto [key, val] : {std::pair{"bos_token", &tok.bos_token()}, {"eos_token", &tok.eos_token()},
+                          {"unk_token", &tok.unk_token()}, {"pad_token", &tok.pad_token()}})
+    if (!val->empty()) specials[key] = *val;
+  return std::make_unique<ChatTemplateRenderer>(ChatTemplate(src, "chat_template", specials),
+                                                std::move(extra));
+}
 
 const char* row_format_name(RowFormat f) {
   switch (f) {
@@ -494,7 +533,7 @@ struct Encoder {
   }
 
   Example encode(const Sample& s, const ChatRenderer* chat, const DatasetOptions& o,
-                 int64_t& merges) const {
+                 int64_t& merges, bool& last_only) const {
     Example ex;
     if (!s.chat) {
       ex.ids = enc.encode(s.text, true);
@@ -509,15 +548,17 @@ struct Encoder {
       }
     } else {
       RenderedChat r = chat->render(s.messages, s.tools);
+      last_only = r.last_turn_only && o.mask_prompt;
       ex.ids = enc.encode(r.text, false);
       ex.mask.assign(ex.ids.size(), o.mask_prompt ? 0 : 1);
       if (o.mask_prompt) {
         const Boundaries bd(*this, r.text, ex.ids, 0, ex.ids.size());
         for (const ChatSpan& sp : r.spans) {
-          FT_CHECK(sp.message < s.supervised.size() && sp.begin <= sp.end && sp.end <= r.text.size(),
+          FT_CHECK((sp.message < s.supervised.size() || sp.message == SIZE_MAX) &&
+                   sp.begin <= sp.end && sp.end <= r.text.size(),
                    "the chat template returned an invalid assistant span (message ", sp.message,
                    ", bytes ", sp.begin, "..", sp.end, " of ", r.text.size(), ")");
-          if (!s.supervised[sp.message]) continue;
+          if (sp.message != SIZE_MAX && !s.supervised[sp.message]) continue;
           bool c1, c2;
           size_t a = bd.at(sp.begin, c1), b = bd.at(sp.end, c2);
           if (!c2 && b < ex.ids.size()) ++b;  // the token crossing the end is in the span
@@ -558,10 +599,13 @@ Dataset make_dataset(const RawRows& raw, const TextEncoder& enc, const ChatRende
   std::vector<Example> out(n);
   std::vector<std::string> errors(n);
   std::vector<int64_t> merges(n, 0);
+  std::vector<uint8_t> last_only(n, 0);
   tbb::parallel_for(size_t(0), n, [&](size_t i) {
     try {
       Sample s = make_sample(raw.rows[i], ds.format, chat, opt);
-      out[i] = E.encode(s, chat, opt, merges[i]);
+      bool lo = false;
+      out[i] = E.encode(s, chat, opt, merges[i], lo);
+      last_only[i] = lo;
       out[i].row = int64_t(i);
     } catch (const std::exception& e) {
       errors[i] = cat(raw.locate(i), ": ", e.what());
@@ -573,6 +617,7 @@ Dataset make_dataset(const RawRows& raw, const TextEncoder& enc, const ChatRende
   for (size_t i = 0; i < n; ++i) {
     Example& ex = out[i];
     ds.n_boundary_merges += merges[i];
+    ds.n_last_turn_only += last_only[i];
     if (ex.ids.size() > L) {
       ++ds.n_truncated;
       ex.ids.resize(L);
@@ -592,6 +637,11 @@ Dataset make_dataset(const RawRows& raw, const TextEncoder& enc, const ChatRende
     ds.warnings.push_back(cat(raw.path, ": ", ds.n_dropped, " of ", n, " rows have no training "
                               "target", ds.n_truncated ? " left after truncation" : "",
                               " and were dropped"));
+  if (ds.n_last_turn_only)
+    ds.warnings.push_back(cat(raw.path, ": in ", ds.n_last_turn_only, " of ", n, " rows only the "
+                              "last assistant turn is a target: the chat template renders earlier "
+                              "turns differently once later ones exist (e.g. Qwen3 drops earlier "
+                              "<think> blocks)"));
   if (opt.print_warnings)
     for (const auto& w : ds.warnings) std::cerr << "ft: warning: " << w << "\n";
   FT_CHECK(!ds.examples.empty(), raw.path, ": no usable rows: all ", n, " rows have no training "

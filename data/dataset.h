@@ -47,22 +47,28 @@
 //   PromptCompletion / Alpaca (plain): the completion's tokens and everything the tokenizer puts
 //          after it (post-processor suffix, the appended EOS).
 //   Chat (and templated PromptCompletion / Alpaca): each assistant message as the template renders
-//          it (content, tool calls) plus the end-of-turn token that follows it (<|im_end|>,
-//          <|eot_id|>, <end_of_turn>, </s>: the first special token after the content, when only
-//          whitespace stands between), as TRL's assistant-only loss does, so the model learns to
-//          stop. Whitespace the template writes after that token is not a target.
+//          it (ChatTemplateRenderer: the {% generation %} block, else what the turn adds to the
+//          rendering: content, tool calls, and any formatting the template writes before them),
+//          plus the end-of-turn token that follows the content (<|im_end|>, <|eot_id|>,
+//          <end_of_turn>, </s>: the first special token after it, when only whitespace stands
+//          between), as TRL's assistant-only loss does, so the model learns to stop. Whitespace
+//          the template writes after that token ("\n" after <|im_end|>) is not a target.
 //   Padding is never a target.
 // Exact boundaries: the text is encoded once; a span boundary at byte b is placed after the
 // tokens that encode(text[0, b)) shares with the full encoding (longest common prefix). When a
 // merge crosses the boundary (the tokens differ there), the token that crosses it counts as inside
 // the supervised span (the model must emit it to produce the span's first / last characters).
-// Dataset::n_boundary_merges counts those cases (0 on ChatML / Llama 3 / Gemma templates, whose
-// span edges are special tokens).
+// Dataset::n_boundary_merges counts those cases (0 on the ChatML / Llama 3 templates and on the
+// real datasets under tests/data, where span edges are special tokens or newlines). Speed: the
+// end of every special token in the encoding is a known boundary (added tokens are split off
+// before the model runs), so only the text after the nearest one is re-encoded; masking costs
+// next to nothing on chat rows.
 //
 // Truncation: rows longer than max_seq_length keep their first max_seq_length tokens. One warning
 // per dataset gives the count; rows left with no target at all (e.g. a prompt longer than the
 // limit with mask_prompt) are dropped and counted too. An empty result is an error.
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -73,6 +79,7 @@
 namespace ft {
 
 class Tokenizer;
+class ChatTemplate;
 
 // What the pipeline needs from a tokenizer: TokenizerEncoder adapts ft::Tokenizer (tests may
 // provide others). Implementations must be callable from several threads at once.
@@ -95,7 +102,8 @@ struct ChatSpan {
 };
 struct RenderedChat {
   std::string text;
-  std::vector<ChatSpan> spans;  // one per assistant message, in order
+  std::vector<ChatSpan> spans;  // one per assistant message, in order; message SIZE_MAX = unknown
+  bool last_turn_only = false;  // spans cover only the last assistant turn (see ChatTemplateRenderer)
 };
 // What the pipeline needs from a chat template. Must be callable from several threads at once.
 struct ChatRenderer {
@@ -119,6 +127,31 @@ class TokenizerEncoder final : public TextEncoder {
  private:
   const Tokenizer& tok_;
 };
+
+// ft::ChatTemplate (data/chat_template.h) as a ChatRenderer. Spans come from
+// ChatTemplate::render_masked: the {% generation %} blocks when the template has them, else prefix
+// rendering (content + end-of-turn text). Templates that re-render earlier turns once later ones
+// exist (Qwen3 drops earlier <think> blocks) cannot place every turn; for those rows only the last
+// assistant turn is a target (mlx-lm's convention), and the dataset warns with the count.
+// extra: more template variables (e.g. {"enable_thinking": false}).
+class ChatTemplateRenderer final : public ChatRenderer {
+ public:
+  explicit ChatTemplateRenderer(const ChatTemplate& t,
+                                nlohmann::ordered_json extra = nlohmann::ordered_json::object());
+  RenderedChat render(const nlohmann::ordered_json& messages,
+                      const nlohmann::ordered_json& tools) const override;
+
+ private:
+  std::shared_ptr<const ChatTemplate> t_;
+  nlohmann::ordered_json extra_;
+};
+
+// The renderer for a tokenizer's own chat template (tokenizer_config.json / chat_template.jinja), or
+// for template_source when not empty, with the tokenizer's special tokens (bos_token, eos_token,
+// ...). nullptr when neither exists (then use_chat_template defaults to off).
+std::unique_ptr<ChatRenderer> chat_renderer_for(
+    const Tokenizer& tok, const std::string& template_source = "",
+    nlohmann::ordered_json extra = nlohmann::ordered_json::object());
 
 enum class RowFormat { Text, PromptCompletion, Chat, Alpaca, ShareGPT };
 const char* row_format_name(RowFormat f);  // "text", "prompt/completion", ...
@@ -146,6 +179,7 @@ struct Dataset {
   int64_t n_truncated = 0;        // rows cut to max_seq_length
   int64_t n_dropped = 0;          // rows with no target left (not in examples)
   int64_t n_boundary_merges = 0;  // span boundaries a token crossed (see above)
+  int64_t n_last_turn_only = 0;   // chat rows where only the last assistant turn is a target
   std::vector<std::string> warnings;
 
   size_t size() const { return examples.size(); }

@@ -631,6 +631,14 @@ namespace {
 
 const std::string kTok = std::string(FT_TEST_DATA) + "/tokenizers";
 
+// Each tokenizer is loaded once for all tests.
+const Tokenizer& load_tok(const std::string& name) {
+  static std::map<std::string, Tokenizer> cache;
+  auto it = cache.find(name);
+  if (it == cache.end()) it = cache.emplace(name, Tokenizer::from_dir(kTok + "/" + name)).first;
+  return it->second;
+}
+
 // ChatML whose spans run to the end of the turn ("<|im_end|>\n"), as a prefix-diff renderer gives.
 struct ChatMLWholeTurn : ChatRenderer {
   RenderedChat render(const ojson& messages, const ojson& tools) const override {
@@ -642,7 +650,7 @@ struct ChatMLWholeTurn : ChatRenderer {
 
 TEST(DatasetReal, TextRowsMatchTokenizer) {
   for (const char* name : {"qwen2", "llama2", "gpt2"}) {
-    Tokenizer tok = Tokenizer::from_dir(kTok + "/" + name);
+    const Tokenizer& tok = load_tok(name);
     TokenizerEncoder enc(tok);
     RawRows raw = read_rows(kData + "/wikisql/train.jsonl");
     Dataset ds = make_dataset(raw, enc, nullptr, quiet());
@@ -660,7 +668,7 @@ TEST(DatasetReal, TextRowsMatchTokenizer) {
 TEST(DatasetReal, PromptCompletionMaskDecodesToCompletion) {
   // Plain concatenation (no template): the supervised tokens decode to the completion + EOS.
   for (const char* name : {"qwen2", "llama2", "gpt2"}) {
-    Tokenizer tok = Tokenizer::from_dir(kTok + "/" + name);
+    const Tokenizer& tok = load_tok(name);
     TokenizerEncoder enc(tok);
     RawRows raw = read_rows(kData + "/wwdc25/train.jsonl");
     for (auto& r : raw.rows) r["prompt"] = r["prompt"].get<std::string>() + "\n";
@@ -678,7 +686,7 @@ TEST(DatasetReal, PromptCompletionMaskDecodesToCompletion) {
     }
   }
   // Alpaca rows, Alpaca prompt, Llama 2: the prompt ends with "### Response:\n".
-  Tokenizer tok = Tokenizer::from_dir(kTok + "/llama2");
+  const Tokenizer& tok = load_tok("llama2");
   TokenizerEncoder enc(tok);
   RawRows al = read_rows(kData + "/llamafactory/alpaca_en_demo.json");
   Dataset ds = make_dataset(al, enc, nullptr, quiet(true));
@@ -690,7 +698,7 @@ TEST(DatasetReal, PromptCompletionMaskDecodesToCompletion) {
 TEST(DatasetReal, BoundaryMergeWithRealBpe) {
   // "Q: 1+1=" + " 2": GPT-2 encodes " 2" as one token; no merge crosses. "wor" + "ld": "world" is
   // one token crossing the boundary: it is supervised and counted.
-  Tokenizer tok = Tokenizer::from_dir(kTok + "/gpt2");
+  const Tokenizer& tok = load_tok("gpt2");
   TokenizerEncoder enc(tok);
   RawRows raw = read_rows(temp_file("bpe.jsonl", "{\"prompt\": \"Q: 1+1=\", \"completion\": \" 2\"}\n"
                                                  "{\"prompt\": \"hello wor\", \"completion\": \"ld\"}\n"));
@@ -701,7 +709,7 @@ TEST(DatasetReal, BoundaryMergeWithRealBpe) {
 }
 
 TEST(DatasetReal, ChatMaskWithQwen2) {
-  Tokenizer tok = Tokenizer::from_dir(kTok + "/qwen2");
+  const Tokenizer& tok = load_tok("qwen2");
   TokenizerEncoder enc(tok);
   ToyChatML content_spans;
   ChatMLWholeTurn turn_spans;
@@ -745,7 +753,7 @@ TEST(DatasetReal, ChatMaskWithQwen2) {
 }
 
 TEST(BatchingReal, GroupingCutsPaddingWithQwen2) {
-  Tokenizer tok = Tokenizer::from_dir(kTok + "/qwen2");
+  const Tokenizer& tok = load_tok("qwen2");
   TokenizerEncoder enc(tok);
   for (const char* f : {"wikisql/train.jsonl", "wwdc25/train.jsonl", "llamafactory/alpaca_en_demo.json"}) {
     Dataset ds = load_dataset(kData + "/" + f, enc, nullptr, quiet(true));
@@ -762,6 +770,184 @@ TEST(BatchingReal, GroupingCutsPaddingWithQwen2) {
     check_batch(ds, b, *tok.pad_id());
     std::printf("  %s: padding %.1f%% plain, %.1f%% grouped\n", f, 100 * plain, 100 * grouped);
   }
+}
+
+}  // namespace
+}  // namespace ft
+
+// ---------------------------------------------------------------------------------------------
+// With the real chat templates (tests/data/chat_templates) through ChatTemplateRenderer
+
+#include "data/chat_template.h"
+
+namespace ft {
+namespace {
+
+const std::string kTmpl = std::string(FT_TEST_DATA) + "/chat_templates";
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// Each maximal run of targets, decoded on its own.
+std::vector<std::string> target_runs(const Tokenizer& tok, const Example& ex) {
+  std::vector<std::string> runs;
+  for (size_t t = 0; t < ex.ids.size();) {
+    if (!ex.mask[t]) { ++t; continue; }
+    std::vector<int32_t> run;
+    while (t < ex.ids.size() && ex.mask[t]) run.push_back(ex.ids[t++]);
+    runs.push_back(tok.decode(run));
+  }
+  return runs;
+}
+
+std::string trim(const std::string& s) {
+  size_t a = s.find_first_not_of(" \t\n\r"), b = s.find_last_not_of(" \t\n\r");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
+std::vector<std::string> assistant_texts(const ojson& row) {
+  std::vector<std::string> out;
+  for (const auto& m : row["messages"])
+    if (m["role"] == "assistant") out.push_back(m["content"][0]["value"]);
+  return out;
+}
+
+TEST(DatasetTemplate, Qwen2OwnTemplate) {
+  const Tokenizer& tok = load_tok("qwen2");
+  auto chat = chat_renderer_for(tok);
+  ASSERT_TRUE(chat);
+  TokenizerEncoder enc(tok);
+  ChatTemplate tmpl(tok.chat_template());
+  RawRows raw = read_rows(kData + "/llamafactory/v1_sft_demo.jsonl");
+  Dataset ds = make_dataset(raw, enc, chat.get(), quiet(true));
+  EXPECT_EQ(ds.n_boundary_merges, 0);
+  for (const Example& ex : ds.examples) {
+    const ojson& r = raw.rows[size_t(ex.row)];
+    ojson msgs = ojson::array();
+    for (const auto& m : r["messages"]) msgs.push_back({{"role", m["role"]}, {"content", m["content"][0]["value"]}});
+    // ids = HF apply_chat_template(tokenize=True): the rendering encoded without added specials
+    EXPECT_EQ(ex.ids, tok.encode(tmpl.render(msgs), false));
+    EXPECT_EQ(tok.decode(ex.ids).rfind("<|im_start|>system\nYou are a helpful assistant.<|im_end|>", 0), 0u);
+    std::vector<std::string> want;
+    for (const auto& a : assistant_texts(r)) want.push_back(a + "<|im_end|>");
+    EXPECT_EQ(target_runs(tok, ex), want);
+  }
+  // prompt/completion rows go through the template too (default on when there is one)
+  RawRows pc = read_rows(kData + "/wwdc25/train.jsonl");
+  Dataset d2 = make_dataset(pc, enc, chat.get(), quiet(true));
+  for (const Example& ex : d2.examples)
+    EXPECT_EQ(target_runs(tok, ex), std::vector<std::string>{pc.rows[size_t(ex.row)]["completion"].get<std::string>() + "<|im_end|>"});
+}
+
+TEST(DatasetTemplate, Qwen25ToolCalls) {
+  const Tokenizer& tok = load_tok("qwen2");
+  auto chat = chat_renderer_for(tok, slurp(kTmpl + "/qwen2.5.jinja"));
+  TokenizerEncoder enc(tok);
+  RawRows raw = read_rows(kData + "/llamafactory/glaive_toolcall_en_demo.json");
+  Dataset ds = make_dataset(raw, enc, chat.get(), quiet(true));
+  EXPECT_EQ(ds.n_boundary_merges, 0);
+  int calls = 0;
+  for (const Example& ex : ds.examples) {
+    const ojson& r = raw.rows[size_t(ex.row)];
+    const std::string text = tok.decode(ex.ids);
+    std::vector<std::string> runs = target_runs(tok, ex);
+    size_t k = 0;
+    for (const auto& t : r["conversations"]) {
+      if (t["from"] == "gpt") {
+        ASSERT_LT(k, runs.size());
+        EXPECT_EQ(runs[k++], t["value"].get<std::string>() + "<|im_end|>");
+      } else if (t["from"] == "function_call") {
+        ASSERT_LT(k, runs.size());
+        ojson c = ojson::parse(t["value"].get<std::string>());
+        // Qwen2.5: {"name": ..., "arguments": <arguments | tojson>} (Python json.dumps spacing)
+        std::string args = jinja::to_json(jinja::Value::from_json(c["arguments"]), false, std::nullopt, ", ", ": ", false);
+        EXPECT_EQ(runs[k++], "<tool_call>\n{\"name\": \"" + c["name"].get<std::string>() + "\", \"arguments\": " +
+                                 args + "}\n</tool_call><|im_end|>");
+        ++calls;
+      }
+    }
+    EXPECT_EQ(k, runs.size());
+    if (r["tools"] != "[]") {
+      EXPECT_NE(text.find("# Tools"), std::string::npos);
+      ojson tools = ojson::parse(r["tools"].get<std::string>());
+      EXPECT_NE(text.find("\"name\": \"" + tools[0]["name"].get<std::string>() + "\""), std::string::npos);
+    }
+  }
+  EXPECT_GT(calls, 5);
+}
+
+TEST(DatasetTemplate, Llama3AndLlama2Templates) {
+  RawRows raw = read_rows(kData + "/llamafactory/v1_sft_demo.jsonl");
+  {
+    const Tokenizer& tok = load_tok("llama3");
+    auto chat = chat_renderer_for(tok, slurp(kTmpl + "/llama3-instruct.jinja"));
+    TokenizerEncoder enc(tok);
+    Dataset ds = make_dataset(raw, enc, chat.get(), quiet(true));
+    EXPECT_EQ(ds.n_boundary_merges, 0);
+    for (const Example& ex : ds.examples) {
+      EXPECT_EQ(ex.ids[0], *tok.bos_id());  // written by the template, once
+      EXPECT_NE(ex.ids[1], *tok.bos_id());
+      std::vector<std::string> want;
+      for (const auto& a : assistant_texts(raw.rows[size_t(ex.row)])) want.push_back(trim(a) + "<|eot_id|>");
+      EXPECT_EQ(target_runs(tok, ex), want);
+    }
+  }
+  {
+    const Tokenizer& tok = load_tok("llama2");
+    auto chat = chat_renderer_for(tok, slurp(kTmpl + "/llama-2-chat.jinja"));
+    TokenizerEncoder enc(tok);
+    Dataset ds = make_dataset(raw, enc, chat.get(), quiet(true));
+    for (const Example& ex : ds.examples) {
+      // This community template indents its output ("\n        " before each turn, as jinja2
+      // renders it); the target run is all the assistant turn renders: indentation, " ",
+      // content, " </s>".
+      EXPECT_EQ(trim(tok.decode(ex.ids)).rfind("<s>[INST]", 0), 0u);
+      std::vector<std::string> runs = target_runs(tok, ex);
+      std::vector<std::string> want = assistant_texts(raw.rows[size_t(ex.row)]);
+      ASSERT_EQ(runs.size(), want.size());
+      for (size_t i = 0; i < runs.size(); ++i) {
+        EXPECT_EQ(trim(runs[i]).rfind(trim(want[i]), 0), 0u) << runs[i];
+        EXPECT_EQ(runs[i].substr(runs[i].size() - 4), "</s>");
+        EXPECT_EQ(runs[i].find("[/INST]"), std::string::npos);
+      }
+    }
+    // raise_exception from the template is a data error naming the row
+    std::string p = temp_file("alt.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}]}\n");
+    std::string e = error_of([&] { load_dataset(p, enc, chat.get(), quiet(true)); });
+    EXPECT_NE(e.find("alt.jsonl:1:"), std::string::npos) << e;
+    EXPECT_NE(e.find("must alternate"), std::string::npos) << e;
+  }
+}
+
+TEST(DatasetTemplate, GenerationBlocksAndQwen3LastTurn) {
+  const Tokenizer& tok = load_tok("qwen2");  // ChatML special tokens
+  TokenizerEncoder enc(tok);
+  const std::string two_turns =
+      R"({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>\nadd\n</think>\n\n4"},)"
+      R"( {"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "<think>\nadd again\n</think>\n\n6"}]})";
+  const std::string one_turn = R"({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]})";
+  std::string p = temp_file("think.jsonl", two_turns + "\n" + one_turn + "\n");
+  // SmolLM3 marks assistant turns with {% generation %}: those blocks are the targets.
+  auto smol = chat_renderer_for(tok, slurp(kTmpl + "/smollm3.jinja"));
+  Dataset s = load_dataset(p, enc, smol.get(), quiet(true));
+  EXPECT_EQ(s.n_last_turn_only, 0);
+  for (const Example& ex : s.examples)
+    for (const std::string& run : target_runs(tok, ex)) EXPECT_EQ(run.substr(run.size() - 10), "<|im_end|>");
+  EXPECT_EQ(target_runs(tok, s.examples[1]).size(), 1u);
+  // Qwen3 drops the first turn's <think> once a later user turn exists: only the last turn of
+  // that row can be placed; the one-turn row is complete.
+  auto qwen3 = chat_renderer_for(tok, slurp(kTmpl + "/qwen3.jinja"));
+  Dataset q = load_dataset(p, enc, qwen3.get(), quiet(true));
+  EXPECT_EQ(q.n_last_turn_only, 1);
+  ASSERT_EQ(q.warnings.size(), 1u);
+  EXPECT_NE(q.warnings[0].find("only the last assistant turn"), std::string::npos);
+  std::vector<std::string> runs = target_runs(tok, q.examples[0]);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0], "<think>\nadd again\n</think>\n\n6<|im_end|>");
+  EXPECT_EQ(tok.decode(q.examples[0].ids).find("\nadd\n"), std::string::npos);  // dropped by the template
+  EXPECT_EQ(target_runs(tok, q.examples[1]).size(), 1u);
 }
 
 }  // namespace
