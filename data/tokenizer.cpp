@@ -318,20 +318,27 @@ void Impl::bpe(std::string_view w, std::vector<int32_t>& out) const {
   // Initial symbols: one per character (HF BPE::merge_word), with byte fallback / unk.
   thread_local std::vector<int32_t> ids;
   ids.clear();
-  bool pending_unk = false;
+  bool pending_unk = false, affixes = !cont_prefix.empty() || !eow_suffix.empty();
   std::string key;
   for (size_t i = 0; i < w.size();) {
     size_t n = std::min(uni::char_len(w[i]), w.size() - i);
     std::string_view c = w.substr(i, n);
-    if ((i > 0 && !cont_prefix.empty()) || (i + n == w.size() && !eow_suffix.empty())) {
-      key.assign(i > 0 ? cont_prefix : "").append(c);
-      if (i + n == w.size()) key += eow_suffix;
-      c = key;
+    int32_t id = -1;
+    if (!affixes && n < 4 && n == uni::char_len(w[i])) {  // one-character token: table lookup
+      size_t j = i;
+      id = bmp_ids[uni::next_cp(w, j)];
+    } else {
+      if (affixes) {
+        key.assign(i > 0 ? cont_prefix : "").append(c);
+        if (i + n == w.size()) key += eow_suffix;
+        c = key;
+      }
+      if (auto it = vocab.find(c); it != vocab.end()) id = it->second;
     }
     i += n;
-    if (auto it = vocab.find(c); it != vocab.end()) {
+    if (id >= 0) {
       if (pending_unk) ids.push_back(unk), pending_unk = false;
-      ids.push_back(it->second);
+      ids.push_back(id);
       continue;
     }
     if (byte_fallback && std::all_of(c.begin(), c.end(), [&](char b) { return byte_ids[uint8_t(b)] >= 0; })) {
@@ -356,11 +363,12 @@ void Impl::bpe(std::string_view w, std::vector<int32_t>& out) const {
   if (ids.capacity() > (1u << 20)) std::vector<int32_t>().swap(ids);  // keep no huge buffers
 }
 
-// Merges the lowest-rank adjacent pair first (leftmost on ties), as HF's Word::merge_all.
+// Merges the lowest-rank adjacent pair first (leftmost on ties), as HF's Word::merge_all. A heap
+// entry is stale when either symbol of its pair has changed since it was pushed.
 void Impl::merge_run(const int32_t* ids, size_t n, std::vector<int32_t>& out) const {
   if (n < 2) return out.insert(out.end(), ids, ids + n), void();
   struct Sym { int32_t id, prev, next; };
-  struct Cand { int32_t rank, pos, id; };
+  struct Cand { int32_t rank, pos, left, right, id; };
   thread_local std::vector<Sym> sym;
   thread_local std::vector<Cand> heap;
   sym.resize(n);
@@ -368,9 +376,13 @@ void Impl::merge_run(const int32_t* ids, size_t n, std::vector<int32_t>& out) co
   for (size_t i = 0; i < n; ++i) sym[i] = {ids[i], int32_t(i) - 1, i + 1 < n ? int32_t(i) + 1 : -1};
   auto later = [](const Cand& a, const Cand& b) { return a.rank != b.rank ? a.rank > b.rank : a.pos > b.pos; };
   auto cand = [&](int32_t pos) {
-    if (const Merge* m = merges.find(sym[pos].id, sym[sym[pos].next].id)) heap.push_back({m->rank, pos, m->id});
+    int32_t l = sym[pos].id, r = sym[sym[pos].next].id;
+    if (const Merge* m = merges.find(l, r)) heap.push_back({m->rank, pos, l, r, m->id});
   };
-  for (size_t i = 0; i + 1 < n; ++i) cand(int32_t(i));
+  for (size_t i = 0; i + 1 < n; ++i) {
+    if (i + 8 < n) merges.prefetch(ids[i + 7], ids[i + 8]);
+    cand(int32_t(i));
+  }
   std::make_heap(heap.begin(), heap.end(), later);
   auto push = [&](int32_t pos) {
     size_t before = heap.size();
@@ -382,9 +394,7 @@ void Impl::merge_run(const int32_t* ids, size_t n, std::vector<int32_t>& out) co
     std::pop_heap(heap.begin(), heap.end(), later);
     heap.pop_back();
     Sym& s = sym[c.pos];
-    if (s.id < 0 || s.next < 0) continue;  // stale: merged away, or now last
-    const Merge* m = merges.find(s.id, sym[s.next].id);
-    if (!m || m->id != c.id) continue;  // stale: a neighbour changed
+    if (s.id != c.left || s.next < 0 || sym[s.next].id != c.right) continue;  // stale
     Sym& r = sym[s.next];
     s.id = c.id, r.id = -1, s.next = r.next;
     if (s.next >= 0) sym[s.next].prev = c.pos, push(c.pos);

@@ -107,10 +107,13 @@ class MergeTable {
   const Merge* find(int32_t a, int32_t b) const {
     if (slots_.empty()) return nullptr;
     uint64_t k = key(a, b);
-    for (size_t h = (k * 0x9E3779B97F4A7C15ull) >> shift_;; h = (h + 1) & mask_) {
+    for (size_t h = slot(k);; h = (h + 1) & mask_) {
       if (slots_[h].key == k) return &slots_[h].m;
       if (slots_[h].key == kEmpty) return nullptr;
     }
+  }
+  void prefetch(int32_t a, int32_t b) const {
+    if (!slots_.empty()) __builtin_prefetch(&slots_[slot(key(a, b))]);
   }
   bool mergeable(int32_t id) const { return size_t(id) < mergeable_.size() && mergeable_[id]; }
   size_t size() const { return count_; }
@@ -118,6 +121,7 @@ class MergeTable {
  private:
   static constexpr uint64_t kEmpty = ~0ull;
   static uint64_t key(int32_t a, int32_t b) { return uint64_t(uint32_t(a)) << 32 | uint32_t(b); }
+  size_t slot(uint64_t k) const { return (k * 0x9E3779B97F4A7C15ull) >> shift_; }
   struct Slot { uint64_t key; Merge m; };
   std::vector<std::pair<uint64_t, Merge>> pending_;
   std::vector<Slot> slots_;
@@ -136,6 +140,7 @@ struct Impl {
   bool fuse_unk = false, byte_fallback = false, ignore_merges = false;
   std::string cont_prefix, eow_suffix;
   std::array<int32_t, 256> byte_ids{};  // ids of <0x00>..<0xFF> (byte_fallback), -1 if absent
+  std::vector<int32_t> bmp_ids;  // code point < U+10000 -> id of that one-character token, or -1
 
   std::vector<std::string> tokens;  // id -> token (model vocab and added tokens)
   std::vector<uint8_t> flags;       // id -> kPresent | kSpecial
@@ -156,7 +161,7 @@ struct Impl {
   void bpe(std::string_view word, std::vector<int32_t>& out) const;
   std::string decode(const std::vector<int32_t>& ids, bool skip_special) const;
   void set_token(int32_t id, const std::string& tok, bool special);  // grows tokens/flags
-  void finish_added();  // fills added_ids, patterns and matchers once normalizers are known
+  void finish_added();  // fills added_ids, patterns, matchers and bmp_ids once all is loaded
 };
 
 // GPT-2 byte <-> printable character mapping used by byte-level BPE.

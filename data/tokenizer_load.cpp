@@ -10,6 +10,7 @@
 
 #include "autograd/error.h"
 #include "data/tokenizer_impl.h"
+#include "data/tokenizer_unicode.h"
 
 namespace ft::tok {
 
@@ -38,7 +39,7 @@ void MergeTable::build(size_t num_ids) {
   mask_ = cap - 1, shift_ = 64 - std::countr_zero(cap), count_ = 0;
   mergeable_.assign(num_ids, 0);
   for (auto& [k, m] : pending_) {
-    size_t h = (k * 0x9E3779B97F4A7C15ull) >> shift_;
+    size_t h = slot(k);
     while (slots_[h].key != kEmpty && slots_[h].key != k) h = (h + 1) & mask_;
     count_ += slots_[h].key == kEmpty;
     slots_[h] = {k, m};
@@ -63,6 +64,12 @@ void Impl::finish_added() {
     (a.normalized ? norm_matcher : raw_matcher).toks.push_back(&a);
   }
   raw_matcher.build(), norm_matcher.build();
+  bmp_ids.assign(0x10000, -1);
+  for (auto& [tok, id] : vocab) {
+    size_t i = 0;
+    if (!tok.empty() && uni::char_len(tok[0]) == tok.size() && (tok.size() < 4))
+      bmp_ids[uni::next_cp(tok, i)] = id;
+  }
 }
 
 namespace {
