@@ -98,8 +98,10 @@ struct Geo {
   const int32_t* seg = nullptr;  // [B, Tk] or null
   int64_t bq = 1, bk = 1;        // query positions per block, keys per block
 
-  int64_t ldq() const { return Hq * D; }   // row stride of q / out / dq (per position)
-  int64_t ldkv() const { return Hkv * D; } // row stride of k / v / dk / dv
+  // Element strides of the batch and time dims of q, k, v as the forward reads them (views such as
+  // a KV-cache prefix need no copy; heads and head_dim are dense). The backward reads contiguous
+  // copies, with the default strides set by make_geo.
+  int64_t qsb = 0, qst = 0, ksb = 0, kst = 0, vsb = 0, vst = 0;
   // Visible keys of query position t before segments: [lo(t), hi(t)) (may be empty).
   int64_t lo(int64_t t) const { return window > 0 ? std::max<int64_t>(0, q_off + t - window + 1) : 0; }
   int64_t hi(int64_t t) const { return causal ? std::clamp<int64_t>(q_off + t + 1, 0, Tk) : Tk; }
@@ -141,12 +143,12 @@ void apply_mask(const Geo& g, int64_t b, int64_t t0, int64_t nt, int64_t j0, int
   }
 }
 
-// Copies the rep·D values of positions [t0, t0+nt) of group g (contiguous per position) into a
-// dense [nt·rep, D] buffer, times s.
-void gather_rows(const Geo& g, const float* src, int64_t b, int64_t grp, int64_t t0, int64_t nt, float s, float* dst) {
+// Copies the rep·D values of positions [t0, t0+nt) of group g of q (contiguous per position) into
+// a dense [nt·rep, D] buffer, times s.
+void gather_q(const Geo& g, const float* q, int64_t b, int64_t grp, int64_t t0, int64_t nt, float s, float* dst) {
   const int64_t w = g.rep * g.D;
   for (int64_t tt = 0; tt < nt; ++tt) {
-    const float* p = src + ((b * g.Tq + t0 + tt) * g.Hq + grp * g.rep) * g.D;
+    const float* p = q + b * g.qsb + (t0 + tt) * g.qst + grp * w;
     float* o = dst + tt * w;
     for (int64_t i = 0; i < w; ++i) o[i] = s * p[i];
   }
@@ -195,9 +197,8 @@ void scores(const Geo& g, const RowKernels& rk, const float* Qbuf, int64_t M, BT
   if (g.cap > 0) rk.softcap(S, M, n, g.bk, g.cap);
   if (!full) apply_mask(g, b, t0, nt, j0, n, S, g.bk);
 }
-const float* kv_row(const Geo& g, const float* base, int64_t b, int64_t j, int64_t grp) {
-  return base + ((b * g.Tk + j) * g.Hkv + grp) * g.D;
-}
+const float* k_row(const Geo& g, const float* k, int64_t b, int64_t j, int64_t grp) { return k + b * g.ksb + j * g.kst + grp * g.D; }
+const float* v_row(const Geo& g, const float* v, int64_t b, int64_t j, int64_t grp) { return v + b * g.vsb + j * g.vst + grp * g.D; }
 
 // Attention of positions [t0, t0+nt) of (b, grp) over keys [ka, kb). Writes the unnormalised
 // accumulator O [M, D] and the row state m, l (rows with no visible key: m = -inf, l = 0).
@@ -209,7 +210,7 @@ void forward_tile(const Geo& g, const RowKernels& rk, const float* q, const floa
   float* S = Qbuf + M * D;
   float* corr = S + M * g.bk;
   float* tbuf = corr + M;
-  gather_rows(g, q, b, grp, t0, nt, g.scale, Qbuf);
+  gather_q(g, q, b, grp, t0, nt, g.scale, Qbuf);
   std::fill(O, O + M * D, 0.0f);
   std::fill(mrow, mrow + M, -kInf);
   std::fill(lrow, lrow + M, 0.0f);
@@ -217,13 +218,13 @@ void forward_tile(const Geo& g, const RowKernels& rk, const float* q, const floa
     const int64_t n = std::min(g.bk, kb - j0);
     const TileVis vis = tile_vis(g, b, t0, t0 + nt, j0, j0 + n);
     if (!vis.any) continue;
-    const BT kt = prep_bt(rk, kv_row(g, k, b, j0, grp), g.ldkv(), n, D, tbuf, g.bk);
+    const BT kt = prep_bt(rk, k_row(g, k, b, j0, grp), g.kst, n, D, tbuf, g.bk);
     scores(g, rk, Qbuf, M, kt, b, t0, nt, j0, n, vis.all, S);
     rk.online_softmax(S, M, n, g.bk, mrow, lrow, corr);
     for (int64_t r = 0; r < M; ++r)
       if (corr[r] != 1.0f)
         for (int64_t d = 0; d < D; ++d) O[r * D + d] *= corr[r];
-    mm_ab_acc(rk, M, D, n, S, g.bk, kv_row(g, v, b, j0, grp), g.ldkv(), O, D);
+    mm_ab_acc(rk, M, D, n, S, g.bk, v_row(g, v, b, j0, grp), g.vst, O, D);
   }
 }
 
@@ -375,9 +376,9 @@ void backward_key_block(const BwdCtx& c, int64_t b, int64_t grp, int64_t kb, flo
   const int64_t j0 = kb * g.bk, n = std::min(g.bk, g.Tk - j0);
   std::fill(dK, dK + n * D, 0.0f);
   std::fill(dV, dV + n * D, 0.0f);
-  const float* krows = kv_row(g, c.k, b, j0, grp);
-  const BT kt = prep_bt(rk, krows, g.ldkv(), n, D, kbuf, g.bk);
-  const BT vt = prep_bt(rk, kv_row(g, c.v, b, j0, grp), g.ldkv(), n, D, vbuf, g.bk);
+  const float* krows = k_row(g, c.k, b, j0, grp);
+  const BT kt = prep_bt(rk, krows, g.kst, n, D, kbuf, g.bk);
+  const BT vt = prep_bt(rk, v_row(g, c.v, b, j0, grp), g.vst, n, D, vbuf, g.bk);
   // Query positions that can see a key of [j0, j0+n): causal needs q_off + t >= j0, the window
   // needs q_off + t - (j0 + n - 1) < window.
   const int64_t ta = g.causal ? std::max<int64_t>(0, j0 - g.q_off) : 0;
@@ -391,7 +392,7 @@ void backward_key_block(const BwdCtx& c, int64_t b, int64_t grp, int64_t kb, flo
     backward_tile(g, rk, Q, dO, c.d.lse + r0, c.d.delta + r0, m, kt, vt, b, t0, nt, j0, n, vis.all, S, dP);
     if (c.dv) mm_atb_acc(rk, n, D, m, S, g.bk, dO, D, dV, D);
     if (c.dk) mm_atb_acc(rk, n, D, m, dP, g.bk, Q, D, dK, D);
-    if (dQacc) mm_ab_acc(rk, m, D, n, dP, g.bk, krows, g.ldkv(), dQacc + t0 * g.rep * D, D);
+    if (dQacc) mm_ab_acc(rk, m, D, n, dP, g.bk, krows, g.kst, dQacc + t0 * g.rep * D, D);
   }
   for (int64_t j = 0; j < n; ++j) {
     const int64_t off = ((b * g.Tk + j0 + j) * g.Hkv + grp) * D;
@@ -440,12 +441,12 @@ void attention_backward(const Geo& g, const float* q, const float* k, const floa
           const int64_t n = std::min(g.bk, g.Tk - j0);
           const TileVis vis = tile_vis(g, b, t0, t0 + nt, j0, j0 + n);
           if (!vis.any) continue;
-          const float* krows = kv_row(g, k, b, j0, grp);
-          const BT kt = prep_bt(rk, krows, g.ldkv(), n, D, kbuf, g.bk);
-          const BT vt = prep_bt(rk, kv_row(g, v, b, j0, grp), g.ldkv(), n, D, vbuf, g.bk);
+          const float* krows = k_row(g, k, b, j0, grp);
+          const BT kt = prep_bt(rk, krows, g.kst, n, D, kbuf, g.bk);
+          const BT vt = prep_bt(rk, v_row(g, v, b, j0, grp), g.vst, n, D, vbuf, g.bk);
           backward_tile(g, rk, data.qs + r0 * D, data.dos + r0 * D, data.lse + r0, data.delta + r0, m, kt, vt, b,
                         t0, nt, j0, n, vis.all, S, dP);
-          mm_ab_acc(rk, m, D, n, dP, g.bk, krows, g.ldkv(), dQ, D);
+          mm_ab_acc(rk, m, D, n, dP, g.bk, krows, g.kst, dQ, D);
         }
         scatter_rows(g, dQ, b, grp, t0, nt, g.scale, dq);
       }
@@ -464,7 +465,7 @@ void attention_backward(const Geo& g, const float* q, const float* k, const floa
 
 // ---------------------------------------------------------------- op
 
-Geo make_geo(const Tensor& q, const Tensor& k, const AttentionOptions& opt) {
+Geo make_geo(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt) {
   Geo g;
   g.B = q.size(0);
   g.Tq = q.size(1);
@@ -478,6 +479,12 @@ Geo make_geo(const Tensor& q, const Tensor& k, const AttentionOptions& opt) {
   g.causal = opt.causal;
   g.window = opt.window;
   g.q_off = opt.q_offset;
+  g.qsb = q.strides()[0];
+  g.qst = q.strides()[1];
+  g.ksb = k.strides()[0];
+  g.kst = k.strides()[1];
+  g.vsb = v.strides()[0];
+  g.vst = v.strides()[1];
   // Tiles: bk keys × (bq positions · rep heads) rows, ~128 × 128 (the working set of a tile stays
   // in L2). Through ft::sgemm (no ISA tile GEMM), each GEMM of a tile is kept <= 2^19
   // multiply-adds so that sgemm stays on the calling thread.
@@ -538,8 +545,17 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, con
   FT_CHECK(opt.window >= 0, "attention: window must be >= 0 (0 = off), got ", opt.window);
   FT_CHECK(opt.softcap >= 0 && std::isfinite(opt.softcap), "attention: softcap must be >= 0 (0 = off), got ", opt.softcap);
   FT_CHECK(std::isfinite(opt.scale), "attention: scale must be finite (0 = 1/sqrt(head_dim)), got ", opt.scale);
-  Tensor q = f32c(q_in), k = f32c(k_in), v = f32c(v_in);
-  Geo g = make_geo(q, k, opt);
+  const bool rec = should_record({&q_in, &k_in, &v_in});
+  // Without autograd, float32 views whose heads and head_dim are dense (a KV-cache prefix
+  // cache.slice(1, 0, len), q/k/v slices of a fused projection) are read in place; otherwise (and
+  // for the tensors the backward saves) contiguous float32 copies.
+  auto prep = [rec](const Tensor& t) {
+    const bool dense = t.dtype() == DType::F32 && (t.size(3) == 1 || t.strides()[3] == 1) &&
+                       (t.size(2) == 1 || t.strides()[2] == t.size(3));
+    return !rec && dense ? t : f32c(t);
+  };
+  Tensor q = prep(q_in), k = prep(k_in), v = prep(v_in);
+  Geo g = make_geo(q, k, v, opt);
   Tensor seg;
   if (opt.segment_ids.defined()) {
     seg = opt.segment_ids.contiguous();
@@ -551,7 +567,6 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, con
     g.seg = seg.data<int32_t>();
   }
   Tensor out = Tensor::empty(q.shape());
-  const bool rec = should_record({&q_in, &k_in, &v_in});
   Tensor lse = rec ? Tensor::empty({g.B, g.Tq, g.Hq}) : Tensor();
   if (q.numel() == 0) {
   } else if (k.numel() == 0) {

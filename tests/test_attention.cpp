@@ -356,3 +356,23 @@ TEST(Attention, StridedAndBf16Inputs) {
   std::vector<float> c = attention(q16, k, v).to_vector(), d = attention(q16.to(DType::F32), k, v).to_vector();
   EXPECT_EQ(c, d);
 }
+
+// Decode against a preallocated KV cache: the prefix views cache.slice(1, 0, len) (not contiguous
+// for B > 1) are read in place, with no copy of the cache and bitwise the same result.
+TEST(Attention, KvCacheViewsAreReadInPlace) {
+  const int64_t B = 2, cap = 4096, len = 3000, Hkv = 2, D = 64;
+  Tensor kc = Tensor::randn({B, cap, Hkv, D}, 1), vc = Tensor::randn({B, cap, Hkv, D}, 2);
+  Tensor q = Tensor::randn({B, 1, 8, D}, 3);
+  Tensor k = kc.slice(1, 0, len), v = vc.slice(1, 0, len);
+  ASSERT_FALSE(k.is_contiguous());
+  AttentionOptions o;
+  o.q_offset = len - 1;
+  o.window = 2500;
+  std::vector<float> want = attention(q, k.contiguous(), v.contiguous(), o).to_vector();
+  const int64_t base = memory_stats().current;
+  reset_peak_memory();
+  std::vector<float> got = attention(q, k, v, o).to_vector();
+  const int64_t grown = memory_stats().peak - base;
+  EXPECT_EQ(got, want);
+  EXPECT_LT(grown, 256 * 1024) << "the decode step allocated " << grown << " bytes (cache: " << k.nbytes() << ")";
+}
