@@ -1,0 +1,105 @@
+// Batch-1 decode and prefill of a bf16 SmolLM2-135M-shaped model (random weights), against this
+// machine's measured memory bandwidth. Decode reads every weight once per token, so
+//   bandwidth fraction = (weight bytes per token × tokens/s) / copy bandwidth.
+// Run: build/bench/bench_decode  (counters: tok/s, GB/s of weights, fraction of the copy bandwidth)
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <tbb/parallel_for.h>
+
+#include "autograd/ops.h"
+#include "models/generate.h"
+#include "models/model.h"
+
+using namespace ft;
+
+namespace {
+
+double g_copy_gbs = 0;
+
+Model& smollm() {
+  static Model m = [] {
+    std::filesystem::path dir = std::filesystem::temp_directory_path() / "ft_bench_smollm2";
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "config.json") << R"({"model_type": "llama", "vocab_size": 49152, "hidden_size": 576,
+      "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+      "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": true,
+      "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2})";
+    Model x = Model::init_random(dir.string(), 1);
+    x.embed = x.embed.to(DType::BF16);
+    x.lm_head = x.embed;
+    for (Projection* p : x.projections()) p->weight = p->weight.to(DType::BF16);
+    return x;
+  }();
+  return m;
+}
+
+// Bytes of weights one decode step reads: every projection, the lm_head, the norms (the embedding
+// row is negligible).
+double weight_bytes_per_token(Model& m) {
+  double b = double(m.lm_head.nbytes()) + double(m.final_norm.nbytes());
+  for (Projection* p : m.projections()) b += double(p->weight.nbytes());
+  for (auto& l : m.layers) b += double(l.input_norm.nbytes() + l.post_attn_norm.nbytes());
+  return b;
+}
+
+void BM_CopyBandwidth(benchmark::State& st) {
+  const size_t n = size_t(512) << 20;  // 512 MiB, far beyond the caches
+  std::vector<char> a(n, 1), b(n, 0);
+  for (auto _ : st) {
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 1 << 22), [&](const tbb::blocked_range<size_t>& r) {
+      std::memcpy(b.data() + r.begin(), a.data() + r.begin(), r.size());
+    });
+    benchmark::DoNotOptimize(b.data());
+  }
+  // A copy reads n and writes n bytes.
+  st.counters["GB/s"] = benchmark::Counter(2.0 * double(n) * double(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  g_copy_gbs = 2.0 * double(n) * double(st.iterations()) / 1e9;
+}
+BENCHMARK(BM_CopyBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+
+void BM_DecodeBf16(benchmark::State& st) {
+  Model& m = smollm();
+  NoGradGuard ng;
+  const int64_t prompt = 64;
+  std::vector<int32_t> ids(prompt);
+  for (int64_t i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t(1 + i * 7 % 4000);
+  KVCache cache = m.make_cache(1, prompt + 4096);
+  ForwardOptions fo;
+  fo.cache = &cache;
+  m.forward(Tensor::from_ids(ids, {1, prompt}), fo);
+  int32_t next = 5;
+  for (auto _ : st) {
+    Tensor lg = m.forward(Tensor::from_ids({next}, {1, 1}), fo);
+    benchmark::DoNotOptimize(lg.raw());
+    if (cache.len + 1 >= cache.capacity) cache.len = prompt;  // stay inside the cache
+  }
+  double wb = weight_bytes_per_token(m);
+  st.counters["tok/s"] = benchmark::Counter(double(st.iterations()), benchmark::Counter::kIsRate);
+  st.counters["weight_GB/s"] = benchmark::Counter(wb * double(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  st.counters["weight_MB/token"] = wb / 1e6;
+}
+BENCHMARK(BM_DecodeBf16)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
+
+void BM_PrefillBf16(benchmark::State& st) {
+  Model& m = smollm();
+  NoGradGuard ng;
+  const int64_t T = st.range(0);
+  std::vector<int32_t> ids(static_cast<size_t>(T));
+  for (int64_t i = 0; i < T; ++i) ids[size_t(i)] = int32_t(1 + i * 13 % 4000);
+  for (auto _ : st) {
+    KVCache cache = m.make_cache(1, T);
+    ForwardOptions fo;
+    fo.cache = &cache;
+    Tensor h = m.hidden(Tensor::from_ids(ids, {1, T}), fo);
+    Tensor lg = m.logits(h.slice(1, T - 1, T).contiguous());
+    benchmark::DoNotOptimize(lg.raw());
+  }
+  st.counters["tok/s"] = benchmark::Counter(double(T) * double(st.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_PrefillBf16)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
+
+}  // namespace
