@@ -37,13 +37,13 @@ void run(const EvalArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   Loaded L = load_all(a.model, a.adapter, a.dtype, true);
   std::string file = pick_file(a.data, a.split);
-  std::optional<TemplateRenderer> rend;
-  if (L.chat) rend.emplace(*L.chat);
+  std::unique_ptr<ChatRenderer> rend;
+  if (L.chat) rend = std::make_unique<ChatTemplateRenderer>(*L.chat);
   TokenizerEncoder enc(*L.tok);
   DatasetOptions dopt;
   dopt.max_seq_length = a.max_seq_length;
   dopt.mask_prompt = a.mask_prompt;
-  Dataset ds = load_dataset(file, enc, rend ? &*rend : nullptr, dopt);
+  Dataset ds = load_dataset(file, enc, rend.get(), dopt);
   for (const Example& e : ds.examples)
     for (int32_t id : e.ids)
       FT_CHECK(id >= 0 && id < L.model.cfg.vocab_size, file, ": token id ", id, " is outside the model's vocabulary");

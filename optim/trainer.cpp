@@ -235,14 +235,6 @@ std::string base_dtype_name(const Model& m) {
 
 }  // namespace
 
-RenderedChat TemplateRenderer::render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const {
-  MaskedChat m = t.render_masked(messages, tools);
-  RenderedChat r;
-  r.text = std::move(m.text);
-  for (auto& s : m.spans) r.spans.push_back({s.message, s.begin, s.end});
-  return r;
-}
-
 std::pair<double, int64_t> evaluate_loss(const Model& model, const Dataset& ds, int64_t batch_size, int32_t pad, int64_t max_batches) {
   NoGradGuard ng;
   BatchOptions bo;
@@ -361,21 +353,15 @@ TrainResult train(const TrainConfig& c_in) {
   FT_CHECK(full || Model::has_weights(c.model), c.model, " holds no model.safetensors (or sharded index); LoRA needs a base model's weights");
   Model model = from_scratch ? Model::init_random(c.model, c.seed) : Model::load(c.model, lo);
   Tokenizer tok = Tokenizer::from_dir(c.model);
-  std::optional<ChatTemplate> tmpl;
-  if (!tok.chat_template().empty()) {
-    json specials = {{"bos_token", tok.bos_token()}, {"eos_token", tok.eos_token()}};
-    tmpl.emplace(tok.chat_template(), "chat_template", specials);
-  }
-  std::optional<TemplateRenderer> renderer;
-  if (tmpl) renderer.emplace(*tmpl);
+  std::unique_ptr<ChatRenderer> renderer = chat_renderer_for(tok);  // null without a chat template
   TokenizerEncoder enc(tok);
   DatasetOptions dopt;
   dopt.max_seq_length = c.max_seq_length;
   dopt.mask_prompt = c.mask_prompt;
-  dopt.use_chat_template = c.use_chat_template && renderer.has_value();
+  dopt.use_chat_template = c.use_chat_template && renderer != nullptr;
   DataSplits data;
-  if (fs::is_directory(c.data)) data = load_data_dir(c.data, enc, renderer ? &*renderer : nullptr, dopt);
-  else data.train = load_dataset(c.data, enc, renderer ? &*renderer : nullptr, dopt);
+  if (fs::is_directory(c.data)) data = load_data_dir(c.data, enc, renderer.get(), dopt);
+  else data.train = load_dataset(c.data, enc, renderer.get(), dopt);
   for (const Example& e : data.train.examples)
     for (int32_t id : e.ids)
       FT_CHECK(id >= 0 && id < model.cfg.vocab_size, data.train.source, ": token id ", id, " from the tokenizer is outside the model's vocabulary (", model.cfg.vocab_size, "): tokenizer and model do not match");

@@ -26,13 +26,6 @@ namespace ft {
 
 class Model;
 
-// A ChatTemplate as the data pipeline's ChatRenderer (assistant spans by prefix rendering).
-struct TemplateRenderer final : ChatRenderer {
-  const ChatTemplate& t;
-  explicit TemplateRenderer(const ChatTemplate& tt) : t(tt) {}
-  RenderedChat render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) const override;
-};
-
 // Token-weighted mean cross-entropy over a dataset (the training pipeline's batches, no shuffling),
 // over at most max_batches batches (0 = all). Returns (loss, supervised tokens).
 std::pair<double, int64_t> evaluate_loss(const Model& model, const Dataset& ds, int64_t batch_size, int32_t pad, int64_t max_batches = 0);
