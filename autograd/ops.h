@@ -84,7 +84,8 @@ struct AttentionOptions {
 // query head h uses kv head h / (Hq / Hkv), as HF repeat_kv). Returns [B, Tq, Hq, D] (the softmax is
 // over the visible keys only). Never materialises a B×H×T×T tensor (online softmax, blockwise
 // recompute in backward; extra memory O(B·Tq·Hq)). A fully masked row gives zeros, never NaN, and
-// passes no gradient.
+// passes no gradient. Without autograd recording, float32 views with dense heads (e.g. a KV-cache
+// prefix cache.slice(1, 0, len)) are read in place. Results are bitwise independent of the thread count.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt = {});
 
 // Cross-entropy of logits [N, V] against targets int32 [N]; targets == ignore_index are skipped.
