@@ -1,5 +1,6 @@
 #include "autograd/cpu.h"
 
+#include <cpuid.h>
 #include <tbb/global_control.h>
 #include <tbb/task_arena.h>
 
@@ -17,7 +18,9 @@ CpuFeatures detect() {
   CpuFeatures f;
   __builtin_cpu_init();  // libgcc also checks XCR0, i.e. that the OS saves YMM/ZMM state
   f.fma = __builtin_cpu_supports("fma");
-  f.avx2 = __builtin_cpu_supports("avx2") && f.fma && __builtin_cpu_supports("f16c");
+  unsigned a = 0, b = 0, c = 0, d = 0;  // F16C via cpuid: clang's __builtin_cpu_supports lacks "f16c"
+  const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+  f.avx2 = __builtin_cpu_supports("avx2") && f.fma && f16c;
   f.avx512f = f.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   f.avx512bf16 = f.avx512f && __builtin_cpu_supports("avx512bf16");

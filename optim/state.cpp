@@ -149,7 +149,8 @@ void save_training_state(const std::string& path, const TrainingState& st) {
   std::remove(tmp.c_str());
   {
     Hid f(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    FT_CHECK(f >= 0, "cannot create '", tmp, "': check that the directory exists and is writable");
+    if (f < 0) std::remove(tmp.c_str());  // H5Fcreate can fail after creating the file (disk full)
+    FT_CHECK(f >= 0, "cannot create '", tmp, "': check that the directory exists, is writable and has space");
     try {
       write_attr_str(f, "format", "ft-training-state");
       write_attr_i64(f, "version", 1);
@@ -163,6 +164,9 @@ void save_training_state(const std::string& path, const TrainingState& st) {
       write_group(f, "params", st.params);
       write_group(f, "optimizer", st.optimizer);
       FT_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0, "HDF5: flush of '", tmp, "' failed (disk full?)");
+    } catch (const Error& e) {
+      std::remove(tmp.c_str());
+      throw Error(cat("saving training state '", tmp, "' failed: ", e.what()));
     } catch (...) {
       std::remove(tmp.c_str());
       throw;

@@ -257,7 +257,7 @@ std::pair<double, int64_t> evaluate_loss(const Model& model, const Dataset& ds, 
 std::string newest_state(const std::string& dir) {
   if (!fs::is_directory(dir)) return "";
   std::vector<std::pair<int64_t, std::string>> found;
-  std::regex re("state-([0-9]+)\\.h5");
+  std::regex re("state-([0-9]{1,18})\\.h5");  // {1,18}: stoll must not overflow
   for (auto& e : fs::directory_iterator(dir)) {
     std::smatch m;
     std::string n = e.path().filename().string();

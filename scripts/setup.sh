@@ -2,6 +2,7 @@
 # One command: install every Debian package ft needs (idempotent), then build.
 #   bash scripts/setup.sh            # Release build in ./build
 #   FT_SANITIZE=1 bash scripts/setup.sh   # also an ASan+UBSan build in ./build-asan
+#   FT_FUZZ=1 bash scripts/setup.sh       # also the libFuzzer targets (clang) in ./build-fuzz
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config
@@ -9,6 +10,7 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libyaml-cpp-dev libhwy-dev
       libopenblas-dev
       python3 python3-numpy)
+if [ "${FT_FUZZ:-0}" = 1 ]; then PKGS+=(clang libclang-rt-14-dev); fi  # clang + its libFuzzer runtime
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,4 +27,8 @@ cmake --build build -j "$JOBS"
 if [ "${FT_SANITIZE:-0}" = 1 ]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFT_SANITIZE=ON -DFT_BUILD_BENCH=OFF
   cmake --build build-asan -j "$JOBS" --target ft_tests ft
+fi
+if [ "${FT_FUZZ:-0}" = 1 ]; then
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFT_FUZZ=ON -DFT_BUILD_BENCH=OFF
+  cmake --build build-fuzz -j "$JOBS" --target fuzz
 fi
