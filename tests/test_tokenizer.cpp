@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <thread>
 #include <nlohmann/json.hpp>
 
@@ -490,4 +491,30 @@ TEST(Tokenizer, NormalizersAndSplitBehaviours) {
   EXPECT_EQ(split("Removed", true, {{"Regex", "\\w+"}}).encode("Hello, big world!", false), concat(plain, {"Hello", "big", "world"}));
   Tokenizer digits = with(nullptr, {{"type", "Digits"}, {"individual_digits", true}}, "digits");
   EXPECT_EQ(digits.encode("ab 1234", false), concat(plain, {"ab ", "1", "2", "3", "4"}));
+}
+
+// Random mixed-script text (ASCII, whitespace runs, Latin-1, combining marks, CJK, emoji, invalid
+// -for-the-vocabulary code points): lossless tokenizers give it back exactly, also when streamed.
+TEST(Tokenizer, RandomTextRoundTrips) {
+  std::mt19937 rng(7);
+  const std::vector<std::pair<uint32_t, uint32_t>> ranges = {
+      {0x20, 0x7E}, {0x09, 0x0D}, {0x20, 0x20}, {0xA0, 0xFF}, {0x300, 0x36F}, {0x400, 0x4FF},
+      {0x4E00, 0x9FFF}, {0xAC00, 0xD7A3}, {0x1F300, 0x1F6FF}, {0x10000, 0x1FFFF}, {0xE000, 0xF8FF}};
+  for (const char* w : {"gpt2", "llama2", "llama3"}) {
+    Tokenizer t = tok(w);
+    t.set_clean_up_tokenization_spaces(false);
+    for (int n = 0; n < 200; ++n) {
+      std::string s;
+      for (int len = rng() % 40 + 1; len-- > 0;) {
+        auto [lo, hi] = ranges[rng() % ranges.size()];
+        ft::uni::append_cp(s, lo + rng() % (hi - lo + 1));
+      }
+      auto ids = t.encode(s, false);
+      ASSERT_EQ(t.decode(ids), s) << w;
+      ft::StreamDecoder sd(t);
+      std::string streamed;
+      for (int32_t id : ids) streamed += sd.push(id);
+      ASSERT_EQ(streamed + sd.flush(), s) << w;
+    }
+  }
 }
