@@ -11,8 +11,9 @@
 // (autograd/cpu.h; FT_ISA overrides): AVX-512 14×32, AVX2 6×16, portable SSE2 6×8.
 // Parallel with TBB over blocks of C using every core (num_threads()); safe and not
 // oversubscribing when called from inside a TBB parallel region (nested tasks share the pool).
-// Summation order depends on K-blocking, not on the thread count: results are deterministic
-// for a given ISA path and shape.
+// With AVX-512, M <= 4 and trans_b (decode-time x·Wᵀ) skip packing: B is streamed once.
+// Summation order depends on the K-blocking (from the L2 size) and the path, never on the
+// thread count: results are deterministic for a given machine, ISA path and shape.
 #include <cstdint>
 
 namespace ft {
