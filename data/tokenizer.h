@@ -64,7 +64,8 @@ class Tokenizer {
 };
 
 // Incremental detokenisation for generation: push() returns only text made of complete UTF-8
-// characters, with the spacing a full decode would give (HF DecodeStream algorithm).
+// characters, with the spacing a full decode would give (HF DecodeStream algorithm); the pieces
+// concatenate to decode(ids) without clean_up_tokenization_spaces (which is not prefix-stable).
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tok, bool skip_special_tokens = false)
