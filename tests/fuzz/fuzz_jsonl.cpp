@@ -7,7 +7,6 @@
 #include "data/chat_template.h"
 #include "data/dataset.h"
 #include "data/tokenizer.h"
-#include "optim/trainer.h"  // TemplateRenderer: ChatTemplate as the pipeline's ChatRenderer
 #include "tests/fuzz/fuzz_targets.h"
 
 namespace ft::fuzz {
@@ -17,7 +16,7 @@ int jsonl(const uint8_t* data, size_t size) {
   static const Tokenizer tok = Tokenizer::from_dir(dir);
   static const TokenizerEncoder enc(tok);
   static const ChatTemplate tmpl = ChatTemplate::from_tokenizer_config(dir + "/tokenizer_config.json");
-  static const TemplateRenderer chat(tmpl);
+  static const ChatTemplateRenderer chat(tmpl);
   const std::string path = write_scratch("rows.json", data, size);
   RawRows raw;
   try {
