@@ -1,4 +1,5 @@
 // ft load MODEL [--adapter A] [--json]: load and validate everything, print what it is.
+#include <filesystem>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -7,6 +8,8 @@
 #include "cli/common.h"
 
 namespace ft::cli {
+
+namespace fs = std::filesystem;
 
 void add_load(CLI::App& app) {
   auto* sub = app.add_subcommand("load", "Load and validate a HF model directory (weights, config, tokenizer, chat template, adapter)");
@@ -18,7 +21,9 @@ void add_load(CLI::App& app) {
   sub->add_option("--adapter", *adapter, "PEFT or mlx-lm adapter directory to apply");
   sub->add_flag("--json", *as_json, "Print one JSON object instead of text");
   sub->callback([=] {
-    Loaded L = load_all(*model, *adapter, "", false);
+    // Weights-only directories load (tokenizer "unavailable"); tokenizer files that do not parse are an error.
+    fs::path d(*model);
+    Loaded L = load_all(*model, *adapter, "", fs::exists(d / "tokenizer.json") || fs::exists(d / "tokenizer.model"));
     const ModelConfig& c = L.model.cfg;
     int64_t adapter_params = 0;
     for (auto& p : lora_parameters(L.model)) adapter_params += p.value.numel();

@@ -32,7 +32,7 @@ struct Loader {
 
   Tensor raw(const std::string& name, const Shape& expect) const {
     const TensorRecord* r = ck.find(name);
-    FT_CHECK(r, ck.path(), ": tensor '", name, "' is missing (model_type ", cfg.model_type, ", ", cfg.num_layers,
+    FT_CHECK(r, ck.files().size() == 1 ? ck.files()[0]->path() : ck.path(), ": tensor '", name, "' is missing (model_type ", cfg.model_type, ", ", cfg.num_layers,
              " layers per config.json); the checkpoint does not match its config");
     FT_CHECK(r->shape == expect, r->file.empty() ? ck.path() : r->file, ": tensor '", name, "' has shape ", shape_str(r->shape),
              " but config.json implies ", shape_str(expect), " (hidden_size ", cfg.hidden_size, ", heads ", cfg.num_heads, "/",

@@ -325,7 +325,6 @@ TrainResult train(const TrainConfig& c_in) {
   TrainConfig c = c_in;
   c.validate();
   const bool full = c.fine_tune_type == "full";
-  fs::create_directories(c.adapter_path);
 
   // Resume: the newest complete state decides the settings that shape the run.
   TrainingState resume_state;
@@ -478,6 +477,9 @@ TrainResult train(const TrainConfig& c_in) {
             << "; " << it.batches_per_epoch() << " batches/epoch, padding " << 100.0 * it.padding_fraction() << "%\n"
             << "Steps: " << total << " (batch " << c.batch_size << " x accumulation " << c.grad_accumulation << ")\n";
 
+  // Everything is validated (data, model, adapter): only now create the output directory, so a run
+  // that fails on bad input leaves nothing behind.
+  fs::create_directories(c.adapter_path);
   std::ofstream metrics;
   if (!c.metrics_file.empty()) {
     metrics.open(c.metrics_file, resuming ? std::ios::app : std::ios::trunc);
