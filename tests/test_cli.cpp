@@ -74,11 +74,13 @@ struct TempDir {
   fs::path operator/(const std::string& s) const { return path / s; }
 };
 
-// Runs FT_BINARY with args (no shell), from the repository root; kills it after timeout_s.
+// Runs FT_BINARY (or $FT_TEST_BINARY, e.g. a sanitizer build) with args (no shell), from the repository
+// root; kills it after timeout_s.
 RunResult run_ft(const std::vector<std::string>& args, double timeout_s = 120) {
   TempDir io;
   fs::path out = io / "stdout", err = io / "stderr";
-  std::vector<std::string> argv_s = {FT_BINARY};
+  const char* bin = std::getenv("FT_TEST_BINARY");
+  std::vector<std::string> argv_s = {bin && *bin ? bin : FT_BINARY};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
