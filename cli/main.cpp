@@ -2,6 +2,9 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include <cstdlib>
+
+#include "autograd/cpu.h"
 #include "autograd/error.h"
 #include "cli/commands.h"
 
@@ -19,6 +22,14 @@ int main(int argc, char** argv) {
       "ft"};
   app.set_version_flag("--version", std::string("ft ") + FT_VERSION);
   app.require_subcommand(1);
+  int threads = 0;
+  app.add_option("--threads", threads, "Worker threads for every kernel (default: all cores, or FT_NUM_THREADS)")
+      ->check(CLI::NonNegativeNumber);
+  app.parse_complete_callback([&] {
+    if (threads == 0)
+      if (const char* e = std::getenv("FT_NUM_THREADS")) threads = std::atoi(e);
+    if (threads > 0) ft::set_num_threads(threads);
+  });
   app.fallthrough();
   ft::cli::add_load(app);
   ft::cli::add_generate(app);
