@@ -1,9 +1,11 @@
 #include "autograd/autograd.h"
 
+#include <cstring>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 #include "autograd/random.h"
 
 namespace ft {
@@ -36,6 +38,17 @@ bool should_record(const std::vector<Tensor>& inputs) {
   return false;
 }
 
+Tensor graph_edge(const Tensor& t) {
+  if (!t.defined() || (t.requires_grad() && !t.grad_fn())) return t;
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = t.shape();
+  impl->strides = t.strides();
+  impl->dtype = t.dtype();
+  impl->requires_grad = t.requires_grad();
+  impl->grad_fn = t.grad_fn();
+  return Tensor(impl);
+}
+
 Tensor record(Tensor out, std::shared_ptr<Node> node) {
   out.impl()->grad_fn = std::move(node);
   out.impl()->requires_grad = true;
@@ -46,6 +59,7 @@ namespace {
 // Adds b into the accumulator a. Never writes into a tensor that someone else may hold.
 Tensor accumulate(const Tensor& a, const Tensor& b) {
   if (!a.defined()) return b;
+  FT_PROFILE_SCOPE("grad accumulate");
   NoGradGuard ng;
   return add(a, b);
 }
@@ -97,7 +111,11 @@ void run_backward(const Tensor& root, const Tensor& grad_in) {
     if (it == grads.end()) continue;
     Tensor g = std::move(it->second);
     grads.erase(it);
-    std::vector<Tensor> gi = n->backward(g);
+    std::vector<Tensor> gi;
+    {
+      FT_PROFILE_SCOPE(n->name(), " bwd", std::strcmp(n->name(), "checkpoint") == 0);
+      gi = n->backward(g);
+    }
     FT_CHECK(gi.size() == n->inputs.size(), "internal: ", n->name(), " returned ", gi.size(), " gradients for ", n->inputs.size(), " inputs");
     for (size_t i = 0; i < gi.size(); ++i) {
       const Tensor& in = n->inputs[i];
@@ -135,6 +153,7 @@ struct CheckpointNode : Node {
     global_rng() = rng;
     Tensor out;
     {
+      FT_PROFILE_PHASE("checkpoint recompute");
       EnableGradGuard eg;
       out = fn(det);
     }

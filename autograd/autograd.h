@@ -40,6 +40,11 @@ struct EnableGradGuard {
 // True when an op on these inputs must be recorded.
 bool should_record(std::initializer_list<const Tensor*> inputs);
 bool should_record(const std::vector<Tensor>& inputs);
+// `t` as a graph edge only, for a node whose vjp needs nothing of that input but its shape (add,
+// scale, rope, shape ops): same shape, dtype, grad_fn and requires_grad, no storage, so the
+// activation is freed as soon as nothing else holds it. A leaf that requires grad is returned as
+// it is (its .grad accumulates into that very tensor). Reading the data of an edge is an ft::Error.
+Tensor graph_edge(const Tensor& t);
 // Attaches `node` (whose inputs are set) as out's history. Returns out.
 Tensor record(Tensor out, std::shared_ptr<Node> node);
 

@@ -54,6 +54,13 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 // y = x·Wᵀ (+ bias). x [..., in] float32, W [out, in] float32 or bfloat16 (frozen bf16 base weights
 // get no weight gradient), bias [out]. No weight-gradient GEMM when W does not require grad.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+// Linear with a LoRA adapter, fused: y = x·Wᵀ + bias + s·(xa·Aᵀ)·Bᵀ with A [r, in], B [out, r]
+// float32 and xa the adapter's input (e.g. dropout(x); undefined = x). Equals
+// add(linear(x, W, bias), scale(linear(linear(xa, A), B), s)), but the rank-r update is
+// accumulated into the GEMM's output (no extra passes over [.., out]) and backward keeps only
+// x, xa and xa·Aᵀ [.., r] (not the [.., out] partial results).
+Tensor lora_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& a, const Tensor& b, float s,
+                   const Tensor& xa = Tensor());
 
 // ---- model ops ------------------------------------------------------------------------- ops_embedding.cpp, ops_norm.cpp, ops_rope.cpp, ops_attention.cpp, ops_loss.cpp
 // weight [V, D] (f32 or bf16), ids int32 [...] -> [..., D]; gradient scatter-added into weight rows.
@@ -95,5 +102,12 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
 Tensor cross_entropy_sum(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -100);
 // Token-weighted mean (sum / number of supervised tokens); 0 when nothing is supervised.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -100);
+// cross_entropy_sum(h·Wᵀ, targets) (with softcap > 0: of cap·tanh(h·Wᵀ / cap)), fused with the
+// projection: h [..., H] float32, W [V, H] float32 or bfloat16 (the LM head), targets int32 with
+// one entry per row of h. Rows go through in chunks, so the [N, V] logits are never materialised
+// (chunk_rows rows at a time; 0 = about 32 MB of logits); the gradients for h (and for W, when it
+// requires grad) are computed in the same pass and kept for backward, which only scales them.
+Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& targets, int32_t ignore_index = -100,
+                                float softcap = 0, int64_t chunk_rows = 0);
 
 }  // namespace ft

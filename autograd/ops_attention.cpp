@@ -27,6 +27,7 @@
 #include "autograd/gemm.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 
 namespace ft {
 
@@ -529,6 +530,7 @@ void attn_detail::set_test_overrides(int64_t positions, int64_t keys, int backwa
 }
 
 Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const AttentionOptions& opt) {
+  FT_PROFILE_SCOPE("attention");
   FT_CHECK(q_in.defined() && k_in.defined() && v_in.defined(), "attention: q, k and v must be defined tensors");
   FT_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4,
            "attention: q must be [B, Tq, Hq, D] and k, v [B, Tk, Hkv, D]; got q ", q_in.shape_str(), ", k ",

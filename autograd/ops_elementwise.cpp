@@ -3,7 +3,9 @@
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 #include "autograd/random.h"
+#include "autograd/simd.h"
 
 namespace ft {
 
@@ -100,8 +102,37 @@ struct UnaryNode : Node {
   }
 };
 
+// y = c·x + const: the vjp is g·c and needs nothing of x (kept only as a graph edge).
+struct AffineNode : Node {
+  const char* nm;
+  float c;
+  AffineNode(const char* n, float cc) : nm(n), c(cc) {}
+  const char* name() const override { return nm; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor gc = f32c(g);
+    Tensor gx = Tensor::empty(gc.shape());
+    const float* pg = gc.data<float>();
+    float* po = gx.data<float>();
+    const float cc = c;
+    parallel_range(gc.numel(), 1 << 15, [&](int64_t s, int64_t e) { for (int64_t i = s; i < e; ++i) po[i] = pg[i] * cc; });
+    return {gx};
+  }
+};
+
+Tensor affine(const char* name, const Tensor& x, float mul_by, float add_to) {
+  FT_PROFILE_SCOPE(name);
+  Tensor out = unary_kernel(x, [mul_by, add_to](float v) { return v * mul_by + add_to; });
+  if (should_record({&x})) {
+    auto node = std::make_shared<AffineNode>(name, mul_by);
+    node->inputs = {graph_edge(x)};
+    return record(out, node);
+  }
+  return out;
+}
+
 template <class F, class D>
 Tensor unary(const char* name, const Tensor& x, F f, D d) {
+  FT_PROFILE_SCOPE(name);
   Tensor out = unary_kernel(x, f);
   if (should_record({&x})) {
     auto node = std::make_shared<UnaryNode<F, D>>(name, f, d);
@@ -141,6 +172,7 @@ struct BinaryNode : Node {
 };
 
 Tensor binary(BinaryNode::Kind k, const Tensor& a, const Tensor& b) {
+  FT_PROFILE_SCOPE(k == BinaryNode::Add ? "add" : k == BinaryNode::Sub ? "sub" : k == BinaryNode::Mul ? "mul" : "div");
   Tensor out;
   switch (k) {
     case BinaryNode::Add: out = binary_kernel(a, b, "add", [](float x, float y) { return x + y; }); break;
@@ -150,7 +182,8 @@ Tensor binary(BinaryNode::Kind k, const Tensor& a, const Tensor& b) {
   }
   if (should_record({&a, &b})) {
     auto node = std::make_shared<BinaryNode>(k);
-    node->inputs = {a, b};
+    if (k == BinaryNode::Add || k == BinaryNode::Sub) node->inputs = {graph_edge(a), graph_edge(b)};  // vjp needs shapes only
+    else node->inputs = {a, b};
     return record(out, node);
   }
   return out;
@@ -176,15 +209,9 @@ Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryNode::Sub, a,
 Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryNode::Mul, a, b); }
 Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryNode::Div, a, b); }
 
-Tensor scale(const Tensor& x, float s) {
-  return unary("scale", x, [s](float v) { return v * s; }, [s](float, float) { return s; });
-}
-Tensor add_scalar(const Tensor& x, float s) {
-  return unary("add_scalar", x, [s](float v) { return v + s; }, [](float, float) { return 1.f; });
-}
-Tensor neg(const Tensor& x) {
-  return unary("neg", x, [](float v) { return -v; }, [](float, float) { return -1.f; });
-}
+Tensor scale(const Tensor& x, float s) { return affine("scale", x, s, 0.f); }
+Tensor add_scalar(const Tensor& x, float s) { return affine("add_scalar", x, 1.f, s); }
+Tensor neg(const Tensor& x) { return affine("neg", x, -1.f, 0.f); }
 Tensor square(const Tensor& x) {
   return unary("square", x, [](float v) { return v * v; }, [](float v, float) { return 2.f * v; });
 }
@@ -223,6 +250,37 @@ Act parse_act(const std::string& a) {
 inline float act_f(Act a, float x) { return a == Act::Silu ? silu_f(x) : a == Act::GeluTanh ? gelu_tanh_f(x) : gelu_f(x); }
 inline float act_d(Act a, float x) { return a == Act::Silu ? silu_d(x) : a == Act::GeluTanh ? gelu_tanh_d(x) : gelu_d(x); }
 
+// SiLU-gated rows, vectorised (the vector exp of autograd/simd.h; the scalar tail uses std::exp).
+// Forward: o = silu(g)·u. Backward: dg = do·u·σ(g)(1 + g(1 − σ(g))), du = do·silu(g) (either may be null).
+template <int N>
+FT_INLINE void silu_mul_row(const float* g, const float* u, float* o, int64_t n) {
+  using V = simd::Vec<N>;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const typename V::F x = V::load(g + i);
+    V::store(o + i, x / (V::exp(-x) + 1.f) * V::load(u + i));
+  }
+  for (; i < n; ++i) o[i] = silu_f(g[i]) * u[i];
+}
+template <int N>
+FT_INLINE void silu_mul_bwd_row(const float* g, const float* u, const float* go, float* gg, float* gu, int64_t n) {
+  using V = simd::Vec<N>;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const typename V::F x = V::load(g + i), d = V::load(go + i);
+    const typename V::F s = 1.f / (V::exp(-x) + 1.f);
+    if (gg) V::store(gg + i, d * V::load(u + i) * (s * (x * (1.f - s) + 1.f)));
+    if (gu) V::store(gu + i, d * (x * s));
+  }
+  for (; i < n; ++i) {
+    if (gg) gg[i] = go[i] * u[i] * silu_d(g[i]);
+    if (gu) gu[i] = go[i] * silu_f(g[i]);
+  }
+}
+FT_SIMD_KERNEL(silu_mul, silu_mul_row, (const float* g, const float* u, float* o, int64_t n), (g, u, o, n))
+FT_SIMD_KERNEL(silu_mul_bwd, silu_mul_bwd_row,
+               (const float* g, const float* u, const float* go, float* gg, float* gu, int64_t n), (g, u, go, gg, gu, n))
+
 struct GatedActNode : Node {
   Act act;
   const char* name() const override { return "gated_act"; }
@@ -235,6 +293,8 @@ struct GatedActNode : Node {
     float* pgu = gu.defined() ? gu.data<float>() : nullptr;
     Act a = act;
     parallel_range(gate.numel(), 1 << 14, [&](int64_t s, int64_t e) {
+      if (a == Act::Silu)
+        return silu_mul_bwd(pgate + s, pup + s, pg + s, pgg ? pgg + s : nullptr, pgu ? pgu + s : nullptr, e - s);
       for (int64_t i = s; i < e; ++i) {
         if (pgg) pgg[i] = pg[i] * pup[i] * act_d(a, pgate[i]);
         if (pgu) pgu[i] = pg[i] * act_f(a, pgate[i]);
@@ -246,6 +306,7 @@ struct GatedActNode : Node {
 }  // namespace
 
 Tensor gated_act(const Tensor& gate_in, const Tensor& up_in, const std::string& act_name) {
+  FT_PROFILE_SCOPE("gated_act");
   Act a = parse_act(act_name);
   FT_CHECK(gate_in.shape() == up_in.shape(), "gated_act: gate ", gate_in.shape_str(), " and up ", up_in.shape_str(), " differ");
   Tensor gate = f32c(gate_in), up = f32c(up_in);
@@ -253,6 +314,7 @@ Tensor gated_act(const Tensor& gate_in, const Tensor& up_in, const std::string& 
   const float *pgate = gate.data<float>(), *pup = up.data<float>();
   float* po = out.data<float>();
   parallel_range(gate.numel(), 1 << 14, [&](int64_t s, int64_t e) {
+    if (a == Act::Silu) return silu_mul(pgate + s, pup + s, po + s, e - s);
     for (int64_t i = s; i < e; ++i) po[i] = act_f(a, pgate[i]) * pup[i];
   });
   if (should_record({&gate_in, &up_in})) {
@@ -286,6 +348,7 @@ struct DropoutNode : Node {
 }  // namespace
 
 Tensor dropout(const Tensor& x_in, float p, bool training) {
+  FT_PROFILE_SCOPE("dropout");
   FT_CHECK(p >= 0 && p < 1, "dropout: probability must be in [0, 1), got ", p);
   if (!training || p == 0) return x_in;
   uint64_t seed = next_seed();

@@ -3,6 +3,7 @@
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 
 namespace ft {
 
@@ -37,6 +38,7 @@ struct EmbeddingNode : Node {
 }  // namespace
 
 Tensor embedding(const Tensor& weight, const Tensor& ids_in) {
+  FT_PROFILE_SCOPE("embedding");
   FT_CHECK(weight.dim() == 2, "embedding: weight must be [vocab, dim], got ", weight.shape_str());
   FT_CHECK(ids_in.dtype() == DType::I32 || ids_in.dtype() == DType::I64, "embedding: ids must be int32/int64, got ", dtype_name(ids_in.dtype()));
   Tensor ids = ids_in.contiguous().to(DType::I32);

@@ -8,8 +8,10 @@
 #include <cstring>
 #include <vector>
 
+#include "autograd/gemm.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 #include "autograd/simd.h"
 
 namespace ft {
@@ -98,6 +100,7 @@ struct CrossEntropyNode : Node {
 };
 
 Tensor cross_entropy_impl(const Tensor& logits, const Tensor& targets_in, int32_t ignore, bool mean) {
+  FT_PROFILE_SCOPE("cross_entropy");
   const char* op = mean ? "cross_entropy" : "cross_entropy_sum";
   FT_CHECK(logits.defined() && targets_in.defined(), op, ": logits and targets must be defined");
   FT_CHECK(logits.dim() >= 1 && is_float(logits.dtype()), op, ": logits must be a float tensor [N, V], got ",
@@ -157,6 +160,118 @@ Tensor cross_entropy_sum(const Tensor& logits, const Tensor& targets, int32_t ig
 }
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index) {
   return cross_entropy_impl(logits, targets, ignore_index, true);
+}
+
+namespace {
+
+// C = op(A)·op(B) with B a weight that may be bf16 (W [V, H] of the LM head).
+void gemm_weight(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const Tensor& w, float beta,
+                 float* C, int64_t ldc) {
+  if (w.dtype() == DType::BF16) return gemm_bf16w(ta, tb, M, N, K, 1.f, A, lda, w.data<uint16_t>(), w.size(1), beta, C, ldc);
+  Tensor w32 = f32c(w);  // no copy for float32 rows (a slice of whole rows is contiguous)
+  sgemm(ta, tb, M, N, K, 1.f, A, lda, w32.data<float>(), w.size(1), beta, C, ldc);
+}
+
+// Gradients computed in forward; backward scales them by the incoming (scalar) gradient.
+struct LinearCrossEntropyNode : Node {
+  const char* name() const override { return "linear_cross_entropy"; }
+  std::vector<Tensor> backward(const Tensor& g_in) override {
+    const float f = f32c(g_in).data<float>()[0];
+    NoGradGuard ng;
+    Tensor gh = saved[0].defined() ? scale(saved[0], f).view(inputs[0].shape()) : Tensor();
+    Tensor gw = saved[1].defined() ? scale(saved[1], f) : Tensor();
+    return {gh, gw};
+  }
+};
+
+// Depth of one dh = G·W product: the GEMM packs all of its depth per column block, so a large K
+// (the vocabulary) leaves narrow column blocks and re-packs G for each; 2048 keeps G's block
+// (<= 1024 rows) packed once.
+constexpr int64_t kVocabBlock = 2048;
+
+// Rows of logits per chunk: about 8M floats (32 MB), at least 16 rows.
+int64_t ce_chunk_rows(int64_t n, int64_t v) { return std::min(n, std::max<int64_t>(16, (int64_t(1) << 23) / std::max<int64_t>(v, 1))); }
+
+}  // namespace
+
+Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& targets_in, int32_t ignore, float softcap,
+                                int64_t chunk_rows) {
+  FT_PROFILE_SCOPE("linear_cross_entropy");
+  const char* op = "linear_cross_entropy_sum";
+  FT_CHECK(h.defined() && w.defined() && targets_in.defined(), op, ": h, W and targets must be defined");
+  FT_CHECK(w.dim() == 2 && is_float(w.dtype()), op, ": W must be a float matrix [V, H], got ", w.shape_str());
+  FT_CHECK(h.dim() >= 1 && h.size(-1) == w.size(1) && is_float(h.dtype()), op, ": h ", h.shape_str(),
+           " does not match W ", w.shape_str(), " (last dim must be ", w.size(1), ")");
+  FT_CHECK(targets_in.dtype() == DType::I32 || targets_in.dtype() == DType::I64, op, ": targets must be int32 (or int64), got ",
+           dtype_name(targets_in.dtype()));
+  FT_CHECK(softcap >= 0, op, ": softcap must be >= 0, got ", softcap);
+  FT_CHECK(chunk_rows >= 0, op, ": chunk_rows must be >= 0 (0 = automatic), got ", chunk_rows);
+  const int64_t H = w.size(1), V = w.size(0), N = H ? h.numel() / H : 0;
+  FT_CHECK(V > 0, op, ": W ", w.shape_str(), " has an empty vocabulary dim");
+  FT_CHECK(targets_in.numel() == N, op, ": targets ", targets_in.shape_str(), " do not match h ", h.shape_str(), " (need one target per row)");
+  Tensor targets = targets_in.contiguous().to(DType::I32);
+  const int32_t* pt = targets.data<int32_t>();
+  for (int64_t r = 0; r < N; ++r)
+    FT_CHECK(pt[r] == ignore || (pt[r] >= 0 && pt[r] < V), op, ": target id ", pt[r], " at row ", r, " is outside the vocabulary [0, ", V,
+             ") and is not ignore_index (", ignore, "); check the tokenizer/labels against the model's vocab size");
+
+  const bool rec = should_record({&h, &w});
+  const bool need_gh = rec && h.requires_grad(), need_gw = rec && w.requires_grad();
+  Tensor hc = f32c(h), wc = w.contiguous();
+  const float* ph = hc.data<float>();
+  Tensor gh = need_gh ? Tensor::empty({N, H}) : Tensor();
+  Tensor gw = need_gw ? (N ? Tensor::empty({V, H}) : Tensor::zeros({V, H})) : Tensor();
+  const int64_t chunk = chunk_rows > 0 ? std::min(chunk_rows, std::max<int64_t>(N, 1)) : ce_chunk_rows(N, V);
+  Tensor buf = Tensor::empty({std::max<int64_t>(chunk, 1), V});
+  float* L = buf.data<float>();
+  std::vector<double> row_loss(size_t(N), 0.0);
+  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
+    const int64_t m = std::min(chunk, N - c0);
+    gemm_weight(false, true, m, V, H, ph + c0 * H, H, wc, 0.f, L, V);  // logits of rows [c0, c0 + m)
+    parallel_range(m, std::max<int64_t>(1, 16384 / V), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        float* x = L + i * V;
+        const int32_t t = pt[c0 + i];
+        if (t == ignore) {
+          if (need_gh || need_gw) std::memset(x, 0, size_t(V) * sizeof(float));
+          continue;
+        }
+        if (softcap > 0)
+          for (int64_t j = 0; j < V; ++j) x[j] = softcap * std::tanh(x[j] / softcap);
+        float mx, s;
+        ce_row_stats(x, V, &mx, &s);
+        const float logs = std::log(s), lt = x[t];
+        row_loss[size_t(c0 + i)] = (double(mx) - double(lt)) + double(logs);
+        if (!need_gh && !need_gw) continue;
+        // The row's gradient: softmax − onehot, times d/dz of cap·tanh(z/cap) = 1 − (l/cap)² with softcap.
+        if (softcap > 0) {
+          for (int64_t j = 0; j < V; ++j) {
+            const float c = x[j] / softcap;
+            x[j] = std::exp((x[j] - mx) - logs) * (1.f - c * c);
+          }
+          x[t] -= 1.f - (lt / softcap) * (lt / softcap);
+        } else {
+          ce_softmax_row(x, x, V, mx, logs, 1.f);
+          x[t] -= 1.f;
+        }
+      }
+    });
+    if (need_gh)  // dh = G·W, over vocabulary blocks: one GEMM with K = V would re-pack G for every few columns
+      for (int64_t v0 = 0; v0 < V; v0 += kVocabBlock)
+        gemm_weight(false, false, m, H, std::min(kVocabBlock, V - v0), L + v0, V, wc.slice(0, v0, std::min(V, v0 + kVocabBlock)),
+                    v0 == 0 ? 0.f : 1.f, gh.data<float>() + c0 * H, H);
+    if (need_gw) sgemm(true, false, V, H, m, 1.f, L, V, ph + c0 * H, H, c0 == 0 ? 0.f : 1.f, gw.data<float>(), H);  // dW += Gᵀ·h
+  }
+  double total = 0;  // fixed order: deterministic for any thread count
+  for (double l : row_loss) total += l;
+  Tensor out = Tensor::full({}, float(total));
+  if (rec) {
+    auto node = std::make_shared<LinearCrossEntropyNode>();
+    node->inputs = {h, w};
+    node->saved = {gh, gw};
+    return record(out, node);
+  }
+  return out;
 }
 
 }  // namespace ft

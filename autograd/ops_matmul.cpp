@@ -1,8 +1,13 @@
 // matmul (batched, transposes) and linear (x·Wᵀ + b) with their vector-Jacobian products.
 // All GEMMs go through the dispatched kernels in autograd/gemm.h.
+#include "autograd/cpu.h"
 #include "autograd/gemm.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/profile.h"
+#include "autograd/simd.h"
+
+#include <vector>
 
 namespace ft {
 
@@ -79,9 +84,150 @@ struct LinearNode : Node {
   }
 };
 
+// bias [out] added to every row of y [rows, out].
+void add_bias(float* py, const Tensor& bias, int64_t rows, int64_t out) {
+  Tensor bc = f32c(bias);
+  const float* pb = bc.data<float>();
+  parallel_range(rows, 64, [&](int64_t s, int64_t e) {
+    for (int64_t r = s; r < e; ++r) for (int64_t o = 0; o < out; ++o) py[r * out + o] += pb[o];
+  });
+}
+
+// ---- the rank-r parts of a LoRA projection (r is small: 4..64), off the packed GEMM path
+//
+// Backward, one pass over the output gradient g [rows, out] for rows [i0, i1):
+//   gu[i][k]   = s · Σ_o g[i][o] · Bt[k][o]          (the gradient at the bottleneck), k < r
+//   gBt[k][o] += s · Σ_i uT[k][i] · g[i][o]           (Bᵀ's gradient, accumulated)
+// Rows go in pairs, k in blocks of 4 (Bt and gBt have r4 = r rounded up to 4 rows; Bt's extra rows
+// are zero): 8 dot-product accumulators, and every g, Bt and gBt vector loaded once per (pair,
+// k-block). Bt / gBt are r4 × out (L1/L2 resident).
+template <int N>
+FT_INLINE void lora_bwd_rows(const float* g, int64_t out, const float* Bt, const float* uT, int64_t ldu, int64_t r,
+                             float s, int64_t i0, int64_t i1, float* gu, float* gBt) {
+  using V = simd::Vec<N>;
+  using F = typename V::F;
+  const int64_t full = out - out % N;
+  for (int64_t i = i0; i < i1; i += 2) {
+    const bool two = i + 1 < i1;
+    const float* g0 = g + i * out;
+    const float* g1 = two ? g0 + out : g0;  // a lone last row pairs with itself, with zero factors
+    for (int64_t k0 = 0; k0 < r; k0 += 4) {
+      F acc0[4], acc1[4], f0[4], f1[4];
+      float sacc0[4] = {0, 0, 0, 0}, sacc1[4] = {0, 0, 0, 0}, sf0[4], sf1[4];
+      for (int kk = 0; kk < 4; ++kk) {
+        acc0[kk] = acc1[kk] = V::splat(0.f);
+        const bool on = k0 + kk < r;
+        sf0[kk] = on ? s * uT[(k0 + kk) * ldu + i] : 0.f;
+        sf1[kk] = on && two ? s * uT[(k0 + kk) * ldu + i + 1] : 0.f;
+        f0[kk] = V::splat(sf0[kk]);
+        f1[kk] = V::splat(sf1[kk]);
+      }
+      const float* bt = Bt + k0 * out;
+      float* gb = gBt + k0 * out;
+      for (int64_t o = 0; o < full; o += N) {
+        const F a0 = V::load(g0 + o), a1 = V::load(g1 + o);
+#pragma GCC unroll 4
+        for (int kk = 0; kk < 4; ++kk) {
+          const F b = V::load(bt + kk * out + o);
+          acc0[kk] += a0 * b;
+          acc1[kk] += a1 * b;
+          V::store(gb + kk * out + o, V::load(gb + kk * out + o) + f0[kk] * a0 + f1[kk] * a1);
+        }
+      }
+      for (int64_t o = full; o < out; ++o)
+        for (int kk = 0; kk < 4; ++kk) {
+          sacc0[kk] += g0[o] * bt[kk * out + o];
+          sacc1[kk] += g1[o] * bt[kk * out + o];
+          gb[kk * out + o] += sf0[kk] * g0[o] + sf1[kk] * g1[o];
+        }
+      for (int kk = 0; kk < 4 && k0 + kk < r; ++kk) {
+        gu[i * r + k0 + kk] = s * float(V::hsum(acc0[kk]) + double(sacc0[kk]));
+        if (two) gu[(i + 1) * r + k0 + kk] = s * float(V::hsum(acc1[kk]) + double(sacc1[kk]));
+      }
+    }
+  }
+}
+FT_SIMD_KERNEL(lora_bwd_kernel, lora_bwd_rows,
+               (const float* g, int64_t out, const float* Bt, const float* uT, int64_t ldu, int64_t r, float s, int64_t i0,
+                int64_t i1, float* gu, float* gBt),
+               (g, out, Bt, uT, ldu, r, s, i0, i1, gu, gBt))
+
+// gu [rows, r] and gB [out, r] (see lora_bwd_rows); rows split into one range per thread, each with
+// its own gBᵀ partial, summed in a fixed order (deterministic for a given thread count).
+void lora_bwd(const float* g, int64_t rows, int64_t out, const float* B, const float* uT, int64_t r, float s, float* gu, float* gB) {
+  const int64_t r4 = (r + 3) / 4 * 4;
+  std::vector<float> Bt(size_t(r4 * out), 0.f);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t k = 0; k < r; ++k) Bt[size_t(k * out + o)] = B[o * r + k];
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), rows / 64));
+  std::vector<float> gBt(size_t(parts * r4 * out), 0.f);
+  parallel_range(parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      lora_bwd_kernel(g, out, Bt.data(), uT, rows, r, s, rows * p / parts, rows * (p + 1) / parts, gu, gBt.data() + p * r4 * out);
+  });
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t k = 0; k < r; ++k) {
+      float acc = 0;
+      for (int64_t p = 0; p < parts; ++p) acc += gBt[size_t((p * r4 + k) * out + o)];
+      gB[o * r + k] = acc;
+    }
+}
+
+// uT [r, rows] = A·xᵀ: four rows of A at a time through the GEMM's unpacked skinny path (x is read
+// r/4 times, never packed).
+void lora_down(const float* x, int64_t rows, int64_t in, const float* A, int64_t r, float* uT) {
+  for (int64_t k = 0; k < r; k += 4)
+    sgemm(false, true, std::min<int64_t>(4, r - k), rows, in, 1.f, A + k * in, in, x, in, 0.f, uT + k * rows, rows);
+}
+
+// inputs: {x, w, bias, A, B, xa} (bias / xa may be undefined: no bias / xa = x); saved: {uT = A·xaᵀ [r, rows]}.
+struct LoraLinearNode : Node {
+  float s = 1;
+  const char* name() const override { return "lora_linear"; }
+  std::vector<Tensor> backward(const Tensor& g_in) override {
+    const Tensor &x = inputs[0], &w = inputs[1], &a = inputs[3], &b = inputs[4];
+    const bool sep = inputs[5].defined();
+    const int64_t in = w.size(1), out = w.size(0), r = a.size(0), rows = x.numel() / std::max<int64_t>(in, 1);
+    Tensor g = f32c(g_in), uT = saved[0], ac = f32c(a), bc = f32c(b);
+    Tensor xa = sep ? f32c(inputs[5]) : Tensor();
+    const float* pg = g.data<float>();
+    Tensor gx, gw, gbias, ga, gb, gxa;
+    // gu = s·g·B [rows, r] (the gradient at the adapter's bottleneck) and gB = s·gᵀ·u, in one pass over g.
+    Tensor gu = Tensor::empty({rows, r});
+    gb = Tensor::empty(b.shape());
+    lora_bwd(pg, rows, out, bc.data<float>(), uT.data<float>(), r, s, gu.data<float>(), gb.data<float>());
+    if (!needs(4)) gb = Tensor();
+    if (needs(0)) {  // dX = dY·W (+ gu·A when the adapter reads x itself)
+      gx = Tensor::empty(x.shape());
+      gemm_w(false, false, rows, in, out, 1.f, pg, out, w, 0.f, gx.data<float>(), in);
+      if (!sep) sgemm(false, false, rows, in, r, 1.f, gu.data<float>(), r, ac.data<float>(), in, 1.f, gx.data<float>(), in);
+    }
+    if (sep && needs(5)) {
+      gxa = Tensor::empty(inputs[5].shape());
+      sgemm(false, false, rows, in, r, 1.f, gu.data<float>(), r, ac.data<float>(), in, 0.f, gxa.data<float>(), in);
+    }
+    if (needs(1)) {  // dW = dYᵀ·X (full fine-tuning of a base weight that also carries an adapter)
+      Tensor xc = f32c(x);
+      gw = Tensor::empty({out, in});
+      sgemm(true, false, out, in, rows, 1.f, pg, out, xc.data<float>(), in, 0.f, gw.data<float>(), in);
+    }
+    if (needs(2)) {
+      NoGradGuard ng;
+      gbias = sum(g.view({rows, out}), {0});
+    }
+    if (needs(3)) {  // dA = guᵀ·xa
+      Tensor xs = sep ? xa : f32c(x);
+      ga = Tensor::empty(a.shape());
+      sgemm(true, false, r, in, rows, 1.f, gu.data<float>(), r, xs.data<float>(), in, 0.f, ga.data<float>(), in);
+    }
+    return {gx, gw, gbias, ga, gb, gxa};
+  }
+};
+
 }  // namespace
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
+  FT_PROFILE_SCOPE("matmul");
   FT_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: needs tensors of rank >= 2, got ", a_in.shape_str(), " and ", b_in.shape_str());
   Tensor a = f32c(a_in), b = f32c(b_in);
   int64_t M = ta ? a.size(-1) : a.size(-2), K = ta ? a.size(-2) : a.size(-1);
@@ -117,6 +263,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
 }
 
 Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
+  FT_PROFILE_SCOPE("linear");
   FT_CHECK(w.dim() == 2, "linear: weight must be [out, in], got ", w.shape_str());
   FT_CHECK(x_in.dim() >= 1 && x_in.size(-1) == w.size(1), "linear: input ", x_in.shape_str(), " does not match weight ", w.shape_str(), " (last dim must be ", w.size(1), ")");
   FT_CHECK(is_float(w.dtype()), "linear: weight dtype ", dtype_name(w.dtype()), " is not a float type");
@@ -128,18 +275,45 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   Tensor y = Tensor::empty(os);
   Tensor wc = w.contiguous();
   gemm_w(false, true, rows, out, in, 1.f, x.data<float>(), in, wc, 0.f, y.data<float>(), out);
-  if (bias.defined()) {
-    Tensor bc = f32c(bias);
-    const float* pb = bc.data<float>();
-    float* py = y.data<float>();
-    parallel_range(rows, 64, [&](int64_t s, int64_t e) {
-      for (int64_t r = s; r < e; ++r) for (int64_t o = 0; o < out; ++o) py[r * out + o] += pb[o];
-    });
-  }
+  if (bias.defined()) add_bias(y.data<float>(), bias, rows, out);
   if (should_record({&x_in, &w, &bias})) {
     auto node = std::make_shared<LinearNode>();
     node->inputs = {x_in, w};
     if (bias.defined()) node->inputs.push_back(bias);
+    return record(y, node);
+  }
+  return y;
+}
+
+Tensor lora_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias, const Tensor& a, const Tensor& b, float s,
+                   const Tensor& xa_in) {
+  FT_PROFILE_SCOPE("lora_linear");
+  FT_CHECK(w.dim() == 2, "lora_linear: weight must be [out, in], got ", w.shape_str());
+  const int64_t in = w.size(1), out = w.size(0);
+  FT_CHECK(x_in.dim() >= 1 && x_in.size(-1) == in, "lora_linear: input ", x_in.shape_str(), " does not match weight ", w.shape_str());
+  FT_CHECK(is_float(w.dtype()), "lora_linear: weight dtype ", dtype_name(w.dtype()), " is not a float type");
+  FT_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == in && b.size(0) == out && b.size(1) == a.size(0),
+           "lora_linear: adapter A ", a.shape_str(), " / B ", b.shape_str(), " do not fit weight ", w.shape_str(),
+           " (need A [r, ", in, "], B [", out, ", r])");
+  if (bias.defined()) FT_CHECK(bias.dim() == 1 && bias.size(0) == out, "lora_linear: bias ", bias.shape_str(), " does not match weight ", w.shape_str());
+  if (xa_in.defined()) FT_CHECK(xa_in.shape() == x_in.shape(), "lora_linear: adapter input ", xa_in.shape_str(), " differs from input ", x_in.shape_str());
+  const bool sep = xa_in.defined() && xa_in.impl() != x_in.impl();
+  const int64_t r = a.size(0);
+  Tensor x = f32c(x_in), xa = sep ? f32c(xa_in) : x, ac = f32c(a), bc = f32c(b);
+  const int64_t rows = x.numel() / std::max<int64_t>(in, 1);
+  Shape os = x.shape();
+  os.back() = out;
+  Tensor y = Tensor::empty(os);
+  Tensor uT = Tensor::empty({r, rows});
+  gemm_w(false, true, rows, out, in, 1.f, x.data<float>(), in, w.contiguous(), 0.f, y.data<float>(), out);
+  lora_down(xa.data<float>(), rows, in, ac.data<float>(), r, uT.data<float>());
+  sgemm(true, true, rows, out, r, s, uT.data<float>(), rows, bc.data<float>(), r, 1.f, y.data<float>(), out);  // y += s·u·Bᵀ
+  if (bias.defined()) add_bias(y.data<float>(), bias, rows, out);
+  if (should_record({&x_in, &w, &bias, &a, &b, &xa_in})) {
+    auto node = std::make_shared<LoraLinearNode>();
+    node->s = s;
+    node->inputs = {x_in, w, bias, a, b, sep ? xa_in : Tensor()};
+    node->saved = {uT};
     return record(y, node);
   }
   return y;

@@ -11,6 +11,7 @@
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 #include "autograd/simd.h"
 
 namespace ft {
@@ -125,6 +126,7 @@ struct RmsNormNode : Node {
 }  // namespace
 
 Tensor rms_norm(const Tensor& x_in, const Tensor& w, float eps, bool plus_one) {
+  FT_PROFILE_SCOPE("rms_norm");
   FT_CHECK(x_in.defined() && w.defined(), "rms_norm: x and w must be defined");
   FT_CHECK(x_in.dim() >= 1 && is_float(x_in.dtype()), "rms_norm: x must be a float tensor [..., D], got ",
            x_in.shape_str(), " ", dtype_name(x_in.dtype()));

@@ -4,6 +4,7 @@
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 
 namespace ft {
 
@@ -99,6 +100,7 @@ struct SumNode : Node {
 };
 
 Tensor reduce(const Tensor& x, std::vector<int64_t> dims_in, bool keepdim, bool is_mean) {
+  FT_PROFILE_SCOPE(is_mean ? "mean" : "sum");
   auto dims = norm_dims(std::move(dims_in), x.dim(), is_mean ? "mean" : "sum");
   Tensor r = sum_keep(x, dims);
   int64_t count = 1;
@@ -119,7 +121,7 @@ Tensor reduce(const Tensor& x, std::vector<int64_t> dims_in, bool keepdim, bool 
     auto node = std::make_shared<SumNode>();
     node->keep_shape = keep;
     node->factor = factor;
-    node->inputs = {x};
+    node->inputs = {graph_edge(x)};
     return record(r, node);
   }
   return r;
@@ -131,6 +133,7 @@ Tensor sum(const Tensor& x, std::vector<int64_t> dims, bool keepdim) { return re
 Tensor mean(const Tensor& x, std::vector<int64_t> dims, bool keepdim) { return reduce(x, std::move(dims), keepdim, true); }
 
 Tensor sum_to(const Tensor& g, const Shape& shape) {
+  FT_PROFILE_SCOPE("sum_to");
   if (g.shape() == shape) return g;
   int64_t lead = g.dim() - int64_t(shape.size());
   FT_CHECK(lead >= 0, "sum_to: cannot reduce ", g.shape_str(), " to ", shape_str(shape));
@@ -174,6 +177,7 @@ struct SoftmaxNode : Node {
 };
 
 Tensor softmax_impl(const Tensor& x_in, bool lg) {
+  FT_PROFILE_SCOPE(lg ? "log_softmax" : "softmax");
   FT_CHECK(x_in.dim() >= 1, lg ? "log_softmax" : "softmax", ": needs at least 1 dim");
   Tensor x = f32c(x_in);
   int64_t C = x.size(-1), R = x.numel() / std::max<int64_t>(C, 1);

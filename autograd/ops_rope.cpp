@@ -10,6 +10,7 @@
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 #include "autograd/simd.h"
 
 namespace ft {
@@ -68,6 +69,7 @@ struct RopeNode : Node {
 }  // namespace
 
 Tensor rope(const Tensor& x, const Tensor& cos_in, const Tensor& sin_in) {
+  FT_PROFILE_SCOPE("rope");
   FT_CHECK(x.defined() && cos_in.defined() && sin_in.defined(), "rope: x, cos and sin must be defined");
   FT_CHECK(x.dim() == 4 && is_float(x.dtype()), "rope: x must be a float tensor [B, T, H, D], got ", x.shape_str(), " ",
            dtype_name(x.dtype()));
@@ -86,7 +88,7 @@ Tensor rope(const Tensor& x, const Tensor& cos_in, const Tensor& sin_in) {
   if (should_record({&x})) {
     auto node = std::make_shared<RopeNode>();
     node->geom = g;
-    node->inputs = {x};
+    node->inputs = {graph_edge(x)};  // the vjp is the inverse rotation of g: x itself is not needed
     node->saved = {cs, sn};
     return record(out, node);
   }

@@ -3,6 +3,7 @@
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 
 namespace ft {
 
@@ -71,16 +72,18 @@ int64_t norm_dim(int64_t d, int64_t nd, const char* op) {
 }  // namespace
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
+  FT_PROFILE_SCOPE("reshape");
   Tensor out = x.contiguous().view(shape);  // a fresh impl sharing storage: no copy
   if (should_record({&x})) {
     auto node = std::make_shared<ReshapeNode>();
-    node->inputs = {x};
+    node->inputs = {graph_edge(x)};  // the vjp needs x's shape only
     return record(out, node);
   }
   return out;
 }
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& perm) {
+  FT_PROFILE_SCOPE("permute");
   FT_CHECK(int64_t(perm.size()) == x.dim(), "permute: ", perm.size(), " dims given for ", x.shape_str());
   std::vector<bool> used(perm.size());
   auto impl = std::make_shared<TensorImpl>(*x.impl());
@@ -98,13 +101,14 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& perm) {
     auto node = std::make_shared<PermuteNode>();
     node->perm = perm;
     for (auto& p : node->perm) p = norm_dim(p, x.dim(), "permute");
-    node->inputs = {x};
+    node->inputs = {graph_edge(x)};  // the vjp needs x's shape only
     return record(out, node);
   }
   return out;
 }
 
 Tensor transpose(const Tensor& x, int64_t a, int64_t b) {
+  FT_PROFILE_SCOPE("transpose");
   std::vector<int64_t> perm(size_t(x.dim()));
   for (int64_t i = 0; i < x.dim(); ++i) perm[size_t(i)] = i;
   a = norm_dim(a, x.dim(), "transpose");
@@ -114,19 +118,21 @@ Tensor transpose(const Tensor& x, int64_t a, int64_t b) {
 }
 
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
+  FT_PROFILE_SCOPE("slice");
   dim = norm_dim(dim, x.dim(), "slice");
   Tensor out = x.slice(dim, start, end).clone();
   if (is_float(out.dtype())) out = out.to(DType::F32);
   if (should_record({&x})) {
     auto node = std::make_shared<SliceNode>();
     node->dim = dim; node->start = start; node->end = end;
-    node->inputs = {x};
+    node->inputs = {graph_edge(x)};  // the vjp needs x's shape only
     return record(out, node);
   }
   return out;
 }
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
+  FT_PROFILE_SCOPE("concat");
   FT_CHECK(!xs.empty(), "concat: no tensors");
   dim = norm_dim(dim, xs[0].dim(), "concat");
   Shape os = xs[0].shape();
@@ -156,13 +162,14 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   if (should_record(xs)) {
     auto node = std::make_shared<ConcatNode>();
     node->dim = dim;
-    node->inputs = xs;
+    for (const Tensor& x : xs) node->inputs.push_back(graph_edge(x));
     return record(out, node);
   }
   return out;
 }
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  FT_PROFILE_SCOPE("split");
   dim = norm_dim(dim, x.dim(), "split");
   int64_t total = 0;
   for (int64_t s : sizes) total += s;
@@ -174,11 +181,12 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 }
 
 Tensor to_dtype(const Tensor& x, DType dtype) {
+  FT_PROFILE_SCOPE("to_dtype");
   Tensor out = x.to(dtype);
   if (out.impl() == x.impl()) return x;
   if (should_record({&x}) && is_float(dtype)) {
     auto node = std::make_shared<CastNode>();
-    node->inputs = {x};
+    node->inputs = {graph_edge(x)};  // the vjp needs x's shape only
     return record(out, node);
   }
   return out;

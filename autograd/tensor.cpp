@@ -11,6 +11,7 @@
 #include <tbb/parallel_for.h>
 
 #include "autograd/autograd.h"
+#include "autograd/profile.h"
 #include "autograd/random.h"
 
 namespace ft {
@@ -164,6 +165,7 @@ bool Tensor::is_contiguous() const {
 }
 
 void* Tensor::raw() const {
+  FT_CHECK(impl_->storage, "tensor ", ft::shape_str(shape()), " holds no data (a graph edge kept only for its shape)");
   return static_cast<char*>(impl_->storage->ptr) + impl_->offset * int64_t(dtype_size(impl_->dtype));
 }
 
@@ -238,6 +240,7 @@ void strided_copy(const Tensor& src, void* dst) {
 
 Tensor Tensor::contiguous() const {
   if (is_contiguous()) return *this;
+  FT_PROFILE_SCOPE("copy: contiguous");
   Tensor out = empty(shape(), dtype());
   strided_copy(*this, out.raw());
   return out;
@@ -252,6 +255,7 @@ Tensor Tensor::clone() const {
 
 Tensor Tensor::to(DType dt) const {
   if (dt == dtype()) return *this;
+  FT_PROFILE_SCOPE("copy: to dtype");
   Tensor c = contiguous();
   Tensor out = empty(shape(), dt);
   convert(c.raw(), c.dtype(), out.raw(), dt, size_t(numel()));

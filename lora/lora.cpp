@@ -7,12 +7,13 @@
 namespace ft {
 
 Tensor Projection::forward(const Tensor& x, bool training) const {
-  Tensor y = linear(x, weight, bias);
-  if (!lora) return y;
+  if (!lora) return linear(x, weight, bias);
   const LoraAdapter& l = *lora;
   Tensor xd = dropout(x, l.dropout, training);
+  // Plain LoRA: one fused op (the rank-r update accumulated into the base GEMM's output).
+  if (!l.magnitude.defined()) return lora_linear(x, weight, bias, l.A, l.B, l.scaling, xd);
+  Tensor y = linear(x, weight, bias);
   Tensor delta = linear(linear(xd, l.A), l.B);  // [..., out]
-  if (!l.magnitude.defined()) return add(y, scale(delta, l.scaling));
   // DoRA (PEFT, dora.py): weight_norm = ||W + s·B·A||₂ per output row, detached (the paper's §4.3
   // trick: no gradient flows through the norm); mag = m / weight_norm;
   // out = W x + b + (mag − 1)·(W dropout(x)) + mag·s·B A dropout(x)

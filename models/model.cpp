@@ -349,6 +349,10 @@ Tensor Model::hidden(const Tensor& ids, const ForwardOptions& opt) const {
   return rms_norm(x, final_norm, float(cfg.rms_norm_eps), cfg.norm_plus_one);
 }
 
+Tensor Model::loss_sum(const Tensor& h, const Tensor& targets) const {
+  return linear_cross_entropy_sum(h, lm_head, targets, -100, float(std::max(0.0, cfg.final_logit_softcap)));
+}
+
 Tensor Model::logits(const Tensor& h) const {
   Tensor y = linear(h, lm_head);
   if (cfg.final_logit_softcap > 0) y = softcap(y, float(cfg.final_logit_softcap));

@@ -65,6 +65,9 @@ class Model {
   // hidden [..., hidden] -> logits [..., vocab] (final softcap applied).
   Tensor logits(const Tensor& hidden) const;
   Tensor forward(const Tensor& ids, const ForwardOptions& opt = {}) const { return logits(hidden(ids, opt)); }
+  // Summed token cross-entropy of logits(hidden) against targets (int32, one per row of hidden;
+  // -100 = ignored), fused with the LM head: the [rows, vocab] logits are never materialised.
+  Tensor loss_sum(const Tensor& hidden, const Tensor& targets) const;
 
   KVCache make_cache(int64_t batch, int64_t capacity) const;
 

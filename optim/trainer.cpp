@@ -10,7 +10,10 @@
 #include <regex>
 #include <sstream>
 
+#include <sys/resource.h>
+
 #include "autograd/ops.h"
+#include "autograd/profile.h"
 #include "autograd/random.h"
 #include "data/batching.h"
 #include "data/chat_template.h"
@@ -174,6 +177,13 @@ void TrainConfig::validate() const {
 namespace {
 
 double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+// CPU time (user + system, all threads) of this process so far: throughput per core-second, robust on
+// a shared machine where wall time depends on the load.
+double cpu_s() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + 1e-6 * double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
 
 
 // Loss over one batch (sum of token losses) and the batch tensors.
@@ -196,15 +206,17 @@ Tensor batch_loss_sum(const Model& model, const Batch& b, bool packed, const For
   ForwardOptions fo = base;
   fo.positions = t.positions;
   fo.segment_ids = t.segments;
+  FT_PROFILE_PHASE("forward");
   Tensor h = model.hidden(t.ids, fo);  // [B, T, hidden]
   // Only supervised positions need logits: gather their hidden rows (the gather's gradient is a
-  // scatter-add), so masked prompts and padding cost no lm_head GEMM and no [·, vocab] memory.
+  // scatter-add), so masked prompts and padding cost no lm_head GEMM. The LM head and the loss are
+  // fused (Model::loss_sum): no [·, vocab] logits either way.
   std::vector<int32_t> rows, tg;
   for (int64_t i = 0; i < b.B * b.T; ++i)
     if (b.targets[size_t(i)] != -100) rows.push_back(int32_t(i)), tg.push_back(b.targets[size_t(i)]);
   if (rows.empty()) return Tensor::zeros({});
   Tensor hs = embedding(reshape(h, {b.B * b.T, h.size(-1)}), Tensor::from_ids(rows, {int64_t(rows.size())}));
-  return cross_entropy_sum(model.logits(hs), Tensor::from_ids(tg, {int64_t(tg.size())}));
+  return model.loss_sum(hs, Tensor::from_ids(tg, {int64_t(tg.size())}));
 }
 
 
@@ -544,12 +556,16 @@ TrainResult train(const TrainConfig& c_in) {
       n_targets += b.n_targets;
       n_tokens += b.B * b.T;
     }
-    opt.zero_grad();
+    {
+      FT_PROFILE_PHASE("optimizer");
+      opt.zero_grad();
+    }
     double loss_sum = 0;
     for (auto& b : micro) {
       if (b.n_targets == 0) continue;
       Tensor ls = batch_loss_sum(model, b, c.pack, fo);
       loss_sum += double(ls.item());
+      FT_PROFILE_PHASE("backward");
       scale(ls, 1.f / float(std::max<int64_t>(n_targets, 1))).backward();
     }
     double loss = n_targets ? loss_sum / double(n_targets) : 0.0;
@@ -562,7 +578,10 @@ TrainResult train(const TrainConfig& c_in) {
                       ". Try a lower --learning-rate or --max-grad-norm 1."));
     }
     float lr = sched.at(step);
-    opt.step(lr);
+    {
+      FT_PROFILE_PHASE("optimizer");
+      opt.step(lr);
+    }
     ++step;
     double dt = now_s() - t0;
     trained_tokens += double(n_tokens);
@@ -578,7 +597,7 @@ TrainResult train(const TrainConfig& c_in) {
       double tps = window_time > 0 ? window_tokens / window_time : 0;
       hist_train.push_back({double(step), l});
       emit({{"step", step}, {"loss", l}, {"learning_rate", lr}, {"tokens_per_second", tps}, {"trained_tokens", trained_tokens},
-            {"peak_memory_mb", double(peak_rss_bytes()) / 1048576.0}, {"grad_norm", gnorm}});
+            {"peak_memory_mb", double(peak_rss_bytes()) / 1048576.0}, {"grad_norm", gnorm}, {"cpu_seconds", cpu_s()}});
       bar.log(cat("step ", step, ": loss ", l, ", lr ", lr, ", ", int64_t(tps), " tok/s, peak ", peak_rss_bytes() / 1048576, " MB"));
       res.tokens_per_second = tps;
       window_loss = window_targets = window_tokens = window_time = 0;
