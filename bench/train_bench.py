@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""ft train vs the PyTorch anchor (bench/torch_lora_bench.py), side by side on this machine.
+
+Workload: SmolLM2-135M shape (hidden 576, 30 layers, 9/3 heads, intermediate 1536, tied
+embeddings), GPT-2 tokenizer with vocab padded to 50304, batch 4 x 256 tokens, LoRA rank 8
+(alpha 16, scale 2) on every linear projection, AdamW lr 1e-4. For each configuration it runs
+`ft train` and the anchor one after the other and prints the ratio ft / PyTorch of
+  - wall tokens/s (the target metric; meaningful on a quiet machine), and
+  - tokens per CPU-second (user + system time of all threads; robust on a shared, loaded machine),
+and the peak RSS of both. Not part of CI (needs python3-torch and libopenblas0-pthread; minutes).
+
+  python3 bench/train_bench.py --ft build/ft                       # all four configurations
+  python3 bench/train_bench.py --ft build/ft --configs fp32 --threads 1
+  FT_PROFILE=1 ... per-op profile of ft (stderr of the ft run, saved next to the metrics)
+
+Model directories (random weights, float32 and bfloat16 checkpoints of the same values) are made
+once under --work with bench/make_bench_model.py.
+"""
+import argparse, json, os, resource, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+p = argparse.ArgumentParser()
+p.add_argument("--ft", default=os.path.join(HERE, "..", "build", "ft"))
+p.add_argument("--python", default="/usr/bin/python3", help="python with torch (Debian's)")
+p.add_argument("--work", default="/tmp/ftbench")
+p.add_argument("--tokenizer", default=None, help="GPT-2 tokenizer dir (default: ../shared/data/tokenizers/gpt2)")
+p.add_argument("--configs", default="fp32,bf16,fp32-ckpt,bf16-ckpt")
+p.add_argument("--threads", type=int, default=os.cpu_count())
+p.add_argument("--iters", type=int, default=4, help="ft steps measured (after one warm-up step)")
+p.add_argument("--torch-steps", type=int, default=3)
+p.add_argument("--layers", type=int, default=30)
+p.add_argument("--skip-torch", action="store_true")
+p.add_argument("--skip-ft", action="store_true")
+p.add_argument("--out", default=None, help="append JSON results here")
+a = p.parse_args()
+
+CONFIGS = {"fp32": ("float32", False), "bf16": ("bfloat16", False),
+           "fp32-ckpt": ("float32", True), "bf16-ckpt": ("bfloat16", True)}
+
+
+def model_dir(dtype):
+    d = os.path.join(a.work, f"model-{'f32' if dtype == 'float32' else 'bf16'}-L{a.layers}")
+    if not os.path.exists(os.path.join(d, "model.safetensors")):
+        cmd = [a.python, os.path.join(HERE, "make_bench_model.py"), "--out", d, "--dtype", dtype, "--layers", str(a.layers)]
+        if a.tokenizer: cmd += ["--tokenizer", a.tokenizer]
+        subprocess.run(cmd, check=True)
+    return d
+
+
+def env(threads):
+    e = dict(os.environ)
+    e["FT_NUM_THREADS"] = e["OMP_NUM_THREADS"] = e["OPENBLAS_NUM_THREADS"] = str(threads)
+    return e
+
+
+def run_ft(name, dtype, ckpt):
+    d = model_dir(dtype)
+    run = os.path.join(a.work, "runs", f"{name}-t{a.threads}")
+    os.makedirs(run, exist_ok=True)
+    metrics = os.path.join(run, "metrics.jsonl")
+    cmd = [a.ft, "train", "--model", d, "--data", os.path.join(d, "train.jsonl"), "--iters", str(a.iters + 1),
+           "--batch-size", "4", "--max-seq-length", "256", "--group-by-length", "false", "--lora-rank", "8",
+           "--lora-alpha", "16", "--learning-rate", "1e-4", "--max-grad-norm", "0", "--steps-per-eval", "0",
+           "--steps-per-report", "1", "--save-every", "0", "--progress", "false", "--dtype", dtype,
+           "--adapter-path", os.path.join(run, "adapter"), "--metrics-file", metrics]
+    if ckpt: cmd += ["--grad-checkpoint", "true"]
+    with open(os.path.join(run, "stderr.txt"), "w") as err:
+        subprocess.run(cmd, check=True, env=env(a.threads), stderr=err)
+    rows = [json.loads(l) for l in open(metrics) if l.strip()]
+    rows = [r for r in rows if "tokens_per_second" in r]
+    timed = rows[1:]  # step 1 is the warm-up
+    tokens = 1024 * len(timed)
+    wall = sum(1024 / r["tokens_per_second"] for r in timed)
+    cpu = timed[-1]["cpu_seconds"] - rows[0]["cpu_seconds"]
+    return dict(engine="ft", config=name, tokens_per_s=tokens / wall, tokens_per_cpu_s=tokens / cpu,
+                step_s=wall / len(timed), peak_rss_mb=rows[-1]["peak_memory_mb"], cmd=" ".join(cmd))
+
+
+def run_torch(name, dtype, ckpt):
+    d = model_dir(dtype)
+    bench = os.path.join(HERE, "torch_lora_bench.py")
+    args = ["--config", os.path.join(d, "config.json"), "--batch", "4", "--seq", "256", "--rank", "8",
+            "--dtype", "fp32" if dtype == "float32" else "bf16", "--threads", str(a.threads),
+            "--steps", str(a.torch_steps), "--warmup", "1"] + (["--checkpoint"] if ckpt else [])
+    # One run: perf_counter also records the process CPU time at the anchor's two timing points.
+    code = ("import sys, time, json\n_pc, _cpu = time.perf_counter, []\n"
+            "def _t():\n    _cpu.append(time.process_time())\n    return _pc()\n"
+            f"time.perf_counter = _t\nsys.argv = {[bench] + args!r}\n"
+            f"exec(compile(open({bench!r}).read(), {bench!r}, 'exec'))\n"
+            "print(json.dumps({'cpu_s': _cpu[-1] - _cpu[-2]}))\n")
+    out = subprocess.run([a.python, "-c", code], check=True, env=env(a.threads), capture_output=True, text=True).stdout
+    lines = out.strip().splitlines()
+    r, cpu = json.loads(lines[-2]), json.loads(lines[-1])["cpu_s"]
+    res = dict(tokens_per_s=r["tokens_per_s"], tokens_per_cpu_s=4 * 256 * a.torch_steps / cpu, step_s=r["step_s"],
+               peak_rss_mb=r["peak_rss_mb"])
+    res.update(engine=r["engine"], config=name, cmd=f"{a.python} {bench} " + " ".join(args))
+    return res
+
+
+results = []
+for name in a.configs.split(","):
+    dtype, ckpt = CONFIGS[name]
+    load0 = os.getloadavg()[0]
+    f = None if a.skip_ft else run_ft(name, dtype, ckpt)
+    t = None if a.skip_torch else run_torch(name, dtype, ckpt)
+    row = dict(config=name, threads=a.threads, layers=a.layers, load_avg=round(load0, 1), ft=f, torch=t)
+    if f and t:
+        row["ratio_wall"] = f["tokens_per_s"] / t["tokens_per_s"]
+        row["ratio_cpu"] = f["tokens_per_cpu_s"] / t["tokens_per_cpu_s"]
+        row["memory_ratio"] = f["peak_rss_mb"] / t["peak_rss_mb"]
+    results.append(row)
+    print(json.dumps(row), flush=True)
+    if a.out:
+        with open(a.out, "a") as o: o.write(json.dumps(row) + "\n")
+
+by = {r["config"]: r for r in results}
+print(f"\n{'config':10} {'ft tok/s':>9} {'torch tok/s':>11} {'ratio':>6} | {'ft tok/cpu-s':>12} {'torch':>8} {'ratio':>6} | {'ft MB':>7} {'torch MB':>8}")
+for r in results:
+    f, t = r["ft"] or {}, r["torch"] or {}
+    g = lambda d, k, fmt: format(d[k], fmt) if k in d else "-"
+    print(f"{r['config']:10} {g(f, 'tokens_per_s', '9.1f')} {g(t, 'tokens_per_s', '11.1f')} {g(r, 'ratio_wall', '6.2f')} | "
+          f"{g(f, 'tokens_per_cpu_s', '12.1f')} {g(t, 'tokens_per_cpu_s', '8.1f')} {g(r, 'ratio_cpu', '6.2f')} | "
+          f"{g(f, 'peak_rss_mb', '7.0f')} {g(t, 'peak_rss_mb', '8.0f')}")
+for base in ("fp32", "bf16"):
+    if base in by and base + "-ckpt" in by and by[base]["ft"] and by[base + "-ckpt"]["ft"]:
+        x, y = by[base]["ft"], by[base + "-ckpt"]["ft"]
+        print(f"ft checkpointing overhead ({base}): wall {x['tokens_per_s'] / y['tokens_per_s'] - 1:+.1%}, "
+              f"cpu {x['tokens_per_cpu_s'] / y['tokens_per_cpu_s'] - 1:+.1%}")
