@@ -98,6 +98,7 @@ void store(void* p, DType t, size_t i, float v) {
 }  // namespace
 
 void convert(const void* src, DType st, void* dst, DType dt, size_t n) {
+  if (n == 0) return;  // empty tensors may have null data (e.g. an empty std::vector): memcpy(null) is UB
   if (st == dt) { std::memcpy(dst, src, n * dtype_size(st)); return; }
   if (st == DType::I64 && dt == DType::I32) {
     par(n, [&](size_t b, size_t e) { for (size_t i = b; i < e; ++i) static_cast<int32_t*>(dst)[i] = int32_t(static_cast<const int64_t*>(src)[i]); });
