@@ -30,8 +30,10 @@ void apply_recipe(TrainConfig& c, const std::string& path) {
   if (root.IsNull()) return;
   FT_CHECK(root.IsMap(), path, ": a recipe is a mapping of option: value");
   for (auto it = root.begin(); it != root.end(); ++it) {
-    std::string key = it->first.as<std::string>();
-    const YAML::Node& v = it->second;
+    // Copies, not references: it-> yields a temporary pair (a reference to its member dangles).
+    const YAML::Node k = it->first, v = it->second;
+    FT_CHECK(k.IsScalar(), path, ":", k.Mark().line + 1, ": a recipe key must be a plain name");
+    std::string key = k.as<std::string>();
     try {
       if (v.IsSequence()) {
         std::string s;
@@ -43,7 +45,9 @@ void apply_recipe(TrainConfig& c, const std::string& path) {
         throw Error(cat("option '", key, "' must be a value or a list"));
       }
     } catch (const Error& e) {
-      throw Error(cat(path, ":", it->first.Mark().line + 1, ": ", e.what()));
+      throw Error(cat(path, ":", k.Mark().line + 1, ": ", e.what()));
+    } catch (const YAML::Exception& e) {
+      throw Error(cat(path, ":", k.Mark().line + 1, ": option '", key, "' must be a value or a list of values"));
     }
   }
 }

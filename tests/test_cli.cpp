@@ -424,6 +424,27 @@ std::vector<BadTrain> bad_trains() {
          return std::vector<std::string>{(tmp / "recipe.yaml").string()};
        },
        {"recipe.yaml:2", "batch_size", "'many'"}},
+      {"recipe_value_nested",
+       [=](const fs::path& tmp, fs::path& data) {
+         rows(good)(tmp, data);
+         spit(tmp / "recipe.yaml", "iters: 2\nlora_targets:\n  - {name: q_proj}\n");
+         return std::vector<std::string>{(tmp / "recipe.yaml").string()};
+       },
+       {"recipe.yaml:2", "lora_targets", "a value or a list of values"}},
+      {"recipe_key_not_a_name",
+       [=](const fs::path& tmp, fs::path& data) {
+         rows(good)(tmp, data);
+         spit(tmp / "recipe.yaml", "iters: 2\n? [lora_rank, lora_alpha]\n: 8\n");
+         return std::vector<std::string>{(tmp / "recipe.yaml").string()};
+       },
+       {"recipe.yaml:2", "plain name"}},
+      {"recipe_invalid_yaml",
+       [=](const fs::path& tmp, fs::path& data) {
+         rows(good)(tmp, data);
+         spit(tmp / "recipe.yaml", "iters: 2\nlora_targets: [q_proj, v_proj\nlora_rank: 4\n");
+         return std::vector<std::string>{(tmp / "recipe.yaml").string()};
+       },
+       {"recipe.yaml:", "invalid YAML"}},
   };
 }
 
