@@ -4,6 +4,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "data/json_depth.h"
+
 namespace ft {
 
 using json = nlohmann::ordered_json;
@@ -44,7 +46,9 @@ ChatTemplate::ChatTemplate(const std::string& source, std::string name, const js
 ChatTemplate ChatTemplate::from_tokenizer_config(const std::string& path) {
   json cfg;
   try {
-    cfg = json::parse(read_file(path));
+    const std::string text = read_file(path);
+    FT_CHECK(!json_too_deep(text), "chat template: '", path, "' nests more than ", kMaxJsonDepth, " levels deep");
+    cfg = json::parse(text);
   } catch (const json::exception& e) {
     throw Error(cat("chat template: '", path, "' is not valid JSON: ", e.what()));
   }

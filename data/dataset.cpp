@@ -13,6 +13,7 @@
 #include "autograd/error.h"
 #include "data/chat_template.h"
 #include "data/jinja.h"
+#include "data/json_depth.h"
 #include "data/tokenizer.h"
 
 namespace ft {
@@ -165,6 +166,8 @@ RawRows read_rows(const std::string& path) {
   if (first != std::string::npos && data[first] == '[') {
     raw.json_array = true;
     ojson arr;
+    FT_CHECK(!json_too_deep(data, kMaxJsonDepth + 1), path, ": JSON nests more than ", kMaxJsonDepth,
+             " levels deep inside a row");
     try {
       arr = ojson::parse(data);
     } catch (const nlohmann::json::parse_error& e) {
@@ -202,6 +205,10 @@ RawRows read_rows(const std::string& path) {
     std::vector<std::string> errors(lines.size());
     tbb::parallel_for(size_t(0), lines.size(), [&](size_t i) {
       std::string_view text(data.data() + lines[i].first, lines[i].second - lines[i].first);
+      if (json_too_deep(text)) {
+        errors[i] = cat(path, ":", numbers[i], ": the row nests more than ", kMaxJsonDepth, " levels deep");
+        return;
+      }
       try {
         raw.rows[i] = ojson::parse(text);
         if (!raw.rows[i].is_object())
@@ -282,6 +289,7 @@ ojson norm_tools(const ojson& t) {
   ojson list = t;
   if (t.is_string()) {  // LLaMA-Factory stores tools as a JSON string
     if (t.get_ref<const std::string&>().empty()) return ojson();
+    FT_CHECK(!json_too_deep(t.get_ref<const std::string&>()), "\"tools\" nests more than ", kMaxJsonDepth, " levels deep");
     try {
       list = ojson::parse(t.get_ref<const std::string&>());
     } catch (const nlohmann::json::parse_error& e) {
@@ -307,6 +315,8 @@ Sample chat_sample(const ojson& row, const ChatRenderer* chat) {
   Sample s;
   s.chat = true;
   auto it = row.find("messages");
+  FT_CHECK(it != row.end(), "the row has no \"messages\" (keys found: ", keys_of(row),
+           "); every row of a chat dataset needs it (the format is set by the first row)");
   FT_CHECK(it->is_array(), "\"messages\" must be a list of {\"role\", \"content\"} objects, got ",
            json_type(*it));
   FT_CHECK(!it->empty(), "\"messages\" is empty: a conversation needs at least one message");
@@ -349,7 +359,10 @@ Sample chat_sample(const ojson& row, const ChatRenderer* chat) {
 }
 
 Sample sharegpt_sample(const ojson& row, const ChatRenderer* chat) {
-  const ojson& conv = row["conversations"];
+  auto found = row.find("conversations");
+  FT_CHECK(found != row.end(), "the row has no \"conversations\" (keys found: ", keys_of(row),
+           "); every row of a ShareGPT dataset needs it (the format is set by the first row)");
+  const ojson& conv = *found;
   FT_CHECK(conv.is_array(), "\"conversations\" must be a list of {\"from\", \"value\"} objects, got ",
            json_type(conv));
   FT_CHECK(!conv.empty(), "\"conversations\" is empty: a conversation needs at least one turn");
@@ -377,6 +390,8 @@ Sample sharegpt_sample(const ojson& row, const ChatRenderer* chat) {
       messages.push_back(ojson{{"role", "tool"}, {"content", value}});
     } else if (from == "function_call") {
       ojson call;
+      FT_CHECK(!json_too_deep(value.get_ref<const std::string&>()), "turn ", i, ": a function_call \"value\" nests more than ",
+               kMaxJsonDepth, " levels deep");
       try {
         call = ojson::parse(value.get_ref<const std::string&>());
       } catch (const nlohmann::json::parse_error& e) {

@@ -9,6 +9,7 @@
 #include <ctime>
 #include <functional>
 #include <set>
+#include <unordered_map>
 
 #include "data/jinja_ast.h"
 #include "data/jinja_util.h"
@@ -27,6 +28,29 @@ using T = Value::T;
 using KwArgs = std::vector<std::pair<std::string, Value>>;
 
 std::string undef_msg(const Value& v) { return v.s.empty() ? "value is undefined" : v.s; }
+
+// Namespaces are the only mutable values, so `set ns.attr = v` is where a value could come to
+// contain itself (a reference cycle: never freed, endless to print) or nest without bound (a loop
+// wrapping ns.x = [ns.x]; printing, comparing and freeing recurse on it). Returns v's height;
+// fails when `ns` is reachable from v or v nests more than kMaxValueDepth levels.
+constexpr int kMaxValueDepth = 256;
+int height(const Value& v, const Dict* ns, std::unordered_map<const void*, int>& memo, int depth) {
+  const void* node = v.t == T::List ? static_cast<const void*>(v.list.get())
+                     : v.t == T::Dict ? static_cast<const void*>(v.dict.get())
+                     : v.t == T::Func ? static_cast<const void*>(v.self.get()) : nullptr;
+  if (!node) return 0;
+  if (v.t == T::Dict && v.dict.get() == ns) fail("cannot store a namespace inside itself");
+  if (auto it = memo.find(node); it != memo.end()) return it->second;
+  if (depth >= kMaxValueDepth) fail(cat("a namespace value may nest at most ", kMaxValueDepth, " levels of lists / dicts"));
+  int h = 0;
+  if (v.t == T::List)
+    for (const Value& x : v.list->v) h = std::max(h, height(x, ns, memo, depth + 1));
+  else if (v.t == T::Dict)
+    for (const auto& [k, x] : v.dict->v) h = std::max(h, height(x, ns, memo, depth + 1));
+  else
+    h = height(*v.self, ns, memo, depth + 1);
+  return memo[node] = h + 1;
+}
 void need_defined(const Value& v) {
   if (v.is_undef()) fail(undef_msg(v));
 }
@@ -625,6 +649,9 @@ class Renderer {
           need_defined(ns);
           fail("cannot assign attribute on non-namespace object");
         }
+        std::unordered_map<const void*, int> memo;
+        if (height(v, ns.dict.get(), memo, 0) + 1 > kMaxValueDepth)
+          fail(cat("a namespace value may nest at most ", kMaxValueDepth, " levels of lists / dicts"));
         ns.dict->set(n.targets[1], std::move(v));
         return;
       }

@@ -302,6 +302,20 @@ class Parser {
   size_t p_ = 0;
   std::string name_;
   int loop_depth_ = 0;
+  // Nesting depth of the construct being parsed, i.e. its depth in the AST: the parser, the
+  // renderer and the AST's destructor recurse on it, so it is bounded (jinja2 stops at Python's
+  // recursion limit). Chains (a + b + c, x|f|g, x.a.b) nest one level per link.
+  static constexpr int kMaxDepth = 256;
+  int depth_ = 0;
+  struct Nest {  // restores depth_ when the construct is parsed
+    Parser& p;
+    int saved;
+    explicit Nest(Parser& q) : p(q), saved(q.depth_) {}
+    ~Nest() { p.depth_ = saved; }
+  };
+  void deeper() {
+    if (++depth_ > kMaxDepth) fail(cat("expressions or blocks nest more than ", kMaxDepth, " levels deep"));
+  }
 
   const Token& cur() const { return t_[p_]; }
   const Token& peek(size_t k = 1) const { return t_[std::min(p_ + k, t_.size() - 1)]; }
@@ -386,6 +400,8 @@ class Parser {
     expect(Tok::BlockEnd, cat("'%}' after '", name, "'").c_str());
   }
   std::unique_ptr<Node> statement() {
+    Nest nest(*this);
+    deeper();
     const Token& kw = cur();
     auto n = std::make_unique<Node>();
     n->line = kw.line;
@@ -507,8 +523,11 @@ class Parser {
   }
   ExprP expression(bool with_cond = true) { return with_cond ? condexpr() : or_(); }
   ExprP condexpr() {
+    Nest nest(*this);
+    deeper();
     ExprP e = or_();
     while (is_name("if")) {
+      deeper();
       const int line = cur().line;
       ++p_;
       auto c = mk(Expr::K::Cond, line);
@@ -522,8 +541,10 @@ class Parser {
     return e;
   }
   ExprP binary_chain(Expr::K k, const char* word, ExprP (Parser::*next)()) {
+    Nest nest(*this);
     ExprP e = (this->*next)();
     while (is_name(word)) {
+      deeper();
       auto b = mk(k, cur().line);
       ++p_;
       b->a.push_back(std::move(e));
@@ -536,6 +557,8 @@ class Parser {
   ExprP and_() { return binary_chain(Expr::K::And, "and", &Parser::not_); }
   ExprP not_() {
     if (is_name("not")) {
+      Nest nest(*this);
+      deeper();
       auto e = mk(Expr::K::Not, cur().line);
       ++p_;
       e->a.push_back(not_());
@@ -579,8 +602,10 @@ class Parser {
     return b;
   }
   ExprP math1() {
+    Nest nest(*this);
     ExprP e = concat();
     while (is_op("+") || is_op("-")) {
+      deeper();
       const Token op = t_[p_++];
       e = bin(std::move(e), op.s, concat(), op.line);
     }
@@ -595,24 +620,30 @@ class Parser {
     return c;
   }
   ExprP math2() {
+    Nest nest(*this);
     ExprP e = pow_();
     while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
+      deeper();
       const Token op = t_[p_++];
       e = bin(std::move(e), op.s, pow_(), op.line);
     }
     return e;
   }
   ExprP pow_() {
+    Nest nest(*this);
     ExprP e = unary(true);
     while (is_op("**")) {
+      deeper();
       const int line = t_[p_++].line;
       e = bin(std::move(e), "**", unary(true), line);
     }
     return e;
   }
   ExprP unary(bool with_filter) {
+    Nest nest(*this);
     ExprP e;
     if (is_op("-") || is_op("+")) {
+      deeper();
       e = mk(is_op("-") ? Expr::K::Neg : Expr::K::Pos, cur().line);
       ++p_;
       e->a.push_back(unary(false));
@@ -675,7 +706,8 @@ class Parser {
     return e;
   }
   ExprP postfix(ExprP e) {
-    for (;;) {
+    Nest nest(*this);
+    for (;; deeper()) {
       if (is_op(".")) {
         const int line = t_[p_++].line;
         if (cur().t == Tok::Name) {
@@ -769,9 +801,11 @@ class Parser {
     return n;
   }
   ExprP filter_expr(ExprP e) {
-    for (;;) {
+    Nest nest(*this);
+    for (;; deeper()) {
       if (is_op("|")) {
         while (skip_op("|")) {
+          deeper();
           const int line = cur().line;
           auto f = mk(Expr::K::Filter, line);
           f->name = dotted_name();

@@ -240,34 +240,42 @@ void Dict::set(std::string key, Value val) {
   v.emplace_back(std::move(key), std::move(val));
 }
 
-Value Value::from_json(const nlohmann::ordered_json& j) {
+namespace {
+// JSON inputs (messages, tools) nest at most this deep: printing, comparing and freeing values
+// recurse on them.
+constexpr int kMaxJsonDepth = 256;
+Value from_json_at(const nlohmann::ordered_json& j, int depth) {
   using J = nlohmann::ordered_json::value_t;
+  FT_CHECK(depth <= kMaxJsonDepth, "chat template input: JSON nests more than ", kMaxJsonDepth, " levels deep");
   switch (j.type()) {
-    case J::null: return none();
-    case J::boolean: return boolean(j.get<bool>());
-    case J::number_integer: return integer(j.get<int64_t>());
+    case J::null: return Value::none();
+    case J::boolean: return Value::boolean(j.get<bool>());
+    case J::number_integer: return Value::integer(j.get<int64_t>());
     case J::number_unsigned: {
       const uint64_t u = j.get<uint64_t>();
       FT_CHECK(u <= uint64_t(INT64_MAX), "chat template input: integer ", u, " does not fit in int64");
-      return integer(int64_t(u));
+      return Value::integer(int64_t(u));
     }
-    case J::number_float: return real(j.get<double>());
-    case J::string: return str(j.get<std::string>());
+    case J::number_float: return Value::real(j.get<double>());
+    case J::string: return Value::str(j.get<std::string>());
     case J::array: {
       std::vector<Value> items;
       items.reserve(j.size());
-      for (const auto& x : j) items.push_back(from_json(x));
-      return make_list(std::move(items));
+      for (const auto& x : j) items.push_back(from_json_at(x, depth + 1));
+      return Value::make_list(std::move(items));
     }
     case J::object: {
-      Value d = make_dict();
+      Value d = Value::make_dict();
       d.dict->v.reserve(j.size());
-      for (const auto& [k, x] : j.items()) d.dict->v.emplace_back(k, from_json(x));
+      for (const auto& [k, x] : j.items()) d.dict->v.emplace_back(k, from_json_at(x, depth + 1));
       return d;
     }
     default: throw Error("chat template input: binary/discarded JSON values are not supported");
   }
 }
+}  // namespace
+
+Value Value::from_json(const nlohmann::ordered_json& j) { return from_json_at(j, 0); }
 
 const char* type_name(const Value& v) {
   switch (v.t) {

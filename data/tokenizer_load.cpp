@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/error.h"
+#include "data/json_depth.h"
 #include "data/tokenizer_impl.h"
 #include "data/tokenizer_unicode.h"
 
@@ -378,6 +379,7 @@ void parse_added_tokens(const Reader& r, const json& j, Impl& m) {
 void load_json(Impl& m, const std::string& bytes) {
   Reader r{m.source};
   json j;
+  if (json_too_deep(bytes)) r.fail("(root)", cat("JSON nests more than ", kMaxJsonDepth, " levels deep"));
   try {
     j = json::parse(bytes);
   } catch (const json::parse_error& e) {
@@ -532,7 +534,9 @@ void Tokenizer::set_specials_from_config(const std::string& path) {
   using json = nlohmann::json;
   json c;
   try {
-    c = json::parse(tok::read_file(path, "tokenizer config"));
+    const std::string text = tok::read_file(path, "tokenizer config");
+    FT_CHECK(!json_too_deep(text), "tokenizer config ", path, ": JSON nests more than ", kMaxJsonDepth, " levels deep");
+    c = json::parse(text);
   } catch (const json::parse_error& e) {
     throw Error(cat("tokenizer config ", path, ": invalid JSON: ", e.what()));
   }

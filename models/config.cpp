@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "autograd/error.h"
+#include "data/json_depth.h"
 
 namespace ft {
 
@@ -113,6 +114,7 @@ struct Obj {
 };
 
 json parse_json(const std::string& text, const std::string& source) {
+  FT_CHECK(!json_too_deep(text), source, ": JSON nests more than ", kMaxJsonDepth, " levels deep");
   try {
     return json::parse(text);
   } catch (const json::exception& e) {

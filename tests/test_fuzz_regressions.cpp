@@ -56,3 +56,131 @@ TEST(FuzzCorpus, Jsonl) { replay("jsonl", true); }
 TEST(FuzzRegressions, AllTargets) {
   for (const auto& t : ft::fuzz::targets()) replay(t.name, false);
 }
+
+// ---- Regressions: inputs that crashed (stack overflow or leak under ASan) before the fix.
+
+#include "autograd/error.h"
+#include "data/chat_template.h"
+#include "data/dataset.h"
+#include "data/tokenizer.h"
+#include "models/config.h"
+
+namespace {
+
+std::string rep(const std::string& s, int n) {
+  std::string r;
+  for (int i = 0; i < n; ++i) r += s;
+  return r;
+}
+
+// The ft::Error message of f(), or "no error".
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const ft::Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+std::string render(const std::string& tmpl) {
+  return ft::ChatTemplate(tmpl, "t").render(nlohmann::ordered_json::array({{{"role", "user"}, {"content", "hi"}}}));
+}
+
+}  // namespace
+
+// Deeply nested template syntax overflowed the stack in the parser, the renderer or the AST's
+// destructor; now it is an ft::Error at parse time. Real templates nest a few levels.
+TEST(FuzzRegressions, JinjaNestingIsBounded) {
+  const int n = 20000;
+  for (const std::string& t : {"{{ " + rep("(", n) + "1" + rep(")", n) + " }}", "{{ " + rep("[", n) + rep("]", n) + " }}",
+                               rep("{% if true %}", n) + "x" + rep("{% endif %}", n), "{{ " + rep("not ", n) + "true }}",
+                               "{{ " + rep("-", n) + "1 }}", "{{ 1" + rep("|string", n) + " }}", "{{ x" + rep(".a", n) + " }}",
+                               "{{ 1" + rep(" + 1", n) + " }}", "{{ 1" + rep(" if true else 1", n) + " }}",
+                               "{{ x" + rep("[0]", n) + " }}", "{{ f" + rep("()", n) + " }}"}) {
+    std::string e = error_of([&] { render(t); });
+    EXPECT_NE(e.find("levels deep"), std::string::npos) << t.substr(0, 40) << ": " << e;
+  }
+  // Moderate nesting still renders.
+  EXPECT_EQ(render("{{ " + rep("(", 60) + "1" + rep(")", 60) + rep(" + 1", 100) + " }}"), "101");
+  EXPECT_EQ(render(rep("{% if true %}", 60) + "x" + rep("{% endif %}", 60)), "x");
+}
+
+// A namespace could be made to contain itself (a reference cycle: leaked on every render, endless
+// recursion when printed) or to nest without bound in a loop (stack overflow when freed/printed).
+TEST(FuzzRegressions, JinjaNamespaceCyclesAndDepth) {
+  for (const std::string& t : {std::string("{% set ns = namespace(a=1) %}{% set ns.self = ns %}{{ ns.a }}"),
+                               std::string("{% set ns = namespace(a=1) %}{% set ns.l = [1, {'k': ns}] %}"),
+                               std::string("{% set a = namespace() %}{% set b = namespace(x=a) %}{% set a.y = b %}")}) {
+    std::string e = error_of([&] { render(t); });
+    EXPECT_NE(e.find("inside itself"), std::string::npos) << t << ": " << e;
+  }
+  std::string e = error_of([&] {
+    render("{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}");
+  });
+  EXPECT_NE(e.find("nest at most"), std::string::npos) << e;
+  // Namespaces holding other namespaces and growing flat lists are fine.
+  EXPECT_EQ(render("{% set a = namespace(n=0) %}{% set b = namespace(inner=a, l=[]) %}{% for i in range(300) %}"
+                   "{% set a.n = a.n + 1 %}{% set b.l = b.l + [i] %}{% endfor %}{{ b.inner.n }} {{ b.l|length }}"),
+            "300 300");
+}
+
+// Deeply nested JSON overflowed the stack in nlohmann's recursive copy / dump (config errors,
+// dataset rows, tokenizer.json readers) and in Value::from_json.
+TEST(FuzzRegressions, DeepJsonIsAnError) {
+  const int n = 100000;
+  const std::string deep = rep("[", n) + rep("]", n);
+  EXPECT_NE(error_of([&] { ft::parse_model_config(R"({"model_type": "llama", "vocab_size": )" + deep + "}"); })
+                .find("levels deep"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { ft::parse_generation_config(R"({"top_k": )" + deep + "}"); }).find("levels deep"),
+            std::string::npos);
+  const std::string dir = ft::fuzz::scratch_dir();
+  auto file = [&](const std::string& name, const std::string& text) {
+    return ft::fuzz::write_scratch(name, text.data(), text.size());
+  };
+  std::string e = error_of([&] {
+    ft::Tokenizer::from_file(file("deep_tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": )" + deep + R"(}, "merges": []}})"));
+  });
+  EXPECT_NE(e.find("levels deep"), std::string::npos) << e;
+  const std::string seq = rep(R"({"type": "Sequence", "normalizers": [)", 20000) + R"({"type": "NFC"})" + rep("]}", 20000);
+  e = error_of([&] {
+    ft::Tokenizer::from_file(file("deep_normalizer.json", R"({"normalizer": )" + seq + R"(, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})"));
+  });
+  EXPECT_NE(e.find("levels deep"), std::string::npos) << e;
+  const std::string row = R"({"messages": [{"role": "user", "content": )" + deep +
+                          R"(}, {"role": "assistant", "content": "b"}], "tools": )" + deep + "}";
+  e = error_of([&] { ft::read_rows(file("deep.jsonl", "{\"text\": \"ok\"}\n" + row + "\n")); });
+  EXPECT_NE(e.find("deep.jsonl:2"), std::string::npos) << e;
+  EXPECT_NE(e.find("levels deep"), std::string::npos) << e;
+  e = error_of([&] { ft::read_rows(file("deep.json", "[" + row + "]")); });
+  EXPECT_NE(e.find("levels deep"), std::string::npos) << e;
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  nlohmann::ordered_json* cur = &messages;
+  for (int i = 0; i < 1000; ++i) cur = &(*cur)[0];  // 1000 levels, built without recursion
+  e = error_of([&] { ft::ChatTemplate("{{ messages }}").render(messages); });
+  EXPECT_NE(e.find("levels deep"), std::string::npos) << e;
+}
+
+// The row format is set by the first row; a later chat / ShareGPT row without "messages" /
+// "conversations" was dereferenced through end() (heap-use-after-free, found by fuzz_jsonl).
+TEST(FuzzRegressions, LaterRowOfAnotherFormatIsAnError) {
+  const std::string dir = std::string(FT_TEST_DATA) + "/../fixtures/tokenizer";
+  const ft::Tokenizer tok = ft::Tokenizer::from_dir(dir);
+  const ft::TokenizerEncoder enc(tok);
+  const ft::ChatTemplate tmpl = ft::ChatTemplate::from_tokenizer_config(dir + "/tokenizer_config.json");
+  const ft::ChatTemplateRenderer chat(tmpl);
+  ft::DatasetOptions o;
+  o.print_warnings = false;
+  const std::string good_chat = R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})";
+  const std::string good_sharegpt = R"({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]})";
+  for (const auto& [first, key] : {std::pair{good_chat, std::string("messages")}, std::pair{good_sharegpt, std::string("conversations")}}) {
+    const std::string text = first + "\n" + R"({"iessages": [{"role": "user", "content": "a"}]})" + "\n";
+    const std::string path = ft::fuzz::write_scratch("mixed.jsonl", text.data(), text.size());
+    const ft::RawRows raw = ft::read_rows(path);
+    std::string e = error_of([&] { ft::make_dataset(raw, enc, &chat, o); });
+    EXPECT_NE(e.find("mixed.jsonl:2"), std::string::npos) << e;
+    EXPECT_NE(e.find("no \"" + key + "\""), std::string::npos) << e;
+  }
+}

@@ -1,7 +1,8 @@
 // Tokenizers. tokenizer_load: the input is a tokenizer.json (or tiktoken file), optionally followed
 // by a NUL byte and a tokenizer_config.json; it loads through Tokenizer::from_dir and then encodes
 // and decodes a few fixed strings. tokenizer_encode: the input is text for the fixed tokenizers of
-// tests/data and tests/fixtures (byte-level BPE, SentencePiece-style BPE with byte fallback).
+// tests/data and tests/fixtures (byte-level BPE, tiktoken, NFC + regex split, SentencePiece-style
+// BPE with byte fallback).
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -77,14 +78,19 @@ int tokenizer_load(const uint8_t* data, size_t size) {
 }
 
 int tokenizer_encode(const uint8_t* data, size_t size) {
-  static const std::vector<Tokenizer> toks = [] {
+  struct Tok {
+    Tokenizer t;
+    bool lossless;
+  };
+  static const std::vector<Tok> toks = [] {
     const std::string d = FT_TEST_DATA;
-    return std::vector<Tokenizer>{Tokenizer::from_dir(d + "/../fixtures/tokenizer"),  // byte-level BPE
-                                  Tokenizer::from_dir(d + "/tokenizers/llama2")};     // SentencePiece-style
+    return std::vector<Tok>{{Tokenizer::from_dir(d + "/../fixtures/tokenizer"), true},  // byte-level BPE
+                            {Tokenizer::from_dir(d + "/tokenizers/llama3"), true},      // tiktoken
+                            {Tokenizer::from_dir(d + "/tokenizers/qwen2"), false},      // NFC + Split regex
+                            {Tokenizer::from_dir(d + "/tokenizers/llama2"), false}};    // SentencePiece-style
   }();
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  exercise(toks[0], text, true);
-  exercise(toks[1], text);
+  for (const Tok& t : toks) exercise(t.t, text, t.lossless);
   return 0;
 }
 
