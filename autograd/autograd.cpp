@@ -141,6 +141,7 @@ namespace {
 struct CheckpointNode : Node {
   SegmentFn fn;
   RngState rng;
+  bool f16 = false;  // autocast mode of the forward (the recompute runs in it)
   const char* name() const override { return "checkpoint"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     std::vector<Tensor> det;
@@ -155,6 +156,7 @@ struct CheckpointNode : Node {
     {
       FT_PROFILE_PHASE("checkpoint recompute");
       EnableGradGuard eg;
+      AutocastF16Guard ac(f16);
       out = fn(det);
     }
     global_rng() = keep;
@@ -174,6 +176,7 @@ Tensor checkpoint(const SegmentFn& fn, const std::vector<Tensor>& inputs) {
   auto node = std::make_shared<CheckpointNode>();
   node->fn = fn;
   node->rng = global_rng();
+  node->f16 = autocast_f16();
   Tensor out;
   {
     NoGradGuard ng;

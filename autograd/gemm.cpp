@@ -35,6 +35,9 @@ namespace {
 
 using gemm_detail::Kernel;
 using gemm_detail::Kernels;
+using gemm_detail::kSrcBF16;
+using gemm_detail::kSrcF16;
+using gemm_detail::kSrcF32;
 
 // ---------------------------------------------------------------- portable kernel (SSE2, 6×8)
 constexpr int kBaseMR = 6, kBaseNR = 8;
@@ -70,7 +73,7 @@ void base_kernel(int64_t depth, const void* ap, const void* bp, float* c, int64_
   }
 }
 
-const Kernels kBaseKernels = {kBaseMR, kBaseNR, base_kernel, nullptr, nullptr, nullptr};
+const Kernels kBaseKernels = {kBaseMR, kBaseNR, base_kernel, nullptr, nullptr, nullptr, nullptr};
 
 // ---------------------------------------------------------------- scratch memory
 struct FreeDeleter {
@@ -125,9 +128,9 @@ struct Job {
   float alpha, beta;
   const float* A;
   int64_t lda;
-  const void* B;  // float or uint16_t (bf16)
+  const void* B;  // float, or uint16_t bits of bf16 / fp16 (b_type)
   int64_t ldb;
-  bool b_bf16;
+  int b_type;     // kSrcF32 | kSrcBF16 | kSrcF16
   bool pairs;     // bf16 dot-product mode: depth unit is a k-pair, panels hold bf16 pairs
   float* C;
   int64_t ldc;
@@ -138,15 +141,19 @@ struct Job {
 inline uint32_t pair(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
 
 // Portable packer (semantics: gemm_detail::PackFn).
-void pack_portable(const void* src, int64_t ld, bool src_bf16, bool lanes_are_rows, bool pairs,
+void pack_portable(const void* src, int64_t ld, int src_type, bool lanes_are_rows, bool pairs,
                    int w, int n, int64_t kc, uint32_t* dst) {
   const float* sf = static_cast<const float*>(src);
   const uint16_t* sh = static_cast<const uint16_t*>(src);
   auto idx = [&](int64_t k, int64_t x) { return lanes_are_rows ? x * ld + k : k * ld + x; };
-  auto at = [&](int64_t k, int64_t x) { return src_bf16 ? bf16_to_f32(sh[idx(k, x)]) : sf[idx(k, x)]; };
+  auto at = [&](int64_t k, int64_t x) {
+    return src_type == kSrcBF16 ? bf16_to_f32(sh[idx(k, x)])
+         : src_type == kSrcF16  ? f16_to_f32(sh[idx(k, x)])
+                                : sf[idx(k, x)];
+  };
   auto bits = [&](int64_t k, int64_t x) -> uint16_t {  // bf16 of element (k, x); 0 past kc
     if (k >= kc) return 0;
-    return src_bf16 ? sh[idx(k, x)] : f32_to_bf16(sf[idx(k, x)]);
+    return src_type == kSrcBF16 ? sh[idx(k, x)] : f32_to_bf16(sf[idx(k, x)]);
   };
   const int64_t units = pairs ? (kc + 1) / 2 : kc;
   for (int x0 = 0; x0 < n; x0 += w, dst += units * w) {
@@ -178,18 +185,20 @@ void pack_a(const Job& g, const Kernels& kr, int64_t i0, int64_t m, int64_t d0, 
   const gemm_detail::PackFn pk = kr.pack ? kr.pack : pack_portable;
   const int64_t k0 = g.pairs ? 2 * d0 : d0, kc = std::min(g.pairs ? 2 * dc : dc, g.K - k0);
   const float* src = g.ta ? g.A + k0 * g.lda + i0 : g.A + i0 * g.lda + k0;
-  pk(src, g.lda, false, !g.ta, g.pairs, kr.mr, int(m), kc, dst);
+  pk(src, g.lda, kSrcF32, !g.ta, g.pairs, kr.mr, int(m), kc, dst);
 }
 
 // op(B) depth units [d0, d0+dc) × columns [j0, j0+n) into ceil(n/nr) consecutive dc×nr slivers.
 void pack_b(const Job& g, const Kernels& kr, int64_t d0, int64_t dc, int64_t j0, int n,
             uint32_t* dst) {
-  const gemm_detail::PackFn pk = kr.pack ? kr.pack : pack_portable;
+  const gemm_detail::PackFn pk = g.b_type == kSrcF16 ? (kr.pack_f16 ? kr.pack_f16 : pack_portable)
+                                                     : (kr.pack ? kr.pack : pack_portable);
   const int64_t k0 = g.pairs ? 2 * d0 : d0, kc = std::min(g.pairs ? 2 * dc : dc, g.K - k0);
   const int64_t off = g.tb ? j0 * g.ldb + k0 : k0 * g.ldb + j0;
-  const void* src = g.b_bf16 ? static_cast<const void*>(static_cast<const uint16_t*>(g.B) + off)
-                             : static_cast<const void*>(static_cast<const float*>(g.B) + off);
-  pk(src, g.ldb, g.b_bf16, g.tb, g.pairs, kr.nr, n, kc, dst);
+  const void* src = g.b_type != kSrcF32
+                        ? static_cast<const void*>(static_cast<const uint16_t*>(g.B) + off)
+                        : static_cast<const void*>(static_cast<const float*>(g.B) + off);
+  pk(src, g.ldb, g.b_type, g.tb, g.pairs, kr.nr, n, kc, dst);
 }
 
 // ---------------------------------------------------------------- blocking and parallel driver
@@ -245,7 +254,7 @@ void partition(int64_t mp, int64_t sp, int64_t max_panels, int P, int64_t& nmb, 
 
 // m <= kSkinnyRows rows times a transposed B: no packing of B (it is read exactly once).
 void run_skinny(const Job& g, const Kernels& kr, bool allow_parallel) {
-  const int mode = g.pairs ? 2 : g.b_bf16 ? 1 : 0;
+  const int mode = g.pairs ? 2 : g.b_type == kSrcBF16 ? 1 : g.b_type == kSrcF16 ? 3 : 0;
   Scratch abuf;
   const void* A = g.A;
   int64_t lda = g.lda;
@@ -262,7 +271,7 @@ void run_skinny(const Job& g, const Kernels& kr, bool allow_parallel) {
   const bool par = allow_parallel && g.N * g.K >= (1 << 18) && num_threads() > 1;
   const int64_t chunk = par ? std::max<int64_t>(64, ceil_div(ceil_div(g.N, 8 * num_threads()), 4) * 4)
                             : g.N;
-  const size_t esz = g.b_bf16 ? 2 : 4;
+  const size_t esz = g.b_type == kSrcF32 ? 4 : 2;
   parallel_tasks(ceil_div(g.N, chunk), par, [&](int64_t t) {
     const int64_t j0 = t * chunk, n = std::min(chunk, g.N - j0);
     kr.skinny(mode, int(g.M), n, g.K, g.alpha, A, lda,
@@ -389,13 +398,13 @@ void check_args(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t 
 }
 
 void gemm_any(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-              const float* A, int64_t lda, const void* B, bool b_bf16, int64_t ldb, float beta,
+              const float* A, int64_t lda, const void* B, int b_type, int64_t ldb, float beta,
               float* C, int64_t ldc, bool allow_parallel) {
   check_args(op, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
-  Job g{ta, tb, M, N, K, alpha, beta, A, lda, B, ldb, b_bf16, b_bf16 && gemm_bf16w_rounds_a(),
-        C, ldc};
+  Job g{ta, tb, M, N, K, alpha, beta, A, lda, B, ldb, b_type,
+        b_type == kSrcBF16 && gemm_bf16w_rounds_a(), C, ldc};
   run(g, allow_parallel);
 }
 
@@ -404,13 +413,20 @@ void gemm_any(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
            int64_t ldc) {
-  gemm_any("sgemm", trans_a, trans_b, M, N, K, alpha, A, lda, B, false, ldb, beta, C, ldc, true);
+  gemm_any("sgemm", trans_a, trans_b, M, N, K, alpha, A, lda, B, kSrcF32, ldb, beta, C, ldc, true);
 }
 
 void gemm_bf16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                 const float* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
                 int64_t ldc) {
-  gemm_any("gemm_bf16w", trans_a, trans_b, M, N, K, alpha, A, lda, B, true, ldb, beta, C, ldc,
+  gemm_any("gemm_bf16w", trans_a, trans_b, M, N, K, alpha, A, lda, B, kSrcBF16, ldb, beta, C, ldc,
+           true);
+}
+
+void gemm_f16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const float* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
+               int64_t ldc) {
+  gemm_any("gemm_f16w", trans_a, trans_b, M, N, K, alpha, A, lda, B, kSrcF16, ldb, beta, C, ldc,
            true);
 }
 
@@ -427,7 +443,7 @@ void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t
   const bool per_item = P > 1 && batch >= 2 * P;
   auto item = [&](int64_t b) {
     gemm_any("sgemm_batched", trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda,
-             B + b * stride_b, false, ldb, beta, C + b * stride_c, ldc, !per_item);
+             B + b * stride_b, kSrcF32, ldb, beta, C + b * stride_c, ldc, !per_item);
   };
   if (!per_item) {
     for (int64_t b = 0; b < batch; ++b) item(b);

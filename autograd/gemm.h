@@ -35,6 +35,14 @@ void gemm_bf16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, flo
                 int64_t ldc);
 bool gemm_bf16w_rounds_a();
 
+// Same, but B holds IEEE fp16 values (raw uint16_t bits; `--dtype float16` base weights). B is
+// widened to fp32 exactly while packing (F16C vcvtph2ps in the AVX2 / AVX-512 packers, a scalar
+// conversion on the portable path); no fp32 copy of B is made. The result is bit-identical to
+// sgemm on the widened B.
+void gemm_f16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const float* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
+               int64_t ldc);
+
 // batch independent sgemms: item b uses A + b*stride_a, B + b*stride_b, C + b*stride_c
 // (e.g. attention scores per head). Parallel over items and blocks within them.
 void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,

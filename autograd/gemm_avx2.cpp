@@ -1,5 +1,6 @@
 // AVX2 + FMA GEMM micro-kernel (fp32, 6×16 register tile), chosen at run time by autograd/gemm.cpp.
-// bf16 weights are widened to fp32 while packing, so there is no bf16 kernel here.
+// bf16 weights are widened to fp32 while packing, so there is no bf16 kernel here; fp16 weights
+// are widened by the F16C packer below.
 // No STL here (ODR, see CMakeLists.txt): only <immintrin.h>, <cstdint>, <cstddef>.
 #include <immintrin.h>
 
@@ -60,7 +61,81 @@ void kernel_f32(int64_t depth, const void* ap, const void* bp, float* c, int64_t
   }
 }
 
-const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, nullptr, nullptr, nullptr};
+// ---------------------------------------------------------------- fp16 packing (see PackFn)
+// fp16 sources only (fp32 and bf16 go through the portable packer): widened with F16C, exactly.
+
+// 8 fp16 values from p (cnt valid, the rest zero), widened.
+inline __m256 load8_f16(const uint16_t* p, int64_t cnt) {
+  if (cnt >= 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  alignas(16) uint16_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t i = 0; i < cnt; ++i) t[i] = p[i];
+  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+}
+
+// r[i][j] -> r[j][i] for an 8×8 block of floats.
+inline void transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+void pack_f16(const void* src, int64_t ld, int /*src_type: fp16*/, bool lanes_are_rows, bool /*pairs: never*/,
+              int w, int n, int64_t kc, uint32_t* dst) {
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  const int np = (n + w - 1) / w;
+  for (int q = 0; q < np; ++q) {
+    float* pd = reinterpret_cast<float*>(dst) + q * kc * w;
+    for (int x0 = 0; x0 < w; x0 += 8) {  // 8 lanes at a time (w is a multiple of 8 or smaller)
+      const int lane = q * w + x0;
+      const int nv = n - lane < 8 ? (n - lane > 0 ? n - lane : 0) : 8, wv = w - x0 < 8 ? w - x0 : 8;
+      if (lanes_are_rows) {  // element (k, x) at s[x*ld + k]: 8 rows × 8 k, transposed in registers
+        for (int64_t k0 = 0; k0 < kc; k0 += 8) {
+          const int64_t kk = kc - k0 < 8 ? kc - k0 : 8;
+          __m256 r[8];
+          for (int i = 0; i < 8; ++i) r[i] = i < nv ? load8_f16(s + (lane + i) * ld + k0, kk) : _mm256_setzero_ps();
+          transpose8(r);
+          for (int64_t d = 0; d < kk; ++d) {
+            float* o = pd + (k0 + d) * w + x0;
+            if (wv == 8) {
+              _mm256_storeu_ps(o, r[d]);
+            } else {
+              alignas(32) float t[8];
+              _mm256_store_ps(t, r[d]);
+              for (int x = 0; x < wv; ++x) o[x] = t[x];
+            }
+          }
+        }
+      } else {  // element (k, x) at s[k*ld + x]: row k's 8 lanes are contiguous
+        for (int64_t k = 0; k < kc; ++k) {
+          const __m256 v = nv > 0 ? load8_f16(s + k * ld + lane, nv) : _mm256_setzero_ps();
+          float* o = pd + k * w + x0;
+          if (wv == 8) {
+            _mm256_storeu_ps(o, v);
+          } else {
+            alignas(32) float t[8];
+            _mm256_store_ps(t, v);
+            for (int x = 0; x < wv; ++x) o[x] = t[x];
+          }
+        }
+      }
+    }
+  }
+}
+
+const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, nullptr, nullptr, pack_f16, nullptr};
 
 }  // namespace
 

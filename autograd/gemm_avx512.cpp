@@ -123,39 +123,40 @@ inline void transpose16(__m512i* r) {
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
+// Source element types (gemm_detail::kSrc*): 0 float, 1 bf16, 2 fp16. Pairs only from 0 and 1.
+// 16 fp32 bit patterns from 16 bf16 / fp16 values (exact).
+template <int SRC>
+inline __m512i widen16(__m256i h) {
+  if (SRC == 2) return _mm512_castps_si512(_mm512_cvtph_ps(h));
+  return _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
+}
+
 // 16 depth units of one source row (lanes_are_rows), starting at unit u0, as 32-bit elements.
-template <bool SB, bool PR>
+template <int SRC, bool PR>
 inline __m512i load_units(const void* row, int64_t u0, int64_t kc) {
   if (!PR) {
-    if (SB) {
-      const __m256i h = _mm256_maskz_loadu_epi16(mask16(kc - u0), static_cast<const uint16_t*>(row) + u0);
-      return _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
-    }
+    if (SRC != 0)
+      return widen16<SRC>(_mm256_maskz_loadu_epi16(mask16(kc - u0), static_cast<const uint16_t*>(row) + u0));
     return _mm512_castps_si512(_mm512_maskz_loadu_ps(mask16(kc - u0), static_cast<const float*>(row) + u0));
   }
   const int64_t k0 = 2 * u0;
-  if (SB) return _mm512_maskz_loadu_epi16(mask32(kc - k0), static_cast<const uint16_t*>(row) + k0);
+  if (SRC == 1) return _mm512_maskz_loadu_epi16(mask32(kc - k0), static_cast<const uint16_t*>(row) + k0);
   const float* p = static_cast<const float*>(row) + k0;
   const __m512 lo = _mm512_maskz_loadu_ps(mask16(kc - k0), p);
   const __m512 hi = _mm512_maskz_loadu_ps(mask16(kc - k0 - 16), p + 16);
   return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
-// 16 lanes (from x0, n valid) of depth row k of a lanes-contiguous source, as 32-bit elements.
-template <bool SB>
-inline __m512i load_lanes(const void* src, int64_t ld, int64_t k, int x0, int nv) {
-  if (SB) {
-    const __m256i h = _mm256_maskz_loadu_epi16(mask16(nv), static_cast<const uint16_t*>(src) + k * ld + x0);
-    return _mm512_cvtepu16_epi32(h);  // bf16 bits in the low half
-  }
-  return _mm512_castps_si512(_mm512_maskz_loadu_ps(mask16(nv), static_cast<const float*>(src) + k * ld + x0));
+// 16 lanes (from x0, nv valid) of depth row k of a lanes-contiguous 16-bit source (raw bits).
+inline __m256i load_lanes16(const void* src, int64_t ld, int64_t k, int x0, int nv) {
+  return _mm256_maskz_loadu_epi16(mask16(nv), static_cast<const uint16_t*>(src) + k * ld + x0);
 }
 
-template <bool SB, bool PR>
+template <int SRC, bool PR>
 void pack_t(const void* src, int64_t ld, bool lanes_are_rows, int w, int n, int64_t kc, uint32_t* dst) {
   const int64_t units = PR ? (kc + 1) / 2 : kc;
   const int np = (n + w - 1) / w;
-  const size_t esz = SB ? 2 : 4;
+  const size_t esz = SRC != 0 ? 2 : 4;
   if (lanes_are_rows) {  // per 16 lanes × 16 units: load rows, transpose in registers, store
     for (int q = 0; q < np; ++q) {
       uint32_t* pd = dst + q * units * w;
@@ -167,7 +168,7 @@ void pack_t(const void* src, int64_t ld, bool lanes_are_rows, int w, int n, int6
           __m512i r[16];
 #pragma GCC unroll 16
           for (int i = 0; i < 16; ++i)
-            r[i] = i < nv ? load_units<SB, PR>(static_cast<const char*>(src) + (lane + i) * ld * esz, u0, kc)
+            r[i] = i < nv ? load_units<SRC, PR>(static_cast<const char*>(src) + (lane + i) * ld * esz, u0, kc)
                           : _mm512_setzero_si512();
           transpose16(r);
           const int64_t du = units - u0 < 16 ? units - u0 : 16;
@@ -194,13 +195,13 @@ void pack_t(const void* src, int64_t ld, bool lanes_are_rows, int w, int n, int6
           if (PR && d + 8 < units)
             _mm_prefetch(static_cast<const char*>(src) + ((2 * (d + 8) + 1) * ld + lane) * esz, _MM_HINT_T0);
           if (!PR) {
-            v = load_lanes<SB>(src, ld, d, lane, nv);
-            if (SB) v = _mm512_slli_epi32(v, 16);
+            v = SRC != 0 ? widen16<SRC>(load_lanes16(src, ld, d, lane, nv))
+                         : _mm512_castps_si512(_mm512_maskz_loadu_ps(mask16(nv), static_cast<const float*>(src) + d * ld + lane));
           } else {
             __m512i lo, hi = _mm512_setzero_si512();
-            if (SB) {
-              lo = load_lanes<true>(src, ld, 2 * d, lane, nv);
-              if (2 * d + 1 < kc) hi = load_lanes<true>(src, ld, 2 * d + 1, lane, nv);
+            if (SRC == 1) {  // bf16 bits in the low half of each 32-bit element
+              lo = _mm512_cvtepu16_epi32(load_lanes16(src, ld, 2 * d, lane, nv));
+              if (2 * d + 1 < kc) hi = _mm512_cvtepu16_epi32(load_lanes16(src, ld, 2 * d + 1, lane, nv));
             } else {
               const float* p = static_cast<const float*>(src) + 2 * d * ld + lane;
               lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(nv), p)));
@@ -216,14 +217,16 @@ void pack_t(const void* src, int64_t ld, bool lanes_are_rows, int w, int n, int6
   }
 }
 
-void pack(const void* src, int64_t ld, bool src_bf16, bool lanes_are_rows, bool pairs, int w, int n,
+void pack(const void* src, int64_t ld, int src_type, bool lanes_are_rows, bool pairs, int w, int n,
           int64_t kc, uint32_t* dst) {
-  if (src_bf16) {
-    if (pairs) pack_t<true, true>(src, ld, lanes_are_rows, w, n, kc, dst);
-    else pack_t<true, false>(src, ld, lanes_are_rows, w, n, kc, dst);
+  if (src_type == ft::gemm_detail::kSrcF16) {  // never in pairs mode (fp16 is not bf16)
+    pack_t<2, false>(src, ld, lanes_are_rows, w, n, kc, dst);
+  } else if (src_type == ft::gemm_detail::kSrcBF16) {
+    if (pairs) pack_t<1, true>(src, ld, lanes_are_rows, w, n, kc, dst);
+    else pack_t<1, false>(src, ld, lanes_are_rows, w, n, kc, dst);
   } else {
-    if (pairs) pack_t<false, true>(src, ld, lanes_are_rows, w, n, kc, dst);
-    else pack_t<false, false>(src, ld, lanes_are_rows, w, n, kc, dst);
+    if (pairs) pack_t<0, true>(src, ld, lanes_are_rows, w, n, kc, dst);
+    else pack_t<0, false>(src, ld, lanes_are_rows, w, n, kc, dst);
   }
 }
 
@@ -256,9 +259,9 @@ void skinny_m(int64_t n, int64_t K, float alpha, const void* A, int64_t lda, con
         if (j >= nj) { b[j] = _mm512_setzero_ps(); continue; }
         if (MODE == 0) {
           b[j] = _mm512_maskz_loadu_ps(mask16(rem), static_cast<const float*>(B) + (j0 + j) * ldb + k);
-        } else if (MODE == 1) {
+        } else if (MODE == 1 || MODE == 3) {
           const __m256i h = _mm256_maskz_loadu_epi16(mask16(rem), static_cast<const uint16_t*>(B) + (j0 + j) * ldb + k);
-          b[j] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+          b[j] = _mm512_castsi512_ps(MODE == 1 ? widen16<1>(h) : widen16<2>(h));
         } else {
           b[j] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mask32(rem), static_cast<const uint16_t*>(B) + (j0 + j) * ldb + k));
         }
@@ -298,10 +301,11 @@ void skinny(int mode, int m, int64_t n, int64_t K, float alpha, const void* A, i
             int64_t ldb, float beta, float* c, int64_t ldc) {
   if (mode == 0) skinny_mode<0>(m, n, K, alpha, A, lda, B, ldb, beta, c, ldc);
   else if (mode == 1) skinny_mode<1>(m, n, K, alpha, A, lda, B, ldb, beta, c, ldc);
+  else if (mode == 3) skinny_mode<3>(m, n, K, alpha, A, lda, B, ldb, beta, c, ldc);
   else skinny_mode<2>(m, n, K, alpha, A, lda, B, ldb, beta, c, ldc);
 }
 
-const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, kernel_bf16, pack, skinny};
+const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, kernel_bf16, pack, pack, skinny};
 
 }  // namespace
 

@@ -21,16 +21,19 @@ using Kernel = void (*)(int64_t depth, const void* a, const void* b, float* c, i
 // units×w (units = kc, or ceil(kc/2) with pairs); lanes past n are zero. Element (k, x) is at
 //   src[x*ld + k]   when lanes_are_rows (A not transposed, B transposed), else
 //   src[k*ld + x]   (A transposed, B not transposed).
-// The source is float or bf16 (src_bf16). Panel q gets float elements,
-// dst[q*units*w + k*w + x - q*w], or with pairs bf16 pairs (RNE-rounded from float), dst[d*w + x] = (elem(2d, x), elem(2d+1, x)) for
-// d < ceil(kc/2), a missing odd k being zero.
-using PackFn = void (*)(const void* src, int64_t ld, bool src_bf16, bool lanes_are_rows,
-                        bool pairs, int w, int n, int64_t kc, uint32_t* dst);
+// The source is float, bf16 or fp16 (src_type: kSrc*). Panel q gets float elements (bf16/fp16 widened
+// exactly), dst[q*units*w + k*w + x - q*w], or with pairs (float or bf16 sources only) bf16 pairs
+// (RNE-rounded from float), dst[d*w + x] = (elem(2d, x), elem(2d+1, x)) for d < ceil(kc/2), a
+// missing odd k being zero.
+enum : int { kSrcF32 = 0, kSrcBF16 = 1, kSrcF16 = 2 };
+using PackFn = void (*)(const void* src, int64_t ld, int src_type, bool lanes_are_rows, bool pairs,
+                        int w, int n, int64_t kc, uint32_t* dst);
 
 // Few rows times a transposed B, without packing (decode-time x·Wᵀ, memory bound):
 //   C[i][j] = alpha · Σ_k A[i*lda + k] · B[j*ldb + k] + beta · C[i][j]   (beta == 0: C not read)
 // for i < m (m <= kSkinnyRows), j < n. mode 0: A, B float. mode 1: A float, B bf16 (widened).
-// mode 2: A and B bf16 (A already rounded), products summed with vdpbf16ps.
+// mode 2: A and B bf16 (A already rounded), products summed with vdpbf16ps. mode 3: A float, B fp16
+// (widened; the sums are then those of mode 0 on the widened B).
 constexpr int kSkinnyRows = 4;
 using SkinnyFn = void (*)(int mode, int m, int64_t n, int64_t K, float alpha, const void* A,
                           int64_t lda, const void* B, int64_t ldb, float beta, float* C,
@@ -40,7 +43,8 @@ struct Kernels {
   int mr, nr;
   Kernel f32;       // fp32 × fp32 -> fp32 (FMA)
   Kernel bf16;      // bf16 pairs × bf16 pairs -> fp32 (vdpbf16ps); null where the ISA has none
-  PackFn pack;      // null: the portable packer in gemm.cpp
+  PackFn pack;      // float / bf16 sources; null: the portable packer in gemm.cpp
+  PackFn pack_f16;  // fp16 sources (F16C); null: the portable packer
   SkinnyFn skinny;  // null: small M goes through the packed path
 };
 

@@ -51,8 +51,8 @@ Tensor to_dtype(const Tensor& x, DType dtype);  // differentiable cast (gradient
 // Batched matmul: a [..., M, K] (or [..., K, M] with trans_a), b [..., K, N] (or [..., N, K] with
 // trans_b). Batch dims must match, or b may be 2-D (shared across the batch).
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
-// y = x·Wᵀ (+ bias). x [..., in] float32, W [out, in] float32 or bfloat16 (frozen bf16 base weights
-// get no weight gradient), bias [out]. No weight-gradient GEMM when W does not require grad.
+// y = x·Wᵀ (+ bias). x [..., in] float32, W [out, in] float32, bfloat16 or float16 (frozen 16-bit
+// base weights get no weight gradient; they are widened while the GEMM packs them), bias [out]. No weight-gradient GEMM when W does not require grad.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
 // Linear with a LoRA adapter, fused: y = x·Wᵀ + bias + s·(xa·Aᵀ)·Bᵀ with A [r, in], B [out, r]
 // float32 and xa the adapter's input (e.g. dropout(x); undefined = x). Equals
@@ -61,6 +61,30 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
 // x, xa and xa·Aᵀ [.., r] (not the [.., out] partial results).
 Tensor lora_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& a, const Tensor& b, float s,
                    const Tensor& xa = Tensor());
+
+// ---- float16 autocast ------------------------------------------------------------------ autocast.cpp
+// torch.autocast(dtype=torch.float16) for ft's projections, switched on for a scope (per thread, like
+// NoGradGuard):   { AutocastF16Guard ac; Tensor loss = ...; loss.backward(); }
+// In the scope, linear and lora_linear round their outputs to fp16 values, and so does every gradient
+// they return (for x, the adapter input, W, the bias, LoRA A and B); linear_cross_entropy_sum rounds
+// its logits (then computes softmax and loss in fp32) and the gradients it returns for h and W.
+// Values stay in float32 storage but are representable in fp16: round to nearest even, anything that
+// rounds beyond 65504 (the largest finite fp16) becomes ±inf, magnitudes below 2^-14 become fp16
+// subnormals (multiples of 2^-24) and below 2^-25 zero. Everything else (embeddings, norms, RoPE,
+// attention and its softmax statistics, the loss) stays fp32, as autocast does. This is why fp16
+// training needs loss scaling (optim/grad_scaler.h): unscaled, small gradients underflow to zero.
+// Ops record the mode in their graph nodes at forward time, so backward rounds as forward did whether
+// or not the scope is still open, and checkpoint() recomputes a segment in the mode of its forward.
+bool autocast_f16();
+struct AutocastF16Guard {
+  bool prev;
+  explicit AutocastF16Guard(bool on = true);
+  ~AutocastF16Guard();
+};
+// In place: p[i] = f16_to_f32(f32_to_f16(p[i])) (F16C when the ISA in effect has it; parallel).
+void round_to_f16(float* p, int64_t n);
+// Same on a contiguous float32 tensor (undefined passes through); returns t.
+Tensor round_to_f16(Tensor t);
 
 // ---- model ops ------------------------------------------------------------------------- ops_embedding.cpp, ops_norm.cpp, ops_rope.cpp, ops_attention.cpp, ops_loss.cpp
 // weight [V, D] (f32 or bf16), ids int32 [...] -> [..., D]; gradient scatter-added into weight rows.
@@ -103,7 +127,7 @@ Tensor cross_entropy_sum(const Tensor& logits, const Tensor& targets, int32_t ig
 // Token-weighted mean (sum / number of supervised tokens); 0 when nothing is supervised.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -100);
 // cross_entropy_sum(h·Wᵀ, targets) (with softcap > 0: of cap·tanh(h·Wᵀ / cap)), fused with the
-// projection: h [..., H] float32, W [V, H] float32 or bfloat16 (the LM head), targets int32 with
+// projection: h [..., H] float32, W [V, H] float32, bfloat16 or float16 (the LM head), targets int32 with
 // one entry per row of h. Rows go through in chunks, so the [N, V] logits are never materialised
 // (chunk_rows rows at a time; 0 = about 32 MB of logits); the gradients for h (and for W, when it
 // requires grad) are computed in the same pass and kept for backward, which only scales them.

@@ -164,22 +164,25 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
 
 namespace {
 
-// C = op(A)·op(B) with B a weight that may be bf16 (W [V, H] of the LM head).
+// C = op(A)·op(B) with B a weight that may be bf16 or fp16 (W [V, H] of the LM head).
 void gemm_weight(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const Tensor& w, float beta,
                  float* C, int64_t ldc) {
   if (w.dtype() == DType::BF16) return gemm_bf16w(ta, tb, M, N, K, 1.f, A, lda, w.data<uint16_t>(), w.size(1), beta, C, ldc);
+  if (w.dtype() == DType::F16) return gemm_f16w(ta, tb, M, N, K, 1.f, A, lda, w.data<uint16_t>(), w.size(1), beta, C, ldc);
   Tensor w32 = f32c(w);  // no copy for float32 rows (a slice of whole rows is contiguous)
   sgemm(ta, tb, M, N, K, 1.f, A, lda, w32.data<float>(), w.size(1), beta, C, ldc);
 }
 
 // Gradients computed in forward; backward scales them by the incoming (scalar) gradient.
 struct LinearCrossEntropyNode : Node {
+  bool f16 = false;  // autocast: round the returned gradients to fp16
   const char* name() const override { return "linear_cross_entropy"; }
   std::vector<Tensor> backward(const Tensor& g_in) override {
     const float f = f32c(g_in).data<float>()[0];
     NoGradGuard ng;
     Tensor gh = saved[0].defined() ? scale(saved[0], f).view(inputs[0].shape()) : Tensor();
     Tensor gw = saved[1].defined() ? scale(saved[1], f) : Tensor();
+    if (f16) round_to_f16(gh), round_to_f16(gw);
     return {gh, gw};
   }
 };
@@ -215,7 +218,7 @@ Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& 
     FT_CHECK(pt[r] == ignore || (pt[r] >= 0 && pt[r] < V), op, ": target id ", pt[r], " at row ", r, " is outside the vocabulary [0, ", V,
              ") and is not ignore_index (", ignore, "); check the tokenizer/labels against the model's vocab size");
 
-  const bool rec = should_record({&h, &w});
+  const bool rec = should_record({&h, &w}), f16 = autocast_f16();
   const bool need_gh = rec && h.requires_grad(), need_gw = rec && w.requires_grad();
   Tensor hc = f32c(h), wc = w.contiguous();
   const float* ph = hc.data<float>();
@@ -228,6 +231,7 @@ Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& 
   for (int64_t c0 = 0; c0 < N; c0 += chunk) {
     const int64_t m = std::min(chunk, N - c0);
     gemm_weight(false, true, m, V, H, ph + c0 * H, H, wc, 0.f, L, V);  // logits of rows [c0, c0 + m)
+    if (f16) round_to_f16(L, m * V);
     parallel_range(m, std::max<int64_t>(1, 16384 / V), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         float* x = L + i * V;
@@ -267,6 +271,7 @@ Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& 
   Tensor out = Tensor::full({}, float(total));
   if (rec) {
     auto node = std::make_shared<LinearCrossEntropyNode>();
+    node->f16 = f16;
     node->inputs = {h, w};
     node->saved = {gh, gw};
     return record(out, node);

@@ -18,13 +18,12 @@ void gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
   sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// B given as a weight tensor [rows, cols] that may be bf16 (frozen base weights) or f16.
+// B given as a weight tensor [rows, cols] that may be bf16 or fp16 (frozen base weights): widened
+// while packing, never copied.
 void gemm_w(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
             const Tensor& B, float beta, float* C, int64_t ldc) {
-  if (B.dtype() == DType::BF16) {
-    gemm_bf16w(ta, tb, M, N, K, alpha, A, lda, B.data<uint16_t>(), B.size(1), beta, C, ldc);
-    return;
-  }
+  if (B.dtype() == DType::BF16) return gemm_bf16w(ta, tb, M, N, K, alpha, A, lda, B.data<uint16_t>(), B.size(1), beta, C, ldc);
+  if (B.dtype() == DType::F16) return gemm_f16w(ta, tb, M, N, K, alpha, A, lda, B.data<uint16_t>(), B.size(1), beta, C, ldc);
   Tensor b32 = f32c(B);
   sgemm(ta, tb, M, N, K, alpha, A, lda, b32.data<float>(), B.size(1), beta, C, ldc);
 }
@@ -59,6 +58,7 @@ struct MatmulNode : Node {
 };
 
 struct LinearNode : Node {
+  bool f16 = false;  // autocast: round the returned gradients to fp16
   const char* name() const override { return "linear"; }
   std::vector<Tensor> backward(const Tensor& g_in) override {
     const Tensor &x = inputs[0], &w = inputs[1];
@@ -80,6 +80,8 @@ struct LinearNode : Node {
     }
     std::vector<Tensor> r = {gx, gw};
     if (inputs.size() > 2) r.push_back(gb);
+    if (f16)
+      for (Tensor& t : r) round_to_f16(t);
     return r;
   }
 };
@@ -183,6 +185,7 @@ void lora_down(const float* x, int64_t rows, int64_t in, const float* A, int64_t
 // inputs: {x, w, bias, A, B, xa} (bias / xa may be undefined: no bias / xa = x); saved: {uT = A·xaᵀ [r, rows]}.
 struct LoraLinearNode : Node {
   float s = 1;
+  bool f16 = false;  // autocast: round the returned gradients to fp16
   const char* name() const override { return "lora_linear"; }
   std::vector<Tensor> backward(const Tensor& g_in) override {
     const Tensor &x = inputs[0], &w = inputs[1], &a = inputs[3], &b = inputs[4];
@@ -220,7 +223,10 @@ struct LoraLinearNode : Node {
       ga = Tensor::empty(a.shape());
       sgemm(true, false, r, in, rows, 1.f, gu.data<float>(), r, xs.data<float>(), in, 0.f, ga.data<float>(), in);
     }
-    return {gx, gw, gbias, ga, gb, gxa};
+    std::vector<Tensor> res = {gx, gw, gbias, ga, gb, gxa};
+    if (f16)
+      for (Tensor& t : res) round_to_f16(t);
+    return res;
   }
 };
 
@@ -276,8 +282,11 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   Tensor wc = w.contiguous();
   gemm_w(false, true, rows, out, in, 1.f, x.data<float>(), in, wc, 0.f, y.data<float>(), out);
   if (bias.defined()) add_bias(y.data<float>(), bias, rows, out);
+  const bool f16 = autocast_f16();
+  if (f16) round_to_f16(y);
   if (should_record({&x_in, &w, &bias})) {
     auto node = std::make_shared<LinearNode>();
+    node->f16 = f16;
     node->inputs = {x_in, w};
     if (bias.defined()) node->inputs.push_back(bias);
     return record(y, node);
@@ -309,9 +318,12 @@ Tensor lora_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias, cons
   lora_down(xa.data<float>(), rows, in, ac.data<float>(), r, uT.data<float>());
   sgemm(true, true, rows, out, r, s, uT.data<float>(), rows, bc.data<float>(), r, 1.f, y.data<float>(), out);  // y += s·u·Bᵀ
   if (bias.defined()) add_bias(y.data<float>(), bias, rows, out);
+  const bool f16 = autocast_f16();
+  if (f16) round_to_f16(y);
   if (should_record({&x_in, &w, &bias, &a, &b, &xa_in})) {
     auto node = std::make_shared<LoraLinearNode>();
     node->s = s;
+    node->f16 = f16;
     node->inputs = {x_in, w, bias, a, b, sep ? xa_in : Tensor()};
     node->saved = {uT};
     return record(y, node);

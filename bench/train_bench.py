@@ -9,12 +9,16 @@ embeddings), GPT-2 tokenizer with vocab padded to 50304, batch 4 x 256 tokens, L
   - tokens per CPU-second (user + system time of all threads; robust on a shared, loaded machine),
 and the peak RSS of both. Not part of CI (needs python3-torch and libopenblas0-pthread; minutes).
 
-  python3 bench/train_bench.py --ft build/ft                       # all four configurations
+  python3 bench/train_bench.py --ft build/ft                       # fp32, bf16 and their -ckpt variants
   python3 bench/train_bench.py --ft build/ft --configs fp32 --threads 1
+  python3 bench/train_bench.py --ft build/ft --configs fp16         # ft --dtype float16 (fp16 weights,
+                                                                    # autocast, loss scaling) vs the fp32 anchor
   FT_PROFILE=1 ... per-op profile of ft (stderr of the ft run, saved next to the metrics)
 
 Model directories (random weights, float32 and bfloat16 checkpoints of the same values) are made
-once under --work with bench/make_bench_model.py.
+once under --work with bench/make_bench_model.py; fp16 loads the float32 one (ft converts to fp16).
+The anchor has no fp16 mode (it must stay identical to the shared copy), so fp16 rows compare ft's
+float16 run with the anchor's fp32 one.
 """
 import argparse, json, os, resource, subprocess, sys, time
 
@@ -35,10 +39,11 @@ p.add_argument("--out", default=None, help="append JSON results here")
 a = p.parse_args()
 
 CONFIGS = {"fp32": ("float32", False), "bf16": ("bfloat16", False),
-           "fp32-ckpt": ("float32", True), "bf16-ckpt": ("bfloat16", True)}
+           "fp32-ckpt": ("float32", True), "bf16-ckpt": ("bfloat16", True), "fp16": ("float16", False)}
 
 
 def model_dir(dtype):
+    dtype = "float32" if dtype == "float16" else dtype  # ft stores the fp32 checkpoint's weights as fp16
     d = os.path.join(a.work, f"model-{'f32' if dtype == 'float32' else 'bf16'}-L{a.layers}")
     if not os.path.exists(os.path.join(d, "model.safetensors")):
         cmd = [a.python, os.path.join(HERE, "make_bench_model.py"), "--out", d, "--dtype", dtype, "--layers", str(a.layers)]
@@ -80,7 +85,7 @@ def run_torch(name, dtype, ckpt):
     d = model_dir(dtype)
     bench = os.path.join(HERE, "torch_lora_bench.py")
     args = ["--config", os.path.join(d, "config.json"), "--batch", "4", "--seq", "256", "--rank", "8",
-            "--dtype", "fp32" if dtype == "float32" else "bf16", "--threads", str(a.threads),
+            "--dtype", "bf16" if dtype == "bfloat16" else "fp32", "--threads", str(a.threads),
             "--steps", str(a.torch_steps), "--warmup", "1"] + (["--checkpoint"] if ckpt else [])
     # One run: perf_counter also records the process CPU time at the anchor's two timing points.
     code = ("import sys, time, json\n_pc, _cpu = time.perf_counter, []\n"

@@ -48,6 +48,7 @@ struct Loader {
     DType want = t.dtype() == DType::F16 ? DType::F32 : t.dtype();
     if (dtype == "float32") want = DType::F32;
     if (dtype == "bfloat16") want = DType::BF16;
+    if (dtype == "float16") want = DType::F16;
     return t.dtype() == want ? t : t.to(want);
   }
   Tensor vec(const std::string& name, const Shape& expect) const { return raw(name, expect).to(DType::F32); }
@@ -65,8 +66,8 @@ struct Loader {
 }  // namespace
 
 Model Model::load(const std::string& dir, const LoadOptions& opt) {
-  FT_CHECK(opt.dtype.empty() || opt.dtype == "float32" || opt.dtype == "bfloat16",
-           "unsupported model dtype '", opt.dtype, "' (use float32 or bfloat16)");
+  FT_CHECK(opt.dtype.empty() || opt.dtype == "float32" || opt.dtype == "bfloat16" || opt.dtype == "float16",
+           "unsupported model dtype '", opt.dtype, "' (use float32, bfloat16 or float16)");
   Model m;
   m.dir = dir;
   m.cfg = load_model_config(dir);

@@ -40,7 +40,8 @@ struct ForwardOptions {
 
 struct LoadOptions {
   // Storage dtype of the big matrices (projections, embeddings): "" keeps the checkpoint's dtype
-  // (f16 becomes f32), "float32" or "bfloat16" converts. Norm weights and biases are always float32.
+  // (f16 becomes f32), "float32", "bfloat16" or "float16" converts. Norm weights and biases are always
+  // float32.
   std::string dtype;
 };
 

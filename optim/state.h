@@ -4,7 +4,8 @@
 //   /optimizer/<name>   optimiser moments (see Optimizer::state)
 //   attributes on "/":  format ("ft-training-state"), version, step, optimizer_steps,
 //                       rng_seed, rng_counter, settings (JSON), data (JSON: data-loader position),
-//                       extra (JSON: anything else the loop wants back, e.g. loss history)
+//                       extra (JSON: anything else the loop wants back, e.g. loss history; float16 runs:
+//                       "grad_scaler": GradScaler::state(), the loss scale and its growth counter)
 // Written to "<path>.tmp", flushed and fsync'd, then renamed over <path>: a reader sees either the
 // previous complete file or the new complete file, never a partial one.
 #include <map>

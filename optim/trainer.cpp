@@ -23,6 +23,7 @@
 #include "models/export.h"
 #include "models/generate.h"
 #include "models/model.h"
+#include "optim/grad_scaler.h"
 #include "optim/optimizer.h"
 #include "optim/progress.h"
 #include "optim/state.h"
@@ -86,7 +87,8 @@ std::vector<std::string> parse_list(const std::string& v) {
   X(beta2, num) X(eps, num) X(lr_schedule, str) X(warmup_steps, int) X(max_grad_norm, num)         \
   X(iters, int) X(epochs, int) X(batch_size, int) X(grad_accumulation, int) X(max_seq_length, int) \
   X(mask_prompt, bool) X(pack, bool) X(group_by_length, bool) X(use_chat_template, bool)           \
-  X(seed, int) X(dtype, str) X(grad_checkpoint, bool) X(checkpoint_every, int)                     \
+  X(seed, int) X(dtype, str) X(loss_scale_init, num) X(loss_scale_growth_interval, int)            \
+  X(grad_checkpoint, bool) X(checkpoint_every, int)                                                \
   X(steps_per_report, int) X(steps_per_eval, int) X(val_batches, int) X(save_every, int)           \
   X(metrics_file, str) X(progress, bool) X(sample_prompt, str) X(sample_max_tokens, int) X(merged_path, str)       \
   X(save_dtype, str)
@@ -155,7 +157,9 @@ void TrainConfig::validate() const {
   FT_CHECK(fine_tune_type == "lora" || fine_tune_type == "dora" || fine_tune_type == "full", "fine_tune_type must be lora, dora or full, got '", fine_tune_type, "'");
   FT_CHECK(optimizer == "adamw" || optimizer == "sgd", "optimizer must be adamw or sgd, got '", optimizer, "'");
   FT_CHECK(lr_schedule == "constant" || lr_schedule == "linear" || lr_schedule == "cosine", "lr_schedule must be constant, linear or cosine, got '", lr_schedule, "'");
-  FT_CHECK(dtype == "float32" || dtype == "bfloat16", "dtype must be float32 or bfloat16, got '", dtype, "'");
+  FT_CHECK(dtype == "float32" || dtype == "bfloat16" || dtype == "float16", "dtype must be float32, bfloat16 or float16, got '", dtype, "'");
+  FT_CHECK(loss_scale_init > 0 && loss_scale_init <= 3.4e38, "loss_scale_init must be > 0 and a float32 (<= 3.4e38), got ", loss_scale_init);
+  FT_CHECK(loss_scale_growth_interval > 0, "loss_scale_growth_interval must be > 0, got ", loss_scale_growth_interval);
   FT_CHECK(lora_rank > 0, "lora_rank must be > 0, got ", lora_rank);
   FT_CHECK(lora_dropout >= 0 && lora_dropout < 1, "lora_dropout must be in [0, 1), got ", lora_dropout);
   FT_CHECK(learning_rate >= 0, "learning_rate must be >= 0, got ", learning_rate);
@@ -459,6 +463,10 @@ TrainResult train(const TrainConfig& c_in) {
   const int64_t total = c.iters > 0 ? c.iters : c.epochs * steps_per_epoch;
   Schedule sched = make_schedule(c.lr_schedule, float(c.learning_rate), c.warmup_steps, total);
 
+  // float16: autocast + dynamic loss scaling (optim/grad_scaler.h); float32/bfloat16: no scaling.
+  std::optional<GradScaler> scaler;
+  if (c.dtype == "float16") scaler.emplace(GradScalerConfig{c.loss_scale_init, 2.0, 0.5, c.loss_scale_growth_interval});
+
   int64_t step = 0;
   global_rng() = {c.seed, 0};
   std::vector<std::pair<double, double>> hist_train, hist_val;
@@ -475,6 +483,10 @@ TrainResult train(const TrainConfig& c_in) {
     global_rng() = resume_state.rng;
     it.restore(resume_state.data);
     trained_tokens = resume_state.extra.value("trained_tokens", 0.0);
+    if (scaler) {
+      FT_CHECK(resume_state.extra.contains("grad_scaler"), "training state of a float16 run lacks its loss scale ('grad_scaler')");
+      scaler->load_state(resume_state.extra["grad_scaler"]);
+    }
     for (auto& p : resume_state.extra.value("train_history", json::array())) hist_train.push_back({p[0], p[1]});
     for (auto& p : resume_state.extra.value("val_history", json::array())) hist_val.push_back({p[0], p[1]});
   }
@@ -523,6 +535,7 @@ TrainResult train(const TrainConfig& c_in) {
     for (auto& [x, y] : hist_train) th.push_back({x, y});
     for (auto& [x, y] : hist_val) vh.push_back({x, y});
     st.extra = {{"trained_tokens", trained_tokens}, {"train_history", th}, {"val_history", vh}};
+    if (scaler) st.extra["grad_scaler"] = scaler->state();
     save_adapter();
     save_training_state((fs::path(c.adapter_path) / state_name(step)).string(), st);
     // Keep the two newest states.
@@ -548,6 +561,8 @@ TrainResult train(const TrainConfig& c_in) {
   double last_val = -1, last_loss = 0;
   train_stop_flag() = false;
   while (step < total) {
+    AutocastF16Guard autocast(scaler.has_value());  // forward, backward and validation of this step
+    const float loss_scale = scaler ? scaler->scale() : 1.f;
     double t0 = now_s();
     std::vector<Batch> micro(size_t(c.grad_accumulation));
     int64_t n_targets = 0, n_tokens = 0;
@@ -566,10 +581,12 @@ TrainResult train(const TrainConfig& c_in) {
       Tensor ls = batch_loss_sum(model, b, c.pack, fo);
       loss_sum += double(ls.item());
       FT_PROFILE_PHASE("backward");
-      scale(ls, 1.f / float(std::max<int64_t>(n_targets, 1))).backward();
+      scale(ls, loss_scale * (1.f / float(std::max<int64_t>(n_targets, 1)))).backward();
     }
     double loss = n_targets ? loss_sum / double(n_targets) : 0.0;
-    double gnorm = c.max_grad_norm > 0 ? clip_grad_norm(params, c.max_grad_norm) : 0.0;
+    // float16: an inf/NaN among the scaled gradients skips the step (a non-finite loss still stops).
+    const bool skip = scaler && std::isfinite(loss) && scaler->unscale(params);
+    double gnorm = c.max_grad_norm > 0 && !skip ? clip_grad_norm(params, c.max_grad_norm) : 0.0;
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
       bar.finish();
       std::string last = newest_state(c.adapter_path);
@@ -578,9 +595,14 @@ TrainResult train(const TrainConfig& c_in) {
                       ". Try a lower --learning-rate or --max-grad-norm 1."));
     }
     float lr = sched.at(step);
-    {
+    if (!skip) {
       FT_PROFILE_PHASE("optimizer");
       opt.step(lr);
+    }
+    if (scaler) {
+      scaler->update(skip);
+      FT_CHECK(scaler->scale() >= 1.17549435e-38f, "the float16 gradients overflowed at every loss scale down to ", scaler->scale(),
+               " (step ", step + 1, ", ", scaler->skipped_steps(), " steps skipped): the model overflows float16; train with --dtype bfloat16 or float32");
     }
     ++step;
     double dt = now_s() - t0;
@@ -596,9 +618,15 @@ TrainResult train(const TrainConfig& c_in) {
       double l = window_targets > 0 ? window_loss / window_targets : loss;
       double tps = window_time > 0 ? window_tokens / window_time : 0;
       hist_train.push_back({double(step), l});
-      emit({{"step", step}, {"loss", l}, {"learning_rate", lr}, {"tokens_per_second", tps}, {"trained_tokens", trained_tokens},
-            {"peak_memory_mb", double(peak_rss_bytes()) / 1048576.0}, {"grad_norm", gnorm}, {"cpu_seconds", cpu_s()}});
-      bar.log(cat("step ", step, ": loss ", l, ", lr ", lr, ", ", int64_t(tps), " tok/s, peak ", peak_rss_bytes() / 1048576, " MB"));
+      json rec = {{"step", step}, {"loss", l}, {"learning_rate", lr}, {"tokens_per_second", tps}, {"trained_tokens", trained_tokens},
+                  {"peak_memory_mb", double(peak_rss_bytes()) / 1048576.0}, {"grad_norm", gnorm}, {"cpu_seconds", cpu_s()}};
+      if (scaler) {
+        rec["loss_scale"] = scaler->scale();
+        rec["skipped_steps"] = scaler->skipped_steps();
+      }
+      emit(rec);
+      bar.log(cat("step ", step, ": loss ", l, ", lr ", lr, ", ", int64_t(tps), " tok/s, peak ", peak_rss_bytes() / 1048576, " MB",
+                  scaler ? cat(", loss scale ", scaler->scale(), " (", scaler->skipped_steps(), " steps skipped)") : std::string()));
       res.tokens_per_second = tps;
       window_loss = window_targets = window_tokens = window_time = 0;
     }

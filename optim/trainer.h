@@ -50,7 +50,10 @@ struct TrainConfig {
   int64_t batch_size = 4, grad_accumulation = 1, max_seq_length = 2048;
   bool mask_prompt = false, pack = false, group_by_length = true, use_chat_template = true;
   uint64_t seed = 0;
-  std::string dtype = "float32";        // float32 | bfloat16: storage of the frozen base weights
+  std::string dtype = "float32";        // float32 | bfloat16 | float16: storage of the frozen base weights;
+                                        // float16 also means fp16 autocast + dynamic loss scaling
+  double loss_scale_init = 65536;       // float16: initial loss scale (torch.amp.GradScaler's init_scale)
+  int64_t loss_scale_growth_interval = 2000;  // float16: good steps before the scale doubles
   bool grad_checkpoint = false;
   int64_t checkpoint_every = 1;         // with grad_checkpoint: every k-th block
   int64_t steps_per_report = 10, steps_per_eval = 100, val_batches = 25, save_every = 100;
