@@ -1,4 +1,4 @@
-// GEMM throughput at real model shapes: ft::sgemm / ft::gemm_bf16w vs Eigen (OpenMP threads)
+// GEMM throughput at real model shapes: ft::sgemm / ft::gemm_bf16w / ft::gemm_f16w vs Eigen (OpenMP threads)
 // and OpenBLAS (pthreads), plus this machine's fp32 FMA and bf16 dot-product peaks.
 // This file alone is compiled with -march=native -fopenmp (bench/CMakeLists.txt) so Eigen gets
 // the machine's best ISA; ftlib itself stays portable and dispatches at run time.
@@ -48,7 +48,7 @@ const Shape kShapes[] = {
 
 struct Data {
   std::vector<float> A, B, C;
-  std::vector<uint16_t> Bh;
+  std::vector<uint16_t> Bh, Bf16;  // B's values as bf16 bits, and as fp16 bits (the same values)
   explicit Data(const Shape& s) {
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -61,6 +61,8 @@ struct Data {
       Bh[i] = ft::f32_to_bf16(u(rng));
       B[i] = ft::bf16_to_f32(Bh[i]);
     }
+    Bf16.resize(B.size());
+    for (size_t i = 0; i < B.size(); ++i) Bf16[i] = ft::f32_to_f16(B[i]);
   }
 };
 
@@ -86,6 +88,17 @@ void BM_ft_bf16w(benchmark::State& st, Shape s) {
   for (auto _ : st) {
     ft::gemm_bf16w(s.ta, s.tb, s.M, s.N, s.K, 1.0f, d.A.data(), s.ta ? s.M : s.K, d.Bh.data(),
                    s.tb ? s.K : s.N, 0.0f, d.C.data(), s.N);
+    benchmark::ClobberMemory();
+  }
+  set_flops(st, s);
+  st.SetLabel(ft::isa_name());
+}
+
+void BM_ft_f16w(benchmark::State& st, Shape s) {
+  Data d(s);
+  for (auto _ : st) {
+    ft::gemm_f16w(s.ta, s.tb, s.M, s.N, s.K, 1.0f, d.A.data(), s.ta ? s.M : s.K, d.Bf16.data(),
+                  s.tb ? s.K : s.N, 0.0f, d.C.data(), s.N);
     benchmark::ClobberMemory();
   }
   set_flops(st, s);
@@ -200,6 +213,8 @@ int register_all() {
     benchmark::RegisterBenchmark((std::string("ft_sgemm/") + s.name).c_str(), BM_ft_sgemm, s)
         ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark((std::string("ft_bf16w/") + s.name).c_str(), BM_ft_bf16w, s)
+        ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark((std::string("ft_f16w/") + s.name).c_str(), BM_ft_f16w, s)
         ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark((std::string("eigen/") + s.name).c_str(), BM_eigen, s)
         ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
