@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite (after scripts/setup.sh). With FT_SANITIZE=1 also the sanitizer build; with
-# FT_FUZZ=1 each libFuzzer target for FT_FUZZ_SECONDS (default 60), as many at once as there are cores.
+# FT_FUZZ=1 each libFuzzer target for a fixed number of inputs with a fixed seed (deterministic, about
+# a minute each; tests/fuzz/run.sh), or for FT_FUZZ_SECONDS each when that is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ctest --test-dir build --output-on-failure -j "$(nproc)"
@@ -9,5 +10,5 @@ if [ "${FT_SANITIZE:-0}" = 1 ]; then
     ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -L unit
 fi
 if [ "${FT_FUZZ:-0}" = 1 ]; then
-  bash tests/fuzz/run.sh "${FT_FUZZ_SECONDS:-60}"
+  bash tests/fuzz/run.sh "${FT_FUZZ_SECONDS:---runs}"
 fi
