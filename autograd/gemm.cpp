@@ -29,6 +29,7 @@
 #include "autograd/dtype.h"
 #include "autograd/error.h"
 #include "autograd/gemm_kernels.h"
+#include "autograd/gemv.h"
 
 namespace ft {
 namespace {
@@ -403,6 +404,10 @@ void gemm_any(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
   check_args(op, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
+  if (!ta && tb && M <= kGemvMaxRows)  // decode-time x·Wᵀ: streams W once (autograd/gemv.h)
+    return gemv(M, N, K, alpha, A, lda, B,
+                b_type == kSrcBF16 ? DType::BF16 : b_type == kSrcF16 ? DType::F16 : DType::F32, ldb, beta, C,
+                ldc, allow_parallel);
   Job g{ta, tb, M, N, K, alpha, beta, A, lda, B, ldb, b_type,
         b_type == kSrcBF16 && gemm_bf16w_rounds_a(), C, ldc};
   run(g, allow_parallel);
