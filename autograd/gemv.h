@@ -10,9 +10,9 @@
 // one in gemv.cpp), chosen at run time from cpu_features() (FT_ISA caps them).
 //
 // Precision: fp32 accumulation with 16 (AVX-512) / 8 (AVX2) / 8 (portable) partial sums per
-// row; the order is fixed by the ISA path, K and each weight row's address modulo 64 (rows are
-// read from their first cache-line boundary on): results never depend on the thread count or on
-// M (a row of A gives the same output alone or beside others). bf16 weights: as gemm_bf16w (gemm.h) — where
+// row; the order is fixed by the ISA path and K: results never depend on the thread count, on M
+// (a row of A gives the same output alone or beside others) or on the weights' alignment, and
+// fp16 / bf16 (widened) weights give the same bits as their fp32 values. bf16 weights: as gemm_bf16w (gemm.h) — where
 // gemm_bf16w_rounds_a() A is rounded to bf16 (RNE) and summed with vdpbf16ps, elsewhere the
 // weights are widened to fp32 exactly. fp16 weights are always widened exactly (F16C).
 //

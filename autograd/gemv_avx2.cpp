@@ -1,8 +1,6 @@
 // AVX2 + FMA + F16C row kernel of ft::gemv (semantics: autograd/gemv_kernels.h; modes 0, 1, 3:
 // bf16 and fp16 weights are widened to fp32). One weight row at a time, front to back; two 8-lane accumulators
-// per row of A, one horizontal sum per output. Rows are read from their first 64-byte boundary
-// on (partial vectors before it): the summation order depends on K and the row's address
-// modulo 64, never on M or the thread count.
+// per row of A, one horizontal sum per output; the summation order depends only on K.
 // No STL here (ODR, see CMakeLists.txt): only <immintrin.h>, <cstdint>.
 #include <immintrin.h>
 
@@ -55,19 +53,7 @@ void rows_m(int64_t n, int64_t K, float alpha, const float* A, int64_t lda, cons
     __m256 acc0[M], acc1[M];
 #pragma GCC unroll 4
     for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
-    // Rows that do not start on a cache line: up to the next line in partial vectors first, so
-    // the main loop's loads do not straddle lines.
-    const int64_t mis = int64_t(reinterpret_cast<uintptr_t>(row) & 63);
-    int64_t head = mis == 0 || mis % esz ? 0 : (64 - mis) / esz;
-    if (head > K) head = K;
     int64_t k = 0;
-    for (; k < head; k += 8) {
-      const int64_t r = head - k < 8 ? head - k : 8;
-      const __m256 w0 = load_w<MODE>(row, k, r);
-#pragma GCC unroll 4
-      for (int i = 0; i < M; ++i) acc0[i] = _mm256_fmadd_ps(load_a(A + i * lda + k, r), w0, acc0[i]);
-    }
-    k = head;
     for (; k + 16 <= K; k += 16) {
       const __m256 w0 = load_w<MODE>(row, k, 8), w1 = load_w<MODE>(row, k + 8, 8);
 #pragma GCC unroll 4

@@ -152,6 +152,33 @@ TEST(Gemv, IndependentOfThreadsAndRows) {
   }
 }
 
+// The summation order depends only on the ISA path and K: weights at any address give the same
+// bits, and so do fp16 (and, where not rounding A, bf16) weights and their fp32 values.
+TEST(Gemv, IndependentOfAlignmentAndWeightType) {
+  IsaGuard guard;
+  for (const std::string& isa : isa_levels()) {
+    ft::set_isa(isa);
+    const Case c = make(2, 37, 301, 0, 0, 1.0f, 0.0f, 5);
+    std::vector<float> ref(size_t(c.M * c.ldc)), got(ref.size());
+    ft::gemv(c.M, c.N, c.K, 1.0f, c.A.data(), c.lda, c.W.data(), ft::DType::F32, c.ldw, 0.0f, ref.data(), c.ldc);
+    for (ft::DType dt : kWeightTypes) {
+      if (dt == ft::DType::BF16 && ft::gemm_bf16w_rounds_a()) continue;
+      for (int64_t shift = 0; shift < 9; ++shift) {
+        // The same weights, shift elements further on (other alignments of every row).
+        std::vector<float> wf(size_t(shift) + c.W.size());
+        std::vector<uint16_t> wh(wf.size());
+        for (size_t e = 0; e < c.W.size(); ++e) {
+          wf[size_t(shift) + e] = c.W[e];
+          wh[size_t(shift) + e] = dt == ft::DType::F16 ? c.Wf16[e] : c.Wh[e];
+        }
+        const void* w = dt == ft::DType::F32 ? static_cast<const void*>(wf.data() + shift) : static_cast<const void*>(wh.data() + shift);
+        ft::gemv(c.M, c.N, c.K, 1.0f, c.A.data(), c.lda, w, dt, c.ldw, 0.0f, got.data(), c.ldc);
+        ASSERT_EQ(got, ref) << isa << " " << ft::dtype_name(dt) << " shift " << shift;
+      }
+    }
+  }
+}
+
 // The GEMM entry points route x·Wᵀ with M <= kGemvMaxRows here: same bits as gemv itself.
 TEST(Gemv, GemmRoutesSkinnyProducts) {
   const Case c = make(3, 300, 200, 0, 0, 1.0f, 0.0f, 11);
