@@ -12,7 +12,10 @@ namespace ft {
 
 namespace {
 thread_local bool t_grad_enabled = true;
+thread_local bool t_recompute = false;
 }
+
+bool in_checkpoint_recompute() { return t_recompute; }
 
 RngState& global_rng() {
   static RngState s;
@@ -157,6 +160,11 @@ struct CheckpointNode : Node {
       FT_PROFILE_PHASE("checkpoint recompute");
       EnableGradGuard eg;
       AutocastF16Guard ac(f16);
+      struct Recompute {  // in_checkpoint_recompute() is true inside, restored on any exit
+        bool prev = t_recompute;
+        Recompute() { t_recompute = true; }
+        ~Recompute() { t_recompute = prev; }
+      } rc;
       out = fn(det);
     }
     global_rng() = keep;

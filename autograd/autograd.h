@@ -57,6 +57,10 @@ void run_backward(const Tensor& root, const Tensor& grad);
 // gradients as usual. fn must be a pure function of its inputs and parameters.
 using SegmentFn = std::function<Tensor(const std::vector<Tensor>&)>;
 Tensor checkpoint(const SegmentFn& fn, const std::vector<Tensor>& inputs);
+// True on the thread that is recomputing a checkpointed segment for backward. The value of the
+// segment's output is then never read (only its graph is), so the segment's last op may skip
+// computing it (lora_linear's graph_only).
+bool in_checkpoint_recompute();
 
 // g reduced (summed) to `shape` (inverse of broadcasting).
 Tensor sum_to(const Tensor& g, const Shape& shape);

@@ -59,8 +59,12 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
 // add(linear(x, W, bias), scale(linear(linear(xa, A), B), s)), but the rank-r update is
 // accumulated into the GEMM's output (no extra passes over [.., out]) and backward keeps only
 // x, xa and xa·Aᵀ [.., r] (not the [.., out] partial results).
+// residual (optional, shape of y): y += residual in the same pass as the bias (a residual
+// connection; its gradient is dY). graph_only: record the node but leave y uncomputed (a tensor
+// without data; only uT is computed) — for the last op of a checkpointed segment during its
+// recomputation, whose output value is never read (see in_checkpoint_recompute()).
 Tensor lora_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& a, const Tensor& b, float s,
-                   const Tensor& xa = Tensor());
+                   const Tensor& xa = Tensor(), const Tensor& residual = Tensor(), bool graph_only = false);
 
 // ---- float16 autocast ------------------------------------------------------------------ autocast.cpp
 // torch.autocast(dtype=torch.float16) for ft's projections, switched on for a scope (per thread, like

@@ -86,12 +86,17 @@ struct LinearNode : Node {
   }
 };
 
-// bias [out] added to every row of y [rows, out].
-void add_bias(float* py, const Tensor& bias, int64_t rows, int64_t out) {
-  Tensor bc = f32c(bias);
-  const float* pb = bc.data<float>();
+// y [rows, out] += bias [out] (each row) and/or residual [rows, out]; either may be undefined.
+void add_bias(float* py, const Tensor& bias, int64_t rows, int64_t out, const Tensor& residual = Tensor()) {
+  Tensor bc = bias.defined() ? f32c(bias) : Tensor(), rc = residual.defined() ? f32c(residual) : Tensor();
+  const float* pb = bc.defined() ? bc.data<float>() : nullptr;
+  const float* pr = rc.defined() ? rc.data<float>() : nullptr;
   parallel_range(rows, 64, [&](int64_t s, int64_t e) {
-    for (int64_t r = s; r < e; ++r) for (int64_t o = 0; o < out; ++o) py[r * out + o] += pb[o];
+    for (int64_t r = s; r < e; ++r) {
+      float* y = py + r * out;
+      if (pb) for (int64_t o = 0; o < out; ++o) y[o] += pb[o];
+      if (pr) for (int64_t o = 0; o < out; ++o) y[o] += pr[r * out + o];
+    }
   });
 }
 
@@ -182,7 +187,8 @@ void lora_down(const float* x, int64_t rows, int64_t in, const float* A, int64_t
     sgemm(false, true, std::min<int64_t>(4, r - k), rows, in, 1.f, A + k * in, in, x, in, 0.f, uT + k * rows, rows);
 }
 
-// inputs: {x, w, bias, A, B, xa} (bias / xa may be undefined: no bias / xa = x); saved: {uT = A·xaᵀ [r, rows]}.
+// inputs: {x, w, bias, A, B, xa, residual} (bias / xa / residual may be undefined: none / xa = x /
+// none; residual is a graph edge); saved: {uT = A·xaᵀ [r, rows]}.
 struct LoraLinearNode : Node {
   float s = 1;
   bool f16 = false;  // autocast: round the returned gradients to fp16
@@ -226,6 +232,7 @@ struct LoraLinearNode : Node {
     std::vector<Tensor> res = {gx, gw, gbias, ga, gb, gxa};
     if (f16)
       for (Tensor& t : res) round_to_f16(t);
+    res.push_back(needs(6) ? g.view(inputs[6].shape()) : Tensor());  // the residual's path stays fp32
     return res;
   }
 };
@@ -295,7 +302,7 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
 }
 
 Tensor lora_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias, const Tensor& a, const Tensor& b, float s,
-                   const Tensor& xa_in) {
+                   const Tensor& xa_in, const Tensor& residual, bool graph_only) {
   FT_PROFILE_SCOPE("lora_linear");
   FT_CHECK(w.dim() == 2, "lora_linear: weight must be [out, in], got ", w.shape_str());
   const int64_t in = w.size(1), out = w.size(0);
@@ -312,19 +319,36 @@ Tensor lora_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias, cons
   const int64_t rows = x.numel() / std::max<int64_t>(in, 1);
   Shape os = x.shape();
   os.back() = out;
-  Tensor y = Tensor::empty(os);
+  if (residual.defined())
+    FT_CHECK(numel_of(residual.shape()) == rows * out && residual.size(-1) == out, "lora_linear: residual ", residual.shape_str(),
+             " does not match the output ", shape_str(os));
+  const bool rec = should_record({&x_in, &w, &bias, &a, &b, &xa_in, &residual});
   Tensor uT = Tensor::empty({r, rows});
-  gemm_w(false, true, rows, out, in, 1.f, x.data<float>(), in, w.contiguous(), 0.f, y.data<float>(), out);
   lora_down(xa.data<float>(), rows, in, ac.data<float>(), r, uT.data<float>());
-  sgemm(true, true, rows, out, r, s, uT.data<float>(), rows, bc.data<float>(), r, 1.f, y.data<float>(), out);  // y += s·u·Bᵀ
-  if (bias.defined()) add_bias(y.data<float>(), bias, rows, out);
   const bool f16 = autocast_f16();
-  if (f16) round_to_f16(y);
-  if (should_record({&x_in, &w, &bias, &a, &b, &xa_in})) {
+  Tensor y;
+  if (graph_only && rec) {  // the node alone: an output without data
+    auto impl = std::make_shared<TensorImpl>();
+    impl->shape = os;
+    impl->strides = contiguous_strides(os);
+    y = Tensor(impl);
+  } else {
+    y = Tensor::empty(os);
+    gemm_w(false, true, rows, out, in, 1.f, x.data<float>(), in, w.contiguous(), 0.f, y.data<float>(), out);
+    sgemm(true, true, rows, out, r, s, uT.data<float>(), rows, bc.data<float>(), r, 1.f, y.data<float>(), out);  // y += s·u·Bᵀ
+    if (f16) {  // autocast: the projection's output is fp16; the residual is added in fp32 after
+      if (bias.defined()) add_bias(y.data<float>(), bias, rows, out);
+      round_to_f16(y);
+      if (residual.defined()) add_bias(y.data<float>(), Tensor(), rows, out, residual);
+    } else if (bias.defined() || residual.defined()) {
+      add_bias(y.data<float>(), bias, rows, out, residual);
+    }
+  }
+  if (rec) {
     auto node = std::make_shared<LoraLinearNode>();
     node->s = s;
     node->f16 = f16;
-    node->inputs = {x_in, w, bias, a, b, sep ? xa_in : Tensor()};
+    node->inputs = {x_in, w, bias, a, b, sep ? xa_in : Tensor(), graph_edge(residual)};
     node->saved = {uT};
     return record(y, node);
   }

@@ -69,7 +69,7 @@ with open(os.path.join(a.out, "model.safetensors"), "wb") as f:
         b = bf16_bits(x)
         f.write(b.tobytes() if esz == 2 else (b.astype(np.uint32) << 16).tobytes())
 
-# Data: rows of random dictionary words, far longer than 256 tokens.
+# Data: rows of random dictionary words, longer than 1024 tokens.
 words = ("the of and to in is was for that with as on by at from his her an which or are this be had "
          "not have were but their one all its also they after has first new two been who more other "
          "time into during over when only year between some these most would there then city under "
@@ -77,5 +77,5 @@ words = ("the of and to in is was for that with as on by at from his her an whic
          "game well series film years season members known team national against people called").split()
 with open(os.path.join(a.out, "train.jsonl"), "w") as f:
     for r in range(a.rows):
-        f.write(json.dumps({"text": " ".join(rng.choice(words, 600))}) + "\n")
+        f.write(json.dumps({"text": " ".join(rng.choice(words, 1400))}) + "\n")
 print(json.dumps({"out": a.out, "dtype": a.dtype, "params": int(sum(np.prod(s) for s in tensors.values()))}))

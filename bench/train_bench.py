@@ -2,7 +2,7 @@
 """ft train vs the PyTorch anchor (bench/torch_lora_bench.py), side by side on this machine.
 
 Workload: SmolLM2-135M shape (hidden 576, 30 layers, 9/3 heads, intermediate 1536, tied
-embeddings), GPT-2 tokenizer with vocab padded to 50304, batch 4 x 256 tokens, LoRA rank 8
+embeddings), GPT-2 tokenizer with vocab padded to 50304, batch 4 x 256 tokens (--seq), LoRA rank 8
 (alpha 16, scale 2) on every linear projection, AdamW lr 1e-4. For each configuration it runs
 `ft train` and the anchor one after the other and prints the ratio ft / PyTorch of
   - wall tokens/s (the target metric; meaningful on a quiet machine), and
@@ -33,6 +33,7 @@ p.add_argument("--threads", type=int, default=os.cpu_count())
 p.add_argument("--iters", type=int, default=4, help="ft steps measured (after one warm-up step)")
 p.add_argument("--torch-steps", type=int, default=3)
 p.add_argument("--layers", type=int, default=30)
+p.add_argument("--seq", type=int, default=256, help="tokens per row (the memory target uses 1024)")
 p.add_argument("--skip-torch", action="store_true")
 p.add_argument("--skip-ft", action="store_true")
 p.add_argument("--out", default=None, help="append JSON results here")
@@ -60,11 +61,11 @@ def env(threads):
 
 def run_ft(name, dtype, ckpt):
     d = model_dir(dtype)
-    run = os.path.join(a.work, "runs", f"{name}-t{a.threads}")
+    run = os.path.join(a.work, "runs", f"{name}-t{a.threads}-s{a.seq}")
     os.makedirs(run, exist_ok=True)
     metrics = os.path.join(run, "metrics.jsonl")
     cmd = [a.ft, "train", "--model", d, "--data", os.path.join(d, "train.jsonl"), "--iters", str(a.iters + 1),
-           "--batch-size", "4", "--max-seq-length", "256", "--group-by-length", "false", "--lora-rank", "8",
+           "--batch-size", "4", "--max-seq-length", str(a.seq), "--group-by-length", "false", "--lora-rank", "8",
            "--lora-alpha", "16", "--learning-rate", "1e-4", "--max-grad-norm", "0", "--steps-per-eval", "0",
            "--steps-per-report", "1", "--save-every", "0", "--progress", "false", "--dtype", dtype,
            "--adapter-path", os.path.join(run, "adapter"), "--metrics-file", metrics]
@@ -74,8 +75,8 @@ def run_ft(name, dtype, ckpt):
     rows = [json.loads(l) for l in open(metrics) if l.strip()]
     rows = [r for r in rows if "tokens_per_second" in r]
     timed = rows[1:]  # step 1 is the warm-up
-    tokens = 1024 * len(timed)
-    wall = sum(1024 / r["tokens_per_second"] for r in timed)
+    tokens = 4 * a.seq * len(timed)
+    wall = sum(4 * a.seq / r["tokens_per_second"] for r in timed)
     cpu = timed[-1]["cpu_seconds"] - rows[0]["cpu_seconds"]
     return dict(engine="ft", config=name, tokens_per_s=tokens / wall, tokens_per_cpu_s=tokens / cpu,
                 step_s=wall / len(timed), peak_rss_mb=rows[-1]["peak_memory_mb"], cmd=" ".join(cmd))
@@ -84,7 +85,7 @@ def run_ft(name, dtype, ckpt):
 def run_torch(name, dtype, ckpt):
     d = model_dir(dtype)
     bench = os.path.join(HERE, "torch_lora_bench.py")
-    args = ["--config", os.path.join(d, "config.json"), "--batch", "4", "--seq", "256", "--rank", "8",
+    args = ["--config", os.path.join(d, "config.json"), "--batch", "4", "--seq", str(a.seq), "--rank", "8",
             "--dtype", "bf16" if dtype == "bfloat16" else "fp32", "--threads", str(a.threads),
             "--steps", str(a.torch_steps), "--warmup", "1"] + (["--checkpoint"] if ckpt else [])
     # One run: perf_counter also records the process CPU time at the anchor's two timing points.
@@ -96,7 +97,7 @@ def run_torch(name, dtype, ckpt):
     out = subprocess.run([a.python, "-c", code], check=True, env=env(a.threads), capture_output=True, text=True).stdout
     lines = out.strip().splitlines()
     r, cpu = json.loads(lines[-2]), json.loads(lines[-1])["cpu_s"]
-    res = dict(tokens_per_s=r["tokens_per_s"], tokens_per_cpu_s=4 * 256 * a.torch_steps / cpu, step_s=r["step_s"],
+    res = dict(tokens_per_s=r["tokens_per_s"], tokens_per_cpu_s=4 * a.seq * a.torch_steps / cpu, step_s=r["step_s"],
                peak_rss_mb=r["peak_rss_mb"])
     res.update(engine=r["engine"], config=name, cmd=f"{a.python} {bench} " + " ".join(args))
     return res
@@ -108,7 +109,7 @@ for name in a.configs.split(","):
     load0 = os.getloadavg()[0]
     f = None if a.skip_ft else run_ft(name, dtype, ckpt)
     t = None if a.skip_torch else run_torch(name, dtype, ckpt)
-    row = dict(config=name, threads=a.threads, layers=a.layers, load_avg=round(load0, 1), ft=f, torch=t)
+    row = dict(config=name, threads=a.threads, layers=a.layers, seq=a.seq, load_avg=round(load0, 1), ft=f, torch=t)
     if f and t:
         row["ratio_wall"] = f["tokens_per_s"] / t["tokens_per_s"]
         row["ratio_cpu"] = f["tokens_per_cpu_s"] / t["tokens_per_cpu_s"]

@@ -6,12 +6,18 @@
 
 namespace ft {
 
-Tensor Projection::forward(const Tensor& x, bool training) const {
-  if (!lora) return linear(x, weight, bias);
+Tensor Projection::forward(const Tensor& x, bool training, const Tensor& residual, bool graph_only) const {
+  auto plus_residual = [&](Tensor y) { return residual.defined() ? add(residual, y) : y; };
+  if (!lora) return plus_residual(linear(x, weight, bias));
   const LoraAdapter& l = *lora;
   Tensor xd = dropout(x, l.dropout, training);
   // Plain LoRA: one fused op (the rank-r update accumulated into the base GEMM's output).
-  if (!l.magnitude.defined()) return lora_linear(x, weight, bias, l.A, l.B, l.scaling, xd);
+  if (!l.magnitude.defined()) return lora_linear(x, weight, bias, l.A, l.B, l.scaling, xd, residual, graph_only);
+  return plus_residual(dora_forward(x, xd, training));
+}
+
+Tensor Projection::dora_forward(const Tensor& x, const Tensor& xd, bool training) const {
+  const LoraAdapter& l = *lora;
   Tensor y = linear(x, weight, bias);
   Tensor delta = linear(linear(xd, l.A), l.B);  // [..., out]
   // DoRA (PEFT, dora.py): weight_norm = ||W + s·B·A||₂ per output row, detached (the paper's §4.3

@@ -28,7 +28,12 @@ struct Projection {
   std::shared_ptr<LoraAdapter> lora;
   int64_t in_features() const { return weight.size(1); }
   int64_t out_features() const { return weight.size(0); }
-  Tensor forward(const Tensor& x, bool training) const;
+  // y = x·Wᵀ + b (+ adapter) (+ residual, fused for plain LoRA). graph_only: see lora_linear
+  // (honoured for plain LoRA only; otherwise y is computed).
+  Tensor forward(const Tensor& x, bool training, const Tensor& residual = Tensor(), bool graph_only = false) const;
+
+ private:
+  Tensor dora_forward(const Tensor& x, const Tensor& xd, bool training) const;
 };
 
 }  // namespace ft

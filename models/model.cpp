@@ -230,7 +230,7 @@ void cache_write(Tensor& cache, const Tensor& x_in, int64_t offset) {
 }  // namespace
 
 Tensor Model::layer_forward(int64_t i, const Tensor& x, const Tensor& cos, const Tensor& sin, const ForwardOptions& opt,
-                            int64_t offset) const {
+                            int64_t offset, bool graph_only) const {
   const DecoderLayer& l = layers[size_t(i)];
   const LayerSpec& spec = cfg.layers[size_t(i)];
   const float eps = float(cfg.rms_norm_eps);
@@ -268,9 +268,9 @@ Tensor Model::layer_forward(int64_t i, const Tensor& x, const Tensor& cos, const
   ao.softcap = float(cfg.attn_logit_softcap);
   ao.q_offset = offset;
   ao.segment_ids = opt.segment_ids;
-  Tensor a = l.o.forward(reshape(attention(q, k, v, ao), {B, T, Hq * D}), tr);
-  if (cfg.sandwich_norms) a = rms_norm(a, l.post_attn_norm, eps, p1);
-  Tensor x1 = add(x, a);
+  // Residual connections are fused into the projections (one pass less) unless a norm sits between.
+  Tensor att = reshape(attention(q, k, v, ao), {B, T, Hq * D});
+  Tensor x1 = cfg.sandwich_norms ? add(x, rms_norm(l.o.forward(att, tr), l.post_attn_norm, eps, p1)) : l.o.forward(att, tr, x);
 
   // MLP block: down(act(gate(h)) * up(h)).
   Tensor h2 = rms_norm(x1, cfg.sandwich_norms ? l.pre_ff_norm : l.post_attn_norm, eps, p1);
@@ -281,9 +281,9 @@ Tensor Model::layer_forward(int64_t i, const Tensor& x, const Tensor& cos, const
   } else {
     gate = l.gate.forward(h2, tr), up = l.up.forward(h2, tr);
   }
-  Tensor mo = l.down.forward(gated_act(gate, up, act_name(cfg.act)), tr);
-  if (cfg.sandwich_norms) mo = rms_norm(mo, l.post_ff_norm, eps, p1);
-  return add(x1, mo);
+  Tensor act = gated_act(gate, up, act_name(cfg.act));
+  if (cfg.sandwich_norms) return add(x1, rms_norm(l.down.forward(act, tr), l.post_ff_norm, eps, p1));
+  return l.down.forward(act, tr, x1, graph_only);
 }
 
 Tensor Model::hidden(const Tensor& ids, const ForwardOptions& opt) const {
@@ -341,7 +341,9 @@ Tensor Model::hidden(const Tensor& ids, const ForwardOptions& opt) const {
     bool ckpt = opt.checkpoint_every > 0 && grad_enabled() && i % opt.checkpoint_every == 0 && !opt.cache;
     if (ckpt) {
       ForwardOptions o = opt;  // captured by value: backward runs after this call returns
-      x = checkpoint([this, i, c, s, o](const std::vector<Tensor>& in) { return layer_forward(i, in[0], c, s, o, 0); }, {x});
+      // Recomputed for backward, the layer's output value is never read: skip its last GEMM then.
+      x = checkpoint([this, i, c, s, o](const std::vector<Tensor>& in) { return layer_forward(i, in[0], c, s, o, 0, in_checkpoint_recompute()); },
+                     {x});
     } else {
       x = layer_forward(i, x, c, s, opt, offset);
     }

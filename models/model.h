@@ -78,8 +78,10 @@ class Model {
   int64_t weight_bytes() const;
 
  private:
+  // graph_only: the layer's output value will not be read (a checkpointed layer recomputed for
+  // backward): its last projection only records its node (lora_linear's graph_only).
   Tensor layer_forward(int64_t i, const Tensor& x, const Tensor& cos, const Tensor& sin, const ForwardOptions& opt,
-                       int64_t offset) const;
+                       int64_t offset, bool graph_only = false) const;
 };
 
 }  // namespace ft

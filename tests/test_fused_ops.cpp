@@ -3,11 +3,17 @@
 // the memory contract of graph edges (nodes that need only shapes keep no activations alive).
 // Gradient checks: central differences in float32 (tests/gradcheck.h).
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "autograd/cpu.h"
 #include "autograd/gemm.h"
 #include "gradcheck.h"
+#include "lora/adapter.h"
+#include "models/model.h"
 
 using namespace ft;
 using namespace ft::testing;
@@ -76,6 +82,29 @@ TEST(LoraLinear, GradCheck) {
              {param({3, 5}, 1), param({2, 5}, 2), param({4, 2}, 3), param({4}, 4)});
   check_grad([&](auto& v) { return lora_linear(v[0], W, Tensor(), v[1], v[2], 0.5f, v[3]); },
              {param({3, 5}, 1), param({2, 5}, 2), param({4, 2}, 3), param({3, 5}, 5)});
+}
+
+TEST(LoraLinear, FusedResidualAndGraphOnly) {
+  Tensor x = leaf({2, 9, 20}, 1), A = leaf({5, 20}, 2, 0.5f), B = leaf({17, 5}, 3, 0.5f), res = leaf({2, 9, 17}, 4);
+  Tensor W = Tensor::randn({17, 20}, 5, 0.5f), bias = leaf({17}, 6);
+  auto fused = [&] { return lora_linear(x, W, bias, A, B, 1.5f, Tensor(), res); };
+  auto plain = [&] { return add(res, lora_linear(x, W, bias, A, B, 1.5f)); };
+  expect_close(fused(), plain(), 1e-6, 1e-6, "forward");
+  std::vector<Tensor*> in = {&x, &A, &B, &res, &bias};
+  auto gf = grads_of(fused, in), gp = grads_of(plain, in);
+  for (size_t i = 0; i < in.size(); ++i) expect_close(gf[i], gp[i], 1e-5, 1e-6, "gradient " + std::to_string(i));
+  // graph_only: no output values, the same gradients.
+  Tensor g = Tensor::randn({2, 9, 17}, 7);
+  for (Tensor* t : in) t->zero_grad();
+  Tensor y = lora_linear(x, W, bias, A, B, 1.5f, Tensor(), res, /*graph_only=*/true);
+  EXPECT_EQ(y.shape(), (Shape{2, 9, 17}));
+  EXPECT_THROW(y.data<float>(), Error);
+  y.backward(g);
+  std::vector<Tensor> go;
+  for (Tensor* t : in) go.push_back(t->grad());
+  for (Tensor* t : in) t->zero_grad();
+  fused().backward(g);
+  for (size_t i = 0; i < in.size(); ++i) expect_close(go[i], in[i]->grad(), 0, 0, "graph_only gradient " + std::to_string(i));
 }
 
 TEST(LoraLinear, KeepsOnlyTheBottleneckForBackward) {
@@ -196,4 +225,41 @@ TEST(GatedAct, VectorisedSiluMatchesDoubleOnEveryIsa) {
     }
   }
   set_isa(prev);
+}
+
+// The training path (fused LM head + loss, fused LoRA projections, checkpointed layers whose last
+// GEMM is skipped in recomputation) against the plain one (logits, cross_entropy_sum, no
+// checkpointing) on the HF fixture models with their PEFT adapters: same loss, same LoRA gradients.
+TEST(FusedTraining, LossAndGradientsMatchPlainPathForEveryFamily) {
+  const std::filesystem::path fixtures = std::filesystem::path(FT_TEST_DATA).parent_path() / "fixtures" / "models";
+  for (const char* fam : {"llama", "qwen3", "gemma2", "phi3", "mistral"}) {
+    SCOPED_TRACE(fam);
+    Model m = Model::load((fixtures / fam).string(), LoadOptions{"float32"});
+    load_adapter((fixtures / fam / "peft").string(), m, /*trainable=*/true);
+    std::vector<NamedParam> params = lora_parameters(m);
+    std::ifstream f(fixtures / fam / "expected.json");
+    std::vector<int32_t> ids = nlohmann::json::parse(f)["input_ids"][0].get<std::vector<int32_t>>();
+    const int64_t T = int64_t(ids.size());
+    std::vector<int32_t> tgt(ids.begin() + 1, ids.end());
+    tgt.push_back(-100);
+    Tensor tids = Tensor::from_ids(ids, {1, T}), targets = Tensor::from_ids(tgt, {T});
+    auto run = [&](bool fused, int64_t ckpt, std::vector<Tensor>& grads) {
+      for (auto& p : params) p.value.zero_grad();
+      ForwardOptions fo;
+      fo.checkpoint_every = ckpt;
+      Tensor loss = fused ? m.loss_sum(m.hidden(tids, fo), targets)
+                          : cross_entropy_sum(reshape(m.forward(tids, fo), {T, m.cfg.vocab_size}), targets);
+      loss.backward();
+      grads.clear();
+      for (auto& p : params) grads.push_back(p.value.grad());
+      return double(loss.item());
+    };
+    std::vector<Tensor> ref, got;
+    const double want = run(false, 0, ref);
+    for (int64_t ckpt : {0, 1, 2}) {
+      SCOPED_TRACE("checkpoint_every " + std::to_string(ckpt));
+      EXPECT_NEAR(run(true, ckpt, got), want, 1e-5 * std::abs(want));
+      for (size_t i = 0; i < params.size(); ++i) expect_close(got[i], ref[i], 1e-3, 1e-6, params[i].name);
+    }
+  }
 }
