@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <unordered_set>
 
 #include "autograd/error.h"
@@ -50,15 +49,33 @@ std::vector<double> softmax_d(const float* s, int64_t vocab) {
 void apply_top_p(float* s, int64_t vocab, double top_p) {
   if (top_p >= 1.0) return;
   std::vector<double> p = softmax_d(s, vocab);
-  std::vector<int32_t> idx(static_cast<size_t>(vocab));
-  std::iota(idx.begin(), idx.end(), 0);
-  // Ascending by score (HF sorts logits ascending, stable), cumulative sum, drop where cum <= 1 - p.
-  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return s[a] < s[b]; });
-  double cum = 0;
-  for (int64_t r = 0; r < vocab; ++r) {
-    int32_t i = idx[size_t(r)];
+  // HF: sort ascending by score (stable), cumulative sum, drop where cum <= 1 - p, always keep the
+  // best. The kept tokens are a suffix of that order, so only the top of it is sorted: the K best
+  // finite scores (ties: the higher index is later in the stable ascending order, so "better"),
+  // K = 64, 256, ... until they hold more than top_p of the mass. Every other token then has
+  // cum <= 1 - top_p and is dropped. (A full stable sort of a 49k vocabulary took ~5 ms per token.)
+  std::vector<int32_t> idx;
+  for (int64_t i = 0; i < vocab; ++i)
+    if (s[i] != -INFINITY) idx.push_back(int32_t(i));
+  if (idx.empty()) return;
+  auto better = [&](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a > b); };
+  size_t K = std::min<size_t>(idx.size(), 64);
+  for (;;) {
+    std::partial_sort(idx.begin(), idx.begin() + std::ptrdiff_t(K), idx.end(), better);
+    double top = 0;
+    for (size_t r = 0; r < K; ++r) top += p[size_t(idx[r])];
+    if (K == idx.size() || top > top_p + 1e-9) break;
+    K = std::min(idx.size(), K * 4);
+  }
+  double cum = 0;  // ascending: the tokens below the K best first (all dropped), then the K best
+  for (size_t r = K; r < idx.size(); ++r) {
+    cum += p[size_t(idx[r])];
+    s[idx[r]] = -INFINITY;
+  }
+  for (size_t r = K; r-- > 0;) {
+    const int32_t i = idx[r];
     cum += p[size_t(i)];
-    if (cum <= 1.0 - top_p && r < vocab - 1) s[i] = -INFINITY;  // always keep the best one
+    if (cum <= 1.0 - top_p && r > 0) s[i] = -INFINITY;  // r == 0: the best, always kept
   }
 }
 
