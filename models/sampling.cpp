@@ -50,32 +50,45 @@ void apply_top_p(float* s, int64_t vocab, double top_p) {
   if (top_p >= 1.0) return;
   std::vector<double> p = softmax_d(s, vocab);
   // HF: sort ascending by score (stable), cumulative sum, drop where cum <= 1 - p, always keep the
-  // best. The kept tokens are a suffix of that order, so only the top of it is sorted: the K best
-  // finite scores (ties: the higher index is later in the stable ascending order, so "better"),
-  // K = 64, 256, ... until they hold more than top_p of the mass. Every other token then has
-  // cum <= 1 - top_p and is dropped. (A full stable sort of a 49k vocabulary took ~5 ms per token.)
-  std::vector<int32_t> idx;
+  // best. A full sort of a 49k vocabulary took ~5 ms per token; instead the finite scores go into
+  // kB buckets by value (monotone), and from the top down the first bucket B where the mass
+  // reaches top_p is found. Every token below B has cum <= mass below B <= 1 - top_p: dropped;
+  // every token above B has cum >= 1 - (mass above B) > 1 - top_p: kept; only B's tokens are
+  // sorted (ties: the higher index is later in the stable ascending order). Where rounding could
+  // matter (a bucket edge within 1e-9 of top_p) all finite tokens form B.
+  constexpr int kB = 2048;
+  float lo = INFINITY, hi = -INFINITY;
   for (int64_t i = 0; i < vocab; ++i)
-    if (s[i] != -INFINITY) idx.push_back(int32_t(i));
-  if (idx.empty()) return;
-  auto better = [&](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a > b); };
-  size_t K = std::min<size_t>(idx.size(), 64);
-  for (;;) {
-    std::partial_sort(idx.begin(), idx.begin() + std::ptrdiff_t(K), idx.end(), better);
-    double top = 0;
-    for (size_t r = 0; r < K; ++r) top += p[size_t(idx[r])];
-    if (K == idx.size() || top > top_p + 1e-9) break;
-    K = std::min(idx.size(), K * 4);
+    if (s[i] != -INFINITY) lo = std::min(lo, s[i]), hi = std::max(hi, s[i]);
+  if (!(lo <= hi)) return;  // no finite score
+  const double width = double(hi) - double(lo);
+  auto bucket = [&](float x) { return width > 0 ? std::min(kB - 1, int((double(x) - double(lo)) / width * kB)) : 0; };
+  std::vector<double> mass(kB, 0.0);
+  for (int64_t i = 0; i < vocab; ++i)
+    if (s[i] != -INFINITY) mass[size_t(bucket(s[i]))] += p[size_t(i)];
+  int b = kB - 1;
+  double above = 0;
+  while (b > 0 && above + mass[size_t(b)] < top_p) above += mass[size_t(b--)];
+  const bool exact = above <= top_p - 1e-9 && above + mass[size_t(b)] >= top_p + 1e-9;
+  const int b_lo = exact ? b : 0, b_hi = exact ? b : kB - 1;  // B = buckets [b_lo, b_hi]
+  std::vector<int32_t> in_b;
+  double cum = 0;  // ascending: everything below B first (all dropped)
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (s[i] == -INFINITY) continue;
+    const int k = bucket(s[i]);
+    if (k < b_lo) {
+      cum += p[size_t(i)];
+      s[i] = -INFINITY;
+    } else if (k <= b_hi) {
+      in_b.push_back(int32_t(i));
+    }
   }
-  double cum = 0;  // ascending: the tokens below the K best first (all dropped), then the K best
-  for (size_t r = K; r < idx.size(); ++r) {
-    cum += p[size_t(idx[r])];
-    s[idx[r]] = -INFINITY;
-  }
-  for (size_t r = K; r-- > 0;) {
-    const int32_t i = idx[r];
+  std::sort(in_b.begin(), in_b.end(), [&](int32_t x, int32_t y) { return s[x] < s[y] || (s[x] == s[y] && x < y); });
+  const bool best_in_b = b_hi == kB - 1;  // the best token is the last of B then
+  for (size_t r = 0; r < in_b.size(); ++r) {
+    const int32_t i = in_b[r];
     cum += p[size_t(i)];
-    if (cum <= 1.0 - top_p && r > 0) s[i] = -INFINITY;  // r == 0: the best, always kept
+    if (cum <= 1.0 - top_p && !(best_in_b && r + 1 == in_b.size())) s[i] = -INFINITY;
   }
 }
 
