@@ -129,10 +129,10 @@ BENCHMARK(BM_ReadBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime()->Measu
 void BM_DecodeBf16(benchmark::State& st) {
   Model& m = smollm();
   NoGradGuard ng;
-  const int64_t prompt = 64;
-  std::vector<int32_t> ids(prompt);
+  const int64_t prompt = st.range(0);  // context: prompt .. prompt + 128
+  std::vector<int32_t> ids(static_cast<size_t>(prompt));
   for (int64_t i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t(1 + i * 7 % 4000);
-  KVCache cache = m.make_cache(1, prompt + 4096);
+  KVCache cache = m.make_cache(1, prompt + 129);
   ForwardOptions fo;
   fo.cache = &cache;
   m.forward(Tensor::from_ids(ids, {1, prompt}), fo);
@@ -141,17 +141,19 @@ void BM_DecodeBf16(benchmark::State& st) {
   for (auto _ : st) {
     Tensor lg = m.forward(Tensor::from_ids({next}, {1, 1}), fo);
     benchmark::DoNotOptimize(lg.raw());
-    if (cache.len >= prompt + 128) cache.len = prompt;  // decode at 64..192 tokens of context
+    if (cache.len >= prompt + 128) cache.len = prompt;  // decode at prompt .. prompt + 128 tokens of context
   }
   const double secs = now() - t0, wb = weight_bytes_per_token(m);
   const double gbs = wb * double(st.iterations()) / 1e9 / secs;
   st.counters["tok/s"] = double(st.iterations()) / secs;
   st.counters["weight_GB/s"] = gbs;
   st.counters["weight_MB/token"] = wb / 1e6;
+  // fp32 keys + values read per token at the mean context (not in weight_GB/s)
+  st.counters["kv_MB/token"] = double(prompt + 64) * double(m.cfg.num_layers * 2 * m.cfg.num_kv_heads * m.cfg.head_dim * 4) / 1e6;
   if (g_copy_gbs > 0) st.counters["of_copy_bw"] = gbs / g_copy_gbs;  // the issue-3 target: >= 0.6
   st.counters["threads"] = num_threads();
 }
-BENCHMARK(BM_DecodeBf16)->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime()->MinTime(3.0);
+BENCHMARK(BM_DecodeBf16)->Arg(64)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime()->MinTime(3.0);
 
 // End to end through generate() (what `ft generate` runs): prefill of a 64-token prompt, then 128
 // tokens, each a decode step plus sampling over the 49152-token vocabulary. Arg 0: greedy;
