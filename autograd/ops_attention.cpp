@@ -22,6 +22,7 @@
 #include <limits>
 #include <memory>
 
+#include "autograd/attention_decode.h"
 #include "autograd/attention_kernels.h"
 #include "autograd/cpu.h"
 #include "autograd/gemm.h"
@@ -574,6 +575,15 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, con
   } else if (k.numel() == 0) {
     out.fill_(0);
     if (rec) lse.fill_(-kInf);
+  } else if (g.Tq == 1) {  // decode: one position over a KV cache (attention_decode.h)
+    attn_detail::DecodeArgs d;
+    d.B = g.B, d.Tk = g.Tk, d.Hq = g.Hq, d.Hkv = g.Hkv, d.D = g.D;
+    d.q = q.data<float>(), d.qsb = g.qsb;
+    d.k = k.data<float>(), d.ksb = g.ksb, d.kst = g.kst;
+    d.v = v.data<float>(), d.vsb = g.vsb, d.vst = g.vst;
+    d.out = out.data<float>(), d.lse = rec ? lse.data<float>() : nullptr;
+    d.scale = g.scale, d.cap = g.cap, d.causal = g.causal, d.window = g.window, d.q_off = g.q_off, d.seg = g.seg;
+    attn_detail::attention_decode(d);
   } else {
     attention_forward(g, q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
                       rec ? lse.data<float>() : nullptr);

@@ -1,4 +1,6 @@
-// Decode-time paths: top-p against the full stable sort HF does, on many distributions; batch-1
+// Decode-time paths: top-p against the full stable sort HF does, on many distributions; attention
+// of one query position over a cache (autograd/attention_decode.cpp) against a naive reference
+// with softcap, window, segments, GQA, odd head sizes, several key blocks, every ISA path; batch-1
 // decode with a KV cache against the full forward (fp32 and bf16 weights).
 #include <gtest/gtest.h>
 
@@ -9,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "autograd/cpu.h"
 #include "autograd/ops.h"
 #include "models/model.h"
 #include "models/sampling.h"
@@ -60,6 +63,78 @@ TEST(Decode, TopPEqualsFullSort) {
           ++cases;
         }
   EXPECT_GT(cases, 250);
+}
+
+// Naive attention of query position q_off (Tq = 1) in double: q [B,1,Hq,D], k/v [B,Tk,Hkv,D].
+std::vector<double> attention_reference(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                                        const std::vector<int32_t>& seg, int64_t B, int64_t Tk, int64_t Hq, int64_t Hkv,
+                                        int64_t D, const AttentionOptions& o) {
+  std::vector<double> out(size_t(B * Hq * D), 0.0);
+  const double scale = o.scale != 0 ? o.scale : 1.0 / std::sqrt(double(D));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hq; ++h) {
+      const int64_t g = h / (Hq / Hkv), t = o.q_offset;
+      std::vector<double> s(size_t(Tk), -INFINITY);
+      double mx = -INFINITY;
+      for (int64_t j = 0; j < Tk; ++j) {
+        if (o.causal && j > t) continue;
+        if (o.window > 0 && t - j >= o.window) continue;
+        if (!seg.empty() && seg[size_t(b * Tk + j)] != seg[size_t(b * Tk + t)]) continue;
+        double d = 0;
+        for (int64_t c = 0; c < D; ++c) d += double(q[size_t((b * Hq + h) * D + c)]) * double(k[size_t(((b * Tk + j) * Hkv + g) * D + c)]);
+        d *= scale;
+        if (o.softcap > 0) d = o.softcap * std::tanh(d / o.softcap);
+        s[size_t(j)] = d;
+        mx = std::max(mx, d);
+      }
+      if (mx == -INFINITY) continue;
+      double z = 0;
+      for (double& x : s) z += x = x == -INFINITY ? 0.0 : std::exp(x - mx);
+      for (int64_t j = 0; j < Tk; ++j)
+        for (int64_t c = 0; c < D; ++c)
+          out[size_t((b * Hq + h) * D + c)] += s[size_t(j)] / z * double(v[size_t(((b * Tk + j) * Hkv + g) * D + c)]);
+    }
+  return out;
+}
+
+TEST(Decode, AttentionOneQueryMatchesReference) {
+  struct C { int64_t B, Tk, Hq, Hkv, D; bool causal; int64_t window; float cap; bool seg; int64_t q_off; };
+  const C cases[] = {{2, 1030, 9, 3, 19, true, 0, 0.f, false, 1029},   // three key blocks, odd D
+                     {1, 700, 8, 2, 64, true, 300, 0.f, false, 699},   // window across blocks
+                     {2, 90, 4, 1, 33, true, 0, 5.f, true, 60},        // softcap, segments, q_off < Tk - 1
+                     {3, 17, 2, 2, 8, false, 5, 0.f, true, 9},         // non-causal window, segments
+                     {1, 600, 4, 4, 16, true, 0, 0.f, true, 599}};     // blocks without visible keys
+  const std::string saved = isa_name();
+  for (const char* isa : {"baseline", "avx2", "avx512"}) {
+    set_isa(isa);
+    for (const C& c : cases) {
+      SCOPED_TRACE(std::string(isa) + " B=" + std::to_string(c.B) + " Tk=" + std::to_string(c.Tk) + " D=" + std::to_string(c.D));
+      Tensor q = Tensor::randn({c.B, 1, c.Hq, c.D}, 21, 1.f), k = Tensor::randn({c.B, c.Tk, c.Hkv, c.D}, 22, 1.f);
+      Tensor v = Tensor::randn({c.B, c.Tk, c.Hkv, c.D}, 23, 1.f);
+      AttentionOptions o;
+      o.causal = c.causal, o.window = c.window, o.softcap = c.cap, o.q_offset = c.q_off;
+      std::vector<int32_t> seg;
+      if (c.seg) {  // runs of 1..40 positions; the last run ends inside blocks
+        std::mt19937 rng(5);
+        int32_t id = 0;
+        for (int64_t b = 0; b < c.B; ++b)
+          for (int64_t j = 0, left = 0; j < c.Tk; ++j, --left) {
+            if (left <= 0) left = 1 + int64_t(rng() % 40), ++id;
+            seg.push_back(id);
+          }
+        if (c.Tk == 600) std::fill(seg.begin(), seg.begin() + 520, -1);  // blocks 0 and part of 1 hidden
+        o.segment_ids = Tensor::from_ids(seg, {c.B, c.Tk});
+      }
+      std::vector<double> want = attention_reference(q.to_vector(), k.to_vector(), v.to_vector(), seg, c.B, c.Tk, c.Hq, c.Hkv, c.D, o);
+      NoGradGuard ng;
+      std::vector<float> got = attention(q, k, v, o).to_vector();
+      ASSERT_EQ(got.size(), want.size());
+      double err = 0;
+      for (size_t e = 0; e < got.size(); ++e) err = std::max(err, std::fabs(double(got[e]) - want[e]));
+      EXPECT_LE(err, 2e-5);
+    }
+  }
+  set_isa(saved);
 }
 
 // One token at a time through the KV cache gives the logits of the full forward over the sequence
