@@ -559,6 +559,9 @@ TrainResult train(const TrainConfig& c_in) {
   TrainResult res;
   double window_loss = 0, window_targets = 0, window_tokens = 0, window_time = 0;
   double last_val = -1, last_loss = 0;
+  int64_t window_act = 0;  // peak activation bytes of the steps since the last report
+  bool memory_reported = false;
+  auto mib = [](int64_t bytes) { return (bytes + 524288) / 1048576; };
   train_stop_flag() = false;
   while (step < total) {
     AutocastF16Guard autocast(scaler.has_value());  // forward, backward and validation of this step
@@ -575,6 +578,10 @@ TrainResult train(const TrainConfig& c_in) {
       FT_PROFILE_PHASE("optimizer");
       opt.zero_grad();
     }
+    // Activation memory: everything the step allocates on top of what lives across steps (weights,
+    // trainable weights, optimiser state), at its peak during forward + backward.
+    const int64_t mem_before = memory_stats().current;
+    reset_peak_memory();
     double loss_sum = 0;
     for (auto& b : micro) {
       if (b.n_targets == 0) continue;
@@ -582,6 +589,19 @@ TrainResult train(const TrainConfig& c_in) {
       loss_sum += double(ls.item());
       FT_PROFILE_PHASE("backward");
       scale(ls, loss_scale * (1.f / float(std::max<int64_t>(n_targets, 1)))).backward();
+    }
+    const int64_t act_bytes = memory_stats().peak - mem_before;
+    window_act = std::max(window_act, act_bytes);
+    if (!memory_reported) {
+      memory_reported = true;
+      int64_t trainable_bytes = 0;
+      for (auto& p : params) trainable_bytes += int64_t(p.value.nbytes());
+      const std::string line = cat("Memory: weights ", mib(model.weight_bytes()), " MB (", c.dtype, "), trainable weights + gradients + ", c.optimizer,
+                  " state ", mib(trainable_bytes * (c.optimizer == "adamw" ? 4 : c.momentum > 0 ? 3 : 2)), " MB, activations ", mib(act_bytes), " MB (peak of step ",
+                  step + 1, ", ", c.grad_checkpoint ? cat("checkpointing every ", c.checkpoint_every, " block(s)") : std::string("no checkpointing"),
+                  "), process peak RSS ", mib(peak_rss_bytes()), " MB");
+      if (c.progress) bar.log(line);  // like the header lines, also without the progress display
+      else std::cerr << line << "\n";
     }
     double loss = n_targets ? loss_sum / double(n_targets) : 0.0;
     // float16: an inf/NaN among the scaled gradients skips the step (a non-finite loss still stops).
@@ -619,7 +639,9 @@ TrainResult train(const TrainConfig& c_in) {
       double tps = window_time > 0 ? window_tokens / window_time : 0;
       hist_train.push_back({double(step), l});
       json rec = {{"step", step}, {"loss", l}, {"learning_rate", lr}, {"tokens_per_second", tps}, {"trained_tokens", trained_tokens},
-                  {"peak_memory_mb", double(peak_rss_bytes()) / 1048576.0}, {"grad_norm", gnorm}, {"cpu_seconds", cpu_s()}};
+                  {"peak_memory_mb", double(peak_rss_bytes()) / 1048576.0},
+                  {"activation_memory_mb", double(window_act) / 1048576.0}, {"weight_memory_mb", double(model.weight_bytes()) / 1048576.0},
+                  {"grad_norm", gnorm}, {"cpu_seconds", cpu_s()}};
       if (scaler) {
         rec["loss_scale"] = scaler->scale();
         rec["skipped_steps"] = scaler->skipped_steps();
@@ -629,6 +651,7 @@ TrainResult train(const TrainConfig& c_in) {
                   scaler ? cat(", loss scale ", scaler->scale(), " (", scaler->skipped_steps(), " steps skipped)") : std::string()));
       res.tokens_per_second = tps;
       window_loss = window_targets = window_tokens = window_time = 0;
+      window_act = 0;
     }
     if (data.valid && c.steps_per_eval > 0 && (step % c.steps_per_eval == 0 || step == total)) {
       double t1 = now_s();

@@ -225,6 +225,32 @@ TEST(Train, Float16TracksFloat32) {
   fs::remove_all(tmp);
 }
 
+// Every report gives the base weights' memory and the peak activation memory of its steps; gradient
+// checkpointing keeps only the block inputs, so its activation peak is lower.
+TEST(Train, ReportsWeightAndActivationMemory) {
+  fs::path tmp = fs::temp_directory_path() / ("ft_mem_" + std::to_string(getpid()));
+  fs::remove_all(tmp);
+  double act[2] = {0, 0}, weights[2] = {0, 0};
+  for (int k = 0; k < 2; ++k) {
+    TrainConfig c = small_run(tmp / (k ? "ckpt" : "plain"));
+    c.iters = 2;
+    c.save_every = 0;
+    c.steps_per_report = 1;
+    c.grad_checkpoint = k == 1;
+    c.metrics_file = (tmp / (std::to_string(k) + ".jsonl")).string();
+    train(c);
+    auto m = read_metrics(c.metrics_file);
+    ASSERT_EQ(m.size(), 2u);
+    act[k] = m[1]["activation_memory_mb"], weights[k] = m[1]["weight_memory_mb"];
+  }
+  const Model model = Model::load(kLlama.string());
+  EXPECT_DOUBLE_EQ(weights[0], double(model.weight_bytes()) / 1048576.0);
+  EXPECT_EQ(weights[0], weights[1]);
+  EXPECT_GT(act[1], 0);
+  EXPECT_LT(act[1], act[0]) << "checkpointing should lower the activation peak";
+  fs::remove_all(tmp);
+}
+
 // A deliberately huge initial scale (1e12) overflows the fp16 gradients: the first steps are skipped
 // (the adapter and the optimiser stay untouched: B is still zero after 10 steps, no optimiser step),
 // the scale halves each time until the gradients fit, then training proceeds (here after 23 skips),
