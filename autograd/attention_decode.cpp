@@ -1,6 +1,6 @@
 // Decode attention (see autograd/attention_decode.h): per (batch row, block of keys) two passes
-// over the block's key and value rows, each row read once for all query heads; vector code from
-// autograd/simd.h (AVX-512 / AVX2 / SSE2 clones, chosen at run time).
+// over the block's key and value rows (float or bf16; 4 rows at a time), each row read once for all
+// query heads; vector code from autograd/simd.h (AVX-512 / AVX2 / SSE2 clones, chosen at run time).
 #include "autograd/attention_decode.h"
 
 #include <tbb/parallel_for.h>
@@ -28,24 +28,99 @@ FT_INLINE float hadd(typename simd::Vec<N>::F v) {
   }
 }
 
+// k (<= N) keys/values from p as floats (bf16 widened exactly); lanes past k are 0.
 template <int N>
-FT_INLINE float dot(const float* x, const float* y, int64_t n) {
+FT_INLINE typename simd::Vec<N>::F load_kv(const float* p, int64_t k) {
+  return k == N ? simd::Vec<N>::load(p) : simd::Vec<N>::load_part(p, k, 0.f);
+}
+template <int N> struct Bf16Vec;  // N bf16 bits, and N uint32 lanes
+template <> struct Bf16Vec<4> {
+  typedef uint16_t H __attribute__((vector_size(8)));
+  typedef uint32_t U __attribute__((vector_size(16)));
+};
+template <> struct Bf16Vec<8> {
+  typedef uint16_t H __attribute__((vector_size(16)));
+  typedef uint32_t U __attribute__((vector_size(32)));
+};
+template <> struct Bf16Vec<16> {
+  typedef uint16_t H __attribute__((vector_size(32)));
+  typedef uint32_t U __attribute__((vector_size(64)));
+};
+template <int N>
+FT_INLINE typename simd::Vec<N>::F load_kv(const uint16_t* p, int64_t k) {
+  using H = typename Bf16Vec<N>::H;
+  using U = typename Bf16Vec<N>::U;
+  H h;
+  if (k == N) {
+    std::memcpy(&h, p, sizeof h);
+  } else {
+    h = H{};
+    std::memcpy(&h, p, size_t(k) * 2);
+  }
+  const U u = __builtin_convertvector(h, U) << 16;
+  typename simd::Vec<N>::F f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+template <int N, class T>
+FT_INLINE float dot(const float* x, const T* y, int64_t n) {
   using V = simd::Vec<N>;
-  typename V::F acc = V::splat(0.f);
+  typename V::F acc = V::splat(0.f), acc1 = acc;
   int64_t d = 0;
-  for (; d + N <= n; d += N) acc += V::load(x + d) * V::load(y + d);
-  if (d < n) acc += V::load_part(x + d, n - d, 0.f) * V::load_part(y + d, n - d, 0.f);
-  return hadd<N>(acc);
+  for (; d + 2 * N <= n; d += 2 * N) {
+    acc += V::load(x + d) * load_kv<N>(y + d, N);
+    acc1 += V::load(x + d + N) * load_kv<N>(y + d + N, N);
+  }
+  if (d + N <= n) acc += V::load(x + d) * load_kv<N>(y + d, N), d += N;
+  if (d < n) acc1 += V::load_part(x + d, n - d, 0.f) * load_kv<N>(y + d, n - d);
+  return hadd<N>(acc + acc1);
+}
+
+// out[i] = x · y[i] over n elements, for 4 rows y[i].
+template <int N, class T>
+FT_INLINE void dot4(const float* x, const T* const* y, int64_t n, float* out) {
+  using V = simd::Vec<N>;
+  typename V::F a0 = V::splat(0.f), a1 = a0, a2 = a0, a3 = a0;
+  int64_t d = 0;
+  for (; d + N <= n; d += N) {
+    const typename V::F xv = V::load(x + d);
+    a0 += xv * load_kv<N>(y[0] + d, N), a1 += xv * load_kv<N>(y[1] + d, N);
+    a2 += xv * load_kv<N>(y[2] + d, N), a3 += xv * load_kv<N>(y[3] + d, N);
+  }
+  if (d < n) {
+    const int64_t k = n - d;
+    const typename V::F xv = V::load_part(x + d, k, 0.f);
+    a0 += xv * load_kv<N>(y[0] + d, k), a1 += xv * load_kv<N>(y[1] + d, k);
+    a2 += xv * load_kv<N>(y[2] + d, k), a3 += xv * load_kv<N>(y[3] + d, k);
+  }
+  out[0] = hadd<N>(a0), out[1] = hadd<N>(a1), out[2] = hadd<N>(a2), out[3] = hadd<N>(a3);
 }
 
 // o[0, n) += p · x[0, n)
-template <int N>
-FT_INLINE void axpy(float* o, float p, const float* x, int64_t n) {
+template <int N, class T>
+FT_INLINE void axpy(float* o, float p, const T* x, int64_t n) {
   using V = simd::Vec<N>;
   const typename V::F pv = V::splat(p);
   int64_t d = 0;
-  for (; d + N <= n; d += N) V::store(o + d, V::load(o + d) + pv * V::load(x + d));
-  if (d < n) V::store_part(o + d, V::load_part(o + d, n - d, 0.f) + pv * V::load_part(x + d, n - d, 0.f), n - d);
+  for (; d + N <= n; d += N) V::store(o + d, V::load(o + d) + pv * load_kv<N>(x + d, N));
+  if (d < n) V::store_part(o + d, V::load_part(o + d, n - d, 0.f) + pv * load_kv<N>(x + d, n - d), n - d);
+}
+
+// o[0, n) += Σ_i p[i] · x[i][0, n) over 4 rows: one load and store of o per 4 multiply-adds.
+template <int N, class T>
+FT_INLINE void axpy4(float* o, const float* p, const T* const* x, int64_t n) {
+  using V = simd::Vec<N>;
+  const typename V::F p0 = V::splat(p[0]), p1 = V::splat(p[1]), p2 = V::splat(p[2]), p3 = V::splat(p[3]);
+  int64_t d = 0;
+  for (; d + N <= n; d += N)
+    V::store(o + d, V::load(o + d) + (p0 * load_kv<N>(x[0] + d, N) + p1 * load_kv<N>(x[1] + d, N)) +
+                        (p2 * load_kv<N>(x[2] + d, N) + p3 * load_kv<N>(x[3] + d, N)));
+  if (d < n) {
+    const int64_t k = n - d;
+    V::store_part(o + d, V::load_part(o + d, k, 0.f) + (p0 * load_kv<N>(x[0] + d, k) + p1 * load_kv<N>(x[1] + d, k)) +
+                             (p2 * load_kv<N>(x[2] + d, k) + p3 * load_kv<N>(x[3] + d, k)), k);
+  }
 }
 
 struct Visibility {
@@ -67,28 +142,43 @@ Visibility visibility(const DecodeArgs& a, int64_t b) {
 // Keys [j0, j1) of batch row b: per head h the block's softmax state, m[h] (max score, -inf when
 // no key is visible), l[h] = Σ exp(s - m[h]) and o[h·D ..] = Σ exp(s - m[h]) · v (unnormalised).
 // Scratch: sc [Hq × (j1 - j0)], qs [Hq × D].
-template <int N>
-FT_INLINE void block_impl(const DecodeArgs& a, int64_t b, int64_t j0, int64_t j1, float* sc, float* qs, float* o,
-                          float* m, float* l) {
+template <int N, class T>
+FT_INLINE void block_t(const DecodeArgs& a, int64_t b, int64_t j0, int64_t j1, float* sc, float* qs, float* o,
+                       float* m, float* l) {
   using V = simd::Vec<N>;
   using F = typename V::F;
   const int64_t H = a.Hq, D = a.D, rep = a.Hq / a.Hkv, n = j1 - j0;
   const Visibility vis = visibility(a, b);
   const float* q = a.q + b * a.qsb;
   for (int64_t e = 0; e < H * D; ++e) qs[e] = a.scale * q[e];
-  for (int64_t jj = 0; jj < n; ++jj) {  // scores: each key row once, all heads
+  auto krow = [&](int64_t j) { return static_cast<const T*>(a.k) + b * a.ksb + j * a.kst; };
+  auto score1 = [&](int64_t jj) {  // one key row, all heads
     const int64_t j = j0 + jj;
     if (!vis(j)) {
       for (int64_t h = 0; h < H; ++h) sc[h * n + jj] = -INFINITY;
+      return;
+    }
+    const T* kr = krow(j);
+    for (int64_t g = 0, h = 0; g < a.Hkv; ++g)
+      for (int64_t r = 0; r < rep; ++r, ++h) sc[h * n + jj] = dot<N>(qs + h * D, kr + g * D, D);
+  };
+  int64_t j4 = 0;
+  for (; j4 + 4 <= n; j4 += 4) {  // scores: each key row once, all heads; 4 rows at a time
+    const int64_t j = j0 + j4;
+    if (!(vis(j) && vis(j + 1) && vis(j + 2) && vis(j + 3))) {
+      for (int64_t u = 0; u < 4; ++u) score1(j4 + u);
       continue;
     }
-    const float* kr = a.k + b * a.ksb + j * a.kst;
-    for (int64_t h = 0; h < H; ++h) {
-      float s = dot<N>(qs + h * D, kr + (h / rep) * D, D);
-      if (a.cap > 0) s = a.cap * std::tanh(s / a.cap);
-      sc[h * n + jj] = s;
+    const T* kr[4] = {krow(j), krow(j + 1), krow(j + 2), krow(j + 3)};
+    for (int64_t g = 0, h = 0; g < a.Hkv; ++g) {
+      const T* kg[4] = {kr[0] + g * D, kr[1] + g * D, kr[2] + g * D, kr[3] + g * D};
+      for (int64_t r = 0; r < rep; ++r, ++h) dot4<N>(qs + h * D, kg, D, sc + h * n + j4);
     }
   }
+  for (; j4 < n; ++j4) score1(j4);
+  if (a.cap > 0)
+    for (int64_t e = 0; e < H * n; ++e)
+      if (sc[e] != -INFINITY) sc[e] = a.cap * std::tanh(sc[e] / a.cap);
   const F ninf = V::splat(-INFINITY), zero = V::splat(0.f);
   for (int64_t h = 0; h < H; ++h) {  // exp(s - max), masked keys exactly 0
     float* row = sc + h * n;
@@ -116,15 +206,41 @@ FT_INLINE void block_impl(const DecodeArgs& a, int64_t b, int64_t j0, int64_t j1
     l[h] = hadd<N>(sum) + tail;
   }
   std::fill(o, o + H * D, 0.f);
-  for (int64_t jj = 0; jj < n; ++jj) {  // weighted values: each value row once, all heads
+  auto vrow = [&](int64_t j) { return static_cast<const T*>(a.v) + b * a.vsb + j * a.vst; };
+  int64_t jj = 0;
+  for (; jj + 4 <= n; jj += 4) {  // weighted values: each value row once, all heads; 4 rows at a time
     const int64_t j = j0 + jj;
-    if (!vis(j)) continue;
-    const float* vr = a.v + b * a.vsb + j * a.vst;
-    for (int64_t h = 0; h < H; ++h) {
-      const float p = sc[h * n + jj];
-      if (p != 0.f) axpy<N>(o + h * D, p, vr + (h / rep) * D, D);
+    if (vis(j) && vis(j + 1) && vis(j + 2) && vis(j + 3)) {
+      const T* vr[4] = {vrow(j), vrow(j + 1), vrow(j + 2), vrow(j + 3)};
+      for (int64_t g = 0, h = 0; g < a.Hkv; ++g) {
+        const T* vg[4] = {vr[0] + g * D, vr[1] + g * D, vr[2] + g * D, vr[3] + g * D};
+        for (int64_t r = 0; r < rep; ++r, ++h) {
+          const float p[4] = {sc[h * n + jj], sc[h * n + jj + 1], sc[h * n + jj + 2], sc[h * n + jj + 3]};
+          axpy4<N>(o + h * D, p, vg, D);
+        }
+      }
+      continue;
+    }
+    for (int64_t u = 0; u < 4; ++u) {
+      if (!vis(j + u)) continue;
+      const T* vr = vrow(j + u);
+      for (int64_t g = 0, h = 0; g < a.Hkv; ++g)
+        for (int64_t r = 0; r < rep; ++r, ++h) axpy<N>(o + h * D, sc[h * n + jj + u], vr + g * D, D);
     }
   }
+  for (; jj < n; ++jj) {
+    if (!vis(j0 + jj)) continue;
+    const T* vr = vrow(j0 + jj);
+    for (int64_t g = 0, h = 0; g < a.Hkv; ++g)
+      for (int64_t r = 0; r < rep; ++r, ++h) axpy<N>(o + h * D, sc[h * n + jj], vr + g * D, D);
+  }
+}
+
+template <int N>
+FT_INLINE void block_impl(const DecodeArgs& a, int64_t b, int64_t j0, int64_t j1, float* sc, float* qs, float* o,
+                          float* m, float* l) {
+  if (a.kv_bf16) block_t<N, uint16_t>(a, b, j0, j1, sc, qs, o, m, l);
+  else block_t<N, float>(a, b, j0, j1, sc, qs, o, m, l);
 }
 
 FT_SIMD_KERNEL(decode_block, block_impl,

@@ -12,9 +12,10 @@ struct DecodeArgs {
   int64_t B = 0, Tk = 0, Hq = 0, Hkv = 0, D = 0;
   const float* q = nullptr;  // query of batch row b, head h: q + b·qsb + h·D
   int64_t qsb = 0;
-  const float* k = nullptr;  // key j of batch row b, kv head g: k + b·ksb + j·kst + g·D
+  bool kv_bf16 = false;      // keys and values: float, or bf16 bits (uint16_t)
+  const void* k = nullptr;   // key j of batch row b, kv head g: element b·ksb + j·kst + g·D
   int64_t ksb = 0, kst = 0;
-  const float* v = nullptr;  // likewise
+  const void* v = nullptr;   // likewise
   int64_t vsb = 0, vst = 0;
   float* out = nullptr;      // [B, Hq, D], contiguous
   float* lse = nullptr;      // optional [B, Hq]: log Σ exp(s) over the visible keys (-inf: none)

@@ -552,12 +552,14 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, con
   // Without autograd, float32 views whose heads and head_dim are dense (a KV-cache prefix
   // cache.slice(1, 0, len), q/k/v slices of a fused projection) are read in place; otherwise (and
   // for the tensors the backward saves) contiguous float32 copies.
-  auto prep = [rec](const Tensor& t) {
-    const bool dense = t.dtype() == DType::F32 && (t.size(3) == 1 || t.strides()[3] == 1) &&
-                       (t.size(2) == 1 || t.strides()[2] == t.size(3));
-    return !rec && dense ? t : f32c(t);
+  // The decode path (one query position) also reads bf16 keys/values (a bf16 KV cache) in place.
+  auto dense_heads = [](const Tensor& t) {
+    return (t.size(3) == 1 || t.strides()[3] == 1) && (t.size(2) == 1 || t.strides()[2] == t.size(3));
   };
-  Tensor q = prep(q_in), k = prep(k_in), v = prep(v_in);
+  auto prep = [&](const Tensor& t) { return !rec && t.dtype() == DType::F32 && dense_heads(t) ? t : f32c(t); };
+  const bool kv_bf16 = !rec && q_in.size(1) == 1 && k_in.dtype() == DType::BF16 && v_in.dtype() == DType::BF16 &&
+                       dense_heads(k_in) && dense_heads(v_in);
+  Tensor q = prep(q_in), k = kv_bf16 ? k_in : prep(k_in), v = kv_bf16 ? v_in : prep(v_in);
   Geo g = make_geo(q, k, v, opt);
   Tensor seg;
   if (opt.segment_ids.defined()) {
@@ -579,8 +581,9 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, con
     attn_detail::DecodeArgs d;
     d.B = g.B, d.Tk = g.Tk, d.Hq = g.Hq, d.Hkv = g.Hkv, d.D = g.D;
     d.q = q.data<float>(), d.qsb = g.qsb;
-    d.k = k.data<float>(), d.ksb = g.ksb, d.kst = g.kst;
-    d.v = v.data<float>(), d.vsb = g.vsb, d.vst = g.vst;
+    d.kv_bf16 = kv_bf16;
+    d.k = k.raw(), d.ksb = g.ksb, d.kst = g.kst;
+    d.v = v.raw(), d.vsb = g.vsb, d.vst = g.vst;
     d.out = out.data<float>(), d.lse = rec ? lse.data<float>() : nullptr;
     d.scale = g.scale, d.cap = g.cap, d.causal = g.causal, d.window = g.window, d.q_off = g.q_off, d.seg = g.seg;
     attn_detail::attention_decode(d);

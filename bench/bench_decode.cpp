@@ -148,8 +148,9 @@ void BM_DecodeBf16(benchmark::State& st) {
   st.counters["tok/s"] = double(st.iterations()) / secs;
   st.counters["weight_GB/s"] = gbs;
   st.counters["weight_MB/token"] = wb / 1e6;
-  // fp32 keys + values read per token at the mean context (not in weight_GB/s)
-  st.counters["kv_MB/token"] = double(prompt + 64) * double(m.cfg.num_layers * 2 * m.cfg.num_kv_heads * m.cfg.head_dim * 4) / 1e6;
+  // keys + values read per token at the mean context (not in weight_GB/s)
+  st.counters["kv_MB/token"] = double(prompt + 64) * double(m.cfg.num_layers * 2 * m.cfg.num_kv_heads * m.cfg.head_dim) *
+                               double(dtype_size(cache.k[0].dtype())) / 1e6;
   if (g_copy_gbs > 0) st.counters["of_copy_bw"] = gbs / g_copy_gbs;  // the issue-3 target: >= 0.6
   st.counters["threads"] = num_threads();
 }

@@ -206,13 +206,14 @@ int64_t Model::weight_bytes() const {
   return n;
 }
 
-KVCache Model::make_cache(int64_t batch, int64_t capacity) const {
+KVCache Model::make_cache(int64_t batch, int64_t capacity, DType dt) const {
+  FT_CHECK(dt == DType::F32 || dt == DType::BF16, "KV cache dtype must be float32 or bfloat16, got ", dtype_name(dt));
   KVCache c;
   c.batch = batch;
   c.capacity = capacity;
   for (int64_t i = 0; i < cfg.num_layers; ++i) {
-    c.k.push_back(Tensor::zeros({batch, capacity, cfg.num_kv_heads, cfg.head_dim}));
-    c.v.push_back(Tensor::zeros({batch, capacity, cfg.num_kv_heads, cfg.head_dim}));
+    c.k.push_back(Tensor::zeros({batch, capacity, cfg.num_kv_heads, cfg.head_dim}).to(dt));
+    c.v.push_back(Tensor::zeros({batch, capacity, cfg.num_kv_heads, cfg.head_dim}).to(dt));
   }
   return c;
 }
@@ -220,12 +221,14 @@ KVCache Model::make_cache(int64_t batch, int64_t capacity) const {
 namespace {
 // Writes x [B, T, Hkv, D] into cache [B, cap, Hkv, D] at rows [offset, offset + T).
 void cache_write(Tensor& cache, const Tensor& x_in, int64_t offset) {
-  Tensor x = x_in.contiguous();
+  Tensor x = x_in.to(DType::F32).contiguous();
   int64_t B = x.size(0), T = x.size(1), row = x.size(2) * x.size(3), cap = cache.size(1);
   FT_CHECK(offset + T <= cap, "KV cache full: ", offset + T, " positions needed, capacity ", cap);
   const float* src = x.data<float>();
-  float* dst = cache.data<float>();
-  for (int64_t b = 0; b < B; ++b) std::memcpy(dst + (b * cap + offset) * row, src + b * T * row, size_t(T * row) * 4);
+  const size_t esz = dtype_size(cache.dtype());
+  char* dst = static_cast<char*>(cache.raw());
+  for (int64_t b = 0; b < B; ++b)
+    convert(src + b * T * row, DType::F32, dst + size_t((b * cap + offset) * row) * esz, cache.dtype(), size_t(T * row));
 }
 }  // namespace
 

@@ -23,7 +23,8 @@ struct DecoderLayer {
   Projection gate, up, gate_up, down;  // gate_up used instead of gate/up when cfg.fused_gate_up
 };
 
-// Keys and values of past positions, per layer: [B, capacity, Hkv, D].
+// Keys and values of past positions, per layer: [B, capacity, Hkv, D], float32 or bfloat16
+// (Model::make_cache).
 struct KVCache {
   std::vector<Tensor> k, v;
   int64_t len = 0, capacity = 0, batch = 0;
@@ -70,7 +71,9 @@ class Model {
   // -100 = ignored), fused with the LM head: the [rows, vocab] logits are never materialised.
   Tensor loss_sum(const Tensor& hidden, const Tensor& targets) const;
 
-  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  // dtype of the cached keys/values: F32 (default) or BF16 (half the memory and the bytes each
+  // decode step reads; keys/values rounded to bf16, as a bf16 model's cache in HF).
+  KVCache make_cache(int64_t batch, int64_t capacity, DType dtype = DType::F32) const;
 
   // Every linear projection in the model (module path in Projection::name).
   std::vector<Projection*> projections();

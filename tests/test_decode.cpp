@@ -1,7 +1,8 @@
 // Decode-time paths: top-p against the full stable sort HF does, on many distributions; attention
 // of one query position over a cache (autograd/attention_decode.cpp) against a naive reference
-// with softcap, window, segments, GQA, odd head sizes, several key blocks, every ISA path; batch-1
-// decode with a KV cache against the full forward (fp32 and bf16 weights).
+// with softcap, window, segments, GQA, odd head sizes, several key blocks, fp32 and bf16 keys and
+// values, every ISA path; batch-1 decode with a KV cache against the full forward (fp32 weights
+// and cache; bf16 weights and cache).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -125,13 +126,16 @@ TEST(Decode, AttentionOneQueryMatchesReference) {
         if (c.Tk == 600) std::fill(seg.begin(), seg.begin() + 520, -1);  // blocks 0 and part of 1 hidden
         o.segment_ids = Tensor::from_ids(seg, {c.B, c.Tk});
       }
-      std::vector<double> want = attention_reference(q.to_vector(), k.to_vector(), v.to_vector(), seg, c.B, c.Tk, c.Hq, c.Hkv, c.D, o);
-      NoGradGuard ng;
-      std::vector<float> got = attention(q, k, v, o).to_vector();
-      ASSERT_EQ(got.size(), want.size());
-      double err = 0;
-      for (size_t e = 0; e < got.size(); ++e) err = std::max(err, std::fabs(double(got[e]) - want[e]));
-      EXPECT_LE(err, 2e-5);
+      for (DType kv : {DType::F32, DType::BF16}) {  // a bf16 KV cache is read as is
+        const Tensor kc = k.to(kv), vc = v.to(kv);
+        std::vector<double> want = attention_reference(q.to_vector(), kc.to_vector(), vc.to_vector(), seg, c.B, c.Tk, c.Hq, c.Hkv, c.D, o);
+        NoGradGuard ng;
+        std::vector<float> got = attention(q, kc, vc, o).to_vector();
+        ASSERT_EQ(got.size(), want.size());
+        double err = 0;
+        for (size_t e = 0; e < got.size(); ++e) err = std::max(err, std::fabs(double(got[e]) - want[e]));
+        EXPECT_LE(err, 2e-5) << dtype_name(kv);
+      }
     }
   }
   set_isa(saved);
@@ -139,12 +143,13 @@ TEST(Decode, AttentionOneQueryMatchesReference) {
 
 // One token at a time through the KV cache gives the logits of the full forward over the sequence
 // (the GEMV for M = 1 vs the packed GEMM; attention over the cache vs causal attention).
-void check_decode_matches_forward(const Model& m, double tol) {
+void check_decode_matches_forward(const Model& m, double tol, DType cache_dtype) {
   NoGradGuard ng;
   const std::vector<int32_t> ids = {1, 343, 223, 83, 42, 425, 81, 484, 315, 3, 223, 42};
   const int64_t T = int64_t(ids.size()), V = m.cfg.vocab_size;
   std::vector<float> full = m.forward(Tensor::from_ids(ids, {1, T})).to_vector();
-  KVCache cache = m.make_cache(1, T);
+  KVCache cache = m.make_cache(1, T, cache_dtype);
+  ASSERT_EQ(cache.k[0].dtype(), cache_dtype);
   ForwardOptions fo;
   fo.cache = &cache;
   const int64_t prompt = 3;
@@ -162,11 +167,22 @@ void check_decode_matches_forward(const Model& m, double tol) {
 
 const fs::path kLlama = fs::path(FT_TEST_DATA).parent_path() / "fixtures" / "models" / "llama";
 
-TEST(Decode, CachedStepsMatchFullForwardF32) { check_decode_matches_forward(Model::load(kLlama.string(), {"float32"}), 1e-4); }
+TEST(Decode, CachedStepsMatchFullForwardF32) {
+  Model m = Model::load(kLlama.string(), {"float32"});
+  EXPECT_EQ(m.make_cache(1, 4).k[0].dtype(), DType::F32);  // the default
+  check_decode_matches_forward(m, 1e-4, DType::F32);
+}
 
-// bf16 weights: where gemm_bf16w rounds x to bf16 (AVX512-BF16), the decode GEMV and the packed
+// bf16 weights. Where gemm_bf16w rounds x to bf16 (AVX512-BF16), the decode GEMV and the packed
 // GEMM sum in different orders, and a ~1e-6 difference upstream can flip a bf16 rounding of an
-// activation (2^-9 relative) downstream: measured 8.5e-3 here (1.5e-6 where x is not rounded).
-TEST(Decode, CachedStepsMatchFullForwardBf16) { check_decode_matches_forward(Model::load(kLlama.string(), {"bfloat16"}), 2e-2); }
+// activation (2^-9 relative) downstream: measured 8.5e-3 with an fp32 cache (1.5e-6 where x is not
+// rounded). A bf16 cache rounds keys and values too: measured 1.8e-2 (AVX512-BF16) and 9.5e-3
+// (AVX2). Bounds are bf16-sized; an indexing error gives O(1).
+TEST(Decode, CachedStepsMatchFullForwardBf16) {
+  Model m = Model::load(kLlama.string(), {"bfloat16"});
+  EXPECT_THROW(m.make_cache(1, 4, DType::F16), Error);
+  check_decode_matches_forward(m, 2e-2, DType::F32);
+  check_decode_matches_forward(m, 5e-2, DType::BF16);
+}
 
 }  // namespace
