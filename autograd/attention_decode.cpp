@@ -123,6 +123,109 @@ FT_INLINE void axpy4(float* o, const float* p, const T* const* x, int64_t n) {
   }
 }
 
+// bf16 keys/values: 2N values (64 bytes with AVX-512) are widened as N 32-bit pairs, the even
+// elements by a shift, the odd ones by a mask (a lane-crossing widen costs several shuffles here).
+// The other operand is then "pair-split": in each full chunk of 2N elements the N even elements
+// come first, then the N odd ones (split_pairs); the tail past the last full chunk keeps its order.
+template <int N>
+FT_INLINE void load_pairs(const uint16_t* p, typename simd::Vec<N>::F& even, typename simd::Vec<N>::F& odd) {
+  using U = typename Bf16Vec<N>::U;
+  U u;
+  std::memcpy(&u, p, sizeof u);
+  const U e = u << 16, o = u & 0xffff0000u;
+  std::memcpy(&even, &e, sizeof even);
+  std::memcpy(&odd, &o, sizeof odd);
+}
+template <int N>
+void split_pairs(float* x, int64_t n) {
+  float t[2 * N];
+  for (int64_t c = 0; c + 2 * N <= n; c += 2 * N) {
+    std::memcpy(t, x + c, sizeof t);
+    for (int l = 0; l < N; ++l) x[c + l] = t[2 * l], x[c + N + l] = t[2 * l + 1];
+  }
+}
+template <int N>
+void unsplit_pairs(float* x, int64_t n) {
+  float t[2 * N];
+  for (int64_t c = 0; c + 2 * N <= n; c += 2 * N) {
+    std::memcpy(t, x + c, sizeof t);
+    for (int l = 0; l < N; ++l) x[c + 2 * l] = t[l], x[c + 2 * l + 1] = t[N + l];
+  }
+}
+
+template <int N>
+FT_INLINE float dot(const float* x, const uint16_t* y, int64_t n) {  // x pair-split
+  using V = simd::Vec<N>;
+  typename V::F acc = V::splat(0.f), acc1 = acc, e, o;
+  int64_t d = 0;
+  for (; d + 2 * N <= n; d += 2 * N) {
+    load_pairs<N>(y + d, e, o);
+    acc += V::load(x + d) * e, acc1 += V::load(x + d + N) * o;
+  }
+  for (; d < n; d += N) {
+    const int64_t k = n - d < N ? n - d : N;
+    acc += V::load_part(x + d, k, 0.f) * load_kv<N>(y + d, k);
+  }
+  return hadd<N>(acc + acc1);
+}
+
+template <int N>
+FT_INLINE void dot4(const float* x, const uint16_t* const* y, int64_t n, float* out) {  // x pair-split
+  using V = simd::Vec<N>;
+  typename V::F a0 = V::splat(0.f), a1 = a0, a2 = a0, a3 = a0, e, o;
+  int64_t d = 0;
+  for (; d + 2 * N <= n; d += 2 * N) {
+    const typename V::F xe = V::load(x + d), xo = V::load(x + d + N);
+    load_pairs<N>(y[0] + d, e, o), a0 += xe * e + xo * o;
+    load_pairs<N>(y[1] + d, e, o), a1 += xe * e + xo * o;
+    load_pairs<N>(y[2] + d, e, o), a2 += xe * e + xo * o;
+    load_pairs<N>(y[3] + d, e, o), a3 += xe * e + xo * o;
+  }
+  for (; d < n; d += N) {
+    const int64_t k = n - d < N ? n - d : N;
+    const typename V::F xv = V::load_part(x + d, k, 0.f);
+    a0 += xv * load_kv<N>(y[0] + d, k), a1 += xv * load_kv<N>(y[1] + d, k);
+    a2 += xv * load_kv<N>(y[2] + d, k), a3 += xv * load_kv<N>(y[3] + d, k);
+  }
+  out[0] = hadd<N>(a0), out[1] = hadd<N>(a1), out[2] = hadd<N>(a2), out[3] = hadd<N>(a3);
+}
+
+template <int N>
+FT_INLINE void axpy(float* o, float p, const uint16_t* x, int64_t n) {  // o pair-split
+  using V = simd::Vec<N>;
+  const typename V::F pv = V::splat(p);
+  typename V::F e, od;
+  int64_t d = 0;
+  for (; d + 2 * N <= n; d += 2 * N) {
+    load_pairs<N>(x + d, e, od);
+    V::store(o + d, V::load(o + d) + pv * e);
+    V::store(o + d + N, V::load(o + d + N) + pv * od);
+  }
+  for (; d < n; d += N) {
+    const int64_t k = n - d < N ? n - d : N;
+    V::store_part(o + d, V::load_part(o + d, k, 0.f) + pv * load_kv<N>(x + d, k), k);
+  }
+}
+
+template <int N>
+FT_INLINE void axpy4(float* o, const float* p, const uint16_t* const* x, int64_t n) {  // o pair-split
+  using V = simd::Vec<N>;
+  const typename V::F p0 = V::splat(p[0]), p1 = V::splat(p[1]), p2 = V::splat(p[2]), p3 = V::splat(p[3]);
+  typename V::F e0, o0, e1, o1, e2, o2, e3, o3;
+  int64_t d = 0;
+  for (; d + 2 * N <= n; d += 2 * N) {
+    load_pairs<N>(x[0] + d, e0, o0), load_pairs<N>(x[1] + d, e1, o1);
+    load_pairs<N>(x[2] + d, e2, o2), load_pairs<N>(x[3] + d, e3, o3);
+    V::store(o + d, V::load(o + d) + (p0 * e0 + p1 * e1) + (p2 * e2 + p3 * e3));
+    V::store(o + d + N, V::load(o + d + N) + (p0 * o0 + p1 * o1) + (p2 * o2 + p3 * o3));
+  }
+  for (; d < n; d += N) {
+    const int64_t k = n - d < N ? n - d : N;
+    V::store_part(o + d, V::load_part(o + d, k, 0.f) + (p0 * load_kv<N>(x[0] + d, k) + p1 * load_kv<N>(x[1] + d, k)) +
+                             (p2 * load_kv<N>(x[2] + d, k) + p3 * load_kv<N>(x[3] + d, k)), k);
+  }
+}
+
 struct Visibility {
   int64_t lo, hi;
   const int32_t* seg;  // this batch row's segment ids, or null
@@ -151,6 +254,9 @@ FT_INLINE void block_t(const DecodeArgs& a, int64_t b, int64_t j0, int64_t j1, f
   const Visibility vis = visibility(a, b);
   const float* q = a.q + b * a.qsb;
   for (int64_t e = 0; e < H * D; ++e) qs[e] = a.scale * q[e];
+  constexpr bool kPairs = sizeof(T) == 2;  // bf16 keys/values: q and o pair-split
+  if (kPairs)
+    for (int64_t h = 0; h < H; ++h) split_pairs<N>(qs + h * D, D);
   auto krow = [&](int64_t j) { return static_cast<const T*>(a.k) + b * a.ksb + j * a.kst; };
   auto score1 = [&](int64_t jj) {  // one key row, all heads
     const int64_t j = j0 + jj;
@@ -234,6 +340,8 @@ FT_INLINE void block_t(const DecodeArgs& a, int64_t b, int64_t j0, int64_t j1, f
     for (int64_t g = 0, h = 0; g < a.Hkv; ++g)
       for (int64_t r = 0; r < rep; ++r, ++h) axpy<N>(o + h * D, sc[h * n + jj], vr + g * D, D);
   }
+  if (kPairs)
+    for (int64_t h = 0; h < H; ++h) unsplit_pairs<N>(o + h * D, D);
 }
 
 template <int N>

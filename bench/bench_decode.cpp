@@ -132,7 +132,7 @@ void BM_DecodeBf16(benchmark::State& st) {
   const int64_t prompt = st.range(0);  // context: prompt .. prompt + 128
   std::vector<int32_t> ids(static_cast<size_t>(prompt));
   for (int64_t i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t(1 + i * 7 % 4000);
-  KVCache cache = m.make_cache(1, prompt + 129);
+  KVCache cache = m.make_cache(1, prompt + 129, st.range(1) ? DType::BF16 : DType::F32);  // arg 1: bf16 KV cache
   ForwardOptions fo;
   fo.cache = &cache;
   m.forward(Tensor::from_ids(ids, {1, prompt}), fo);
@@ -154,7 +154,7 @@ void BM_DecodeBf16(benchmark::State& st) {
   if (g_copy_gbs > 0) st.counters["of_copy_bw"] = gbs / g_copy_gbs;  // the issue-3 target: >= 0.6
   st.counters["threads"] = num_threads();
 }
-BENCHMARK(BM_DecodeBf16)->Arg(64)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime()->MinTime(3.0);
+BENCHMARK(BM_DecodeBf16)->Args({64, 0})->Args({2048, 0})->Args({2048, 1})->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime()->MinTime(3.0);
 
 // End to end through generate() (what `ft generate` runs): prefill of a 64-token prompt, then 128
 // tokens, each a decode step plus sampling over the 49152-token vocabulary. Arg 0: greedy;

@@ -18,7 +18,7 @@ std::vector<int32_t> generate(const Model& model, const std::vector<int32_t>& pr
   NoGradGuard ng;
   const int64_t V = model.cfg.vocab_size;
   for (int32_t id : prompt) FT_CHECK(id >= 0 && id < V, "generate: prompt token id ", id, " is outside the vocabulary [0, ", V, ")");
-  KVCache cache = model.make_cache(1, int64_t(prompt.size()) + std::max<int64_t>(opt.max_tokens, 1));
+  KVCache cache = model.make_cache(1, int64_t(prompt.size()) + std::max<int64_t>(opt.max_tokens, 1), opt.kv_cache);
   Sampler sampler(opt.sampling);
   std::vector<int32_t> context = prompt, out;
   GenerateStats st;
@@ -60,7 +60,7 @@ std::vector<std::vector<int32_t>> generate_batch(const Model& model, const std::
     Tp = std::max<int64_t>(Tp, int64_t(p.size()));
   }
   const int64_t cap = Tp + std::max<int64_t>(opt.max_tokens, 1);
-  KVCache cache = model.make_cache(B, cap);
+  KVCache cache = model.make_cache(B, cap, opt.kv_cache);
   // Left padding: row b starts at pad[b]; pads are segment 0, real tokens segment 1.
   std::vector<int32_t> ids(size_t(B * Tp), 0), pos(size_t(B * Tp), 0), seg(size_t(B * cap), 1);
   std::vector<int64_t> len(static_cast<size_t>(B));

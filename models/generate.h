@@ -13,6 +13,7 @@ struct GenerateOptions {
   int64_t max_tokens = 256;
   SamplingParams sampling;
   std::vector<int32_t> eos_ids;  // stop (the EOS token is not emitted) on any of these
+  DType kv_cache = DType::F32;   // KV cache dtype: F32 or BF16 (half the memory; faster at long contexts)
 };
 
 struct GenerateStats {
