@@ -16,8 +16,14 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #define FT_INLINE inline __attribute__((always_inline))
+// GCC's prefer-vector-width keeps its auto-vectoriser on 512-bit registers in these clones; clang
+// does not know it in a target string (and would then ignore the whole attribute).
+#if defined(__clang__)
+#define FT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"), min_vector_width(512)))
+#else
 #define FT_TARGET_AVX512 \
   __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,prefer-vector-width=512")))
+#endif
 #define FT_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 // Defines `void name PARAMS` dispatching to impl<16|8|4> ARGS compiled for AVX-512 / AVX2 / SSE2.
