@@ -74,7 +74,7 @@ void base_kernel(int64_t depth, const void* ap, const void* bp, float* c, int64_
   }
 }
 
-const Kernels kBaseKernels = {kBaseMR, kBaseNR, base_kernel, nullptr, nullptr, nullptr, nullptr};
+const Kernels kBaseKernels = {kBaseMR, kBaseNR, base_kernel, nullptr, nullptr, nullptr};
 
 // ---------------------------------------------------------------- scratch memory
 struct FreeDeleter {
@@ -253,34 +253,6 @@ void partition(int64_t mp, int64_t sp, int64_t max_panels, int P, int64_t& nmb, 
   }
 }
 
-// m <= kSkinnyRows rows times a transposed B: no packing of B (it is read exactly once).
-void run_skinny(const Job& g, const Kernels& kr, bool allow_parallel) {
-  const int mode = g.pairs ? 2 : g.b_type == kSrcBF16 ? 1 : g.b_type == kSrcF16 ? 3 : 0;
-  Scratch abuf;
-  const void* A = g.A;
-  int64_t lda = g.lda;
-  if (g.pairs || g.ta) {  // contiguous rows of op(A), as bf16 in pairs mode
-    uint32_t* t = abuf.get(size_t(g.M * g.K));
-    for (int64_t i = 0; i < g.M; ++i)
-      for (int64_t k = 0; k < g.K; ++k) {
-        if (g.pairs) reinterpret_cast<uint16_t*>(t)[i * g.K + k] = f32_to_bf16(g.a(i, k));
-        else reinterpret_cast<float*>(t)[i * g.K + k] = g.a(i, k);
-      }
-    A = t;
-    lda = g.K;
-  }
-  const bool par = allow_parallel && g.N * g.K >= (1 << 18) && num_threads() > 1;
-  const int64_t chunk = par ? std::max<int64_t>(64, ceil_div(ceil_div(g.N, 8 * num_threads()), 4) * 4)
-                            : g.N;
-  const size_t esz = g.b_type == kSrcF32 ? 4 : 2;
-  parallel_tasks(ceil_div(g.N, chunk), par, [&](int64_t t) {
-    const int64_t j0 = t * chunk, n = std::min(chunk, g.N - j0);
-    kr.skinny(mode, int(g.M), n, g.K, g.alpha, A, lda,
-              static_cast<const char*>(g.B) + size_t(j0 * g.ldb) * esz, g.ldb, g.beta, g.C + j0,
-              g.ldc);
-  });
-}
-
 void run(const Job& g, bool allow_parallel) {
   const CpuFeatures& f = cpu_features();
   const Kernels& kr = f.avx512f ? *gemm_detail::kernels_avx512()
@@ -288,7 +260,6 @@ void run(const Job& g, bool allow_parallel) {
                                 : kBaseKernels;
   const Kernel kern = g.pairs ? kr.bf16 : kr.f32;
   FT_CHECK(kern, "gemm: no bf16 kernel for ISA ", isa_name());
-  if (g.tb && g.M <= gemm_detail::kSkinnyRows && kr.skinny) return run_skinny(g, kr, allow_parallel);
   const int MR = kr.mr, NR = kr.nr;
   const int64_t M = g.M, N = g.N;
 
@@ -404,10 +375,19 @@ void gemm_any(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
   check_args(op, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
-  if (!ta && tb && M <= kGemvMaxRows)  // decode-time x·Wᵀ: streams W once (autograd/gemv.h)
+  if (tb && M <= kGemvMaxRows) {  // decode-time x·Wᵀ: streams W once (autograd/gemv.h)
+    std::vector<float> at;
+    if (ta) {  // op(A) is at most kGemvMaxRows × K: copy it to rows
+      at.resize(size_t(M * K));
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t k = 0; k < K; ++k) at[size_t(i * K + k)] = A[k * lda + i];
+      A = at.data();
+      lda = K;
+    }
     return gemv(M, N, K, alpha, A, lda, B,
                 b_type == kSrcBF16 ? DType::BF16 : b_type == kSrcF16 ? DType::F16 : DType::F32, ldb, beta, C,
                 ldc, allow_parallel);
+  }
   Job g{ta, tb, M, N, K, alpha, beta, A, lda, B, ldb, b_type,
         b_type == kSrcBF16 && gemm_bf16w_rounds_a(), C, ldc};
   run(g, allow_parallel);

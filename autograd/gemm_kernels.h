@@ -29,23 +29,12 @@ enum : int { kSrcF32 = 0, kSrcBF16 = 1, kSrcF16 = 2 };
 using PackFn = void (*)(const void* src, int64_t ld, int src_type, bool lanes_are_rows, bool pairs,
                         int w, int n, int64_t kc, uint32_t* dst);
 
-// Few rows times a transposed B, without packing (decode-time x·Wᵀ, memory bound):
-//   C[i][j] = alpha · Σ_k A[i*lda + k] · B[j*ldb + k] + beta · C[i][j]   (beta == 0: C not read)
-// for i < m (m <= kSkinnyRows), j < n. mode 0: A, B float. mode 1: A float, B bf16 (widened).
-// mode 2: A and B bf16 (A already rounded), products summed with vdpbf16ps. mode 3: A float, B fp16
-// (widened; the sums are then those of mode 0 on the widened B).
-constexpr int kSkinnyRows = 4;
-using SkinnyFn = void (*)(int mode, int m, int64_t n, int64_t K, float alpha, const void* A,
-                          int64_t lda, const void* B, int64_t ldb, float beta, float* C,
-                          int64_t ldc);
-
 struct Kernels {
   int mr, nr;
   Kernel f32;       // fp32 × fp32 -> fp32 (FMA)
   Kernel bf16;      // bf16 pairs × bf16 pairs -> fp32 (vdpbf16ps); null where the ISA has none
   PackFn pack;      // float / bf16 sources; null: the portable packer in gemm.cpp
   PackFn pack_f16;  // fp16 sources (F16C); null: the portable packer
-  SkinnyFn skinny;  // null: small M goes through the packed path
 };
 
 // One entry per ISA file.

@@ -16,7 +16,8 @@
 // gemm_bf16w_rounds_a() A is rounded to bf16 (RNE) and summed with vdpbf16ps, elsewhere the
 // weights are widened to fp32 exactly. fp16 weights are always widened exactly (F16C).
 //
-// sgemm / gemm_bf16w / gemm_f16w call this for M <= kGemvMaxRows with trans_b and without trans_a.
+// sgemm / gemm_bf16w / gemm_f16w call this for M <= kGemvMaxRows with trans_b (a transposed A
+// is first copied to rows).
 #include <cstdint>
 
 #include "autograd/dtype.h"

@@ -180,7 +180,7 @@ void lora_bwd(const float* g, int64_t rows, int64_t out, const float* B, const f
     }
 }
 
-// uT [r, rows] = A·xᵀ: four rows of A at a time through the GEMM's unpacked skinny path (x is read
+// uT [r, rows] = A·xᵀ: four rows of A at a time through ft::gemv (x is read
 // r/4 times, never packed).
 void lora_down(const float* x, int64_t rows, int64_t in, const float* A, int64_t r, float* uT) {
   for (int64_t k = 0; k < r; k += 4)

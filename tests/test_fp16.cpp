@@ -58,7 +58,7 @@ std::vector<uint16_t> f16_weights(size_t n, uint32_t seed) {
 }  // namespace
 
 // gemm_f16w widens B while packing: bit-identical to sgemm on the widened B, for every ISA path, all
-// transposes, odd shapes (tails in every dimension, the skinny M <= 4 path, two depth blocks at
+// transposes, odd shapes (tails in every dimension, M <= 4 through ft::gemv, two depth blocks at
 // K = 1600), padded leading dimensions, alpha/beta.
 TEST(Fp16Gemm, EqualsSgemmOnWidenedWeights) {
   IsaGuard guard;
