@@ -11,6 +11,7 @@
 #include "autograd/attention_kernels.h"
 #include "autograd/cpu.h"
 #include "gradcheck.h"
+#include "isa_levels.h"
 
 using namespace ft;
 using namespace ft::testing;
@@ -168,9 +169,7 @@ const std::vector<Case>& grad_cases() {
   return cases;
 }
 
-struct IsaGuard {
-  ~IsaGuard() { set_isa("native"); }
-};
+using ft::testing::IsaGuard;
 // Forces tile sizes (0 = automatic) and the backward schedule (1 = two sweeps, 2 = one pass).
 struct Overrides {
   Overrides(int64_t positions, int64_t keys, int backward = 0) { attn_detail::set_test_overrides(positions, keys, backward); }

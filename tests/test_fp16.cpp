@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "autograd/cpu.h"
+#include "isa_levels.h"
 #include "autograd/dtype.h"
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
@@ -25,18 +26,8 @@ using namespace ft;
 
 namespace {
 
-std::vector<std::string> isa_levels() {
-  std::vector<std::string> v = {"baseline"};
-  const CpuFeatures& hw = cpu_features_hw();
-  if (hw.avx2) v.push_back("avx2");
-  if (hw.avx512f) v.push_back("avx512f");
-  if (hw.avx512bf16) v.push_back("avx512");
-  return v;
-}
-struct IsaGuard {
-  std::string saved = isa_name();
-  ~IsaGuard() { set_isa(saved); }
-};
+using ft::testing::isa_levels;
+using ft::testing::IsaGuard;
 
 float rt16(float x) { return f16_to_f32(f32_to_f16(x)); }
 bool same_bits(float a, float b) { return std::memcmp(&a, &b, 4) == 0 || (std::isnan(a) && std::isnan(b)); }

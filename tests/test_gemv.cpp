@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "autograd/cpu.h"
+#include "isa_levels.h"
 #include "autograd/dtype.h"
 #include "autograd/error.h"
 #include "autograd/gemm.h"
@@ -20,19 +21,8 @@
 
 namespace {
 
-std::vector<std::string> isa_levels() {
-  std::vector<std::string> v = {"baseline"};
-  const ft::CpuFeatures& hw = ft::cpu_features_hw();
-  if (hw.avx2) v.push_back("avx2");
-  if (hw.avx512f) v.push_back("avx512f");
-  if (hw.avx512bf16) v.push_back("avx512");
-  return v;
-}
-
-struct IsaGuard {
-  std::string saved = ft::isa_name();
-  ~IsaGuard() { ft::set_isa(saved); }
-};
+using ft::testing::isa_levels;
+using ft::testing::IsaGuard;
 
 struct Case {
   int64_t M, N, K, lda, ldw, ldc, off;  // off: elements W starts past an aligned base
