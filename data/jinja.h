@@ -21,6 +21,9 @@ namespace ft::jinja {
 
 struct Value;
 struct List;
+
+// Charges a new string of `bytes` to the running render (see jinja_util.h; no-op outside a render).
+void charge_big_string(size_t bytes);
 struct Dict;
 
 // A template value. Lists/dicts are shared (templates cannot mutate them; namespaces can be
@@ -40,7 +43,10 @@ struct Value {
   static Value boolean(bool b) { Value v; v.t = T::Bool; v.i = b; return v; }
   static Value integer(int64_t x) { Value v; v.t = T::Int; v.i = x; return v; }
   static Value real(double x) { Value v; v.t = T::Float; v.f = x; return v; }
-  static Value str(std::string x) { Value v; v.t = T::Str; v.s = std::move(x); return v; }
+  static Value str(std::string x) {
+    if (x.size() >= 4096) charge_big_string(x.size());
+    Value v; v.t = T::Str; v.s = std::move(x); return v;
+  }
   static Value make_list(std::vector<Value> items = {}, int kind = 0);  // kind: List::Kind
   static Value make_dict(int kind = 0);                                  // kind: Dict::Kind
   static Value func(std::string name, std::shared_ptr<const Value> self = nullptr) {

@@ -10,6 +10,7 @@
 #include <functional>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "data/jinja_ast.h"
 #include "data/jinja_util.h"
@@ -135,6 +136,7 @@ std::vector<std::string> split_ws(const std::string& s, int64_t maxsplit, bool f
       size_t j = i;
       while (j < u.size() && !py_isspace(u[j])) ++j;
       parts.push_back(u.substr(i, j - i));
+      check_list_size(parts.size(), "split()'s result");
       i = j;
     }
   } else {
@@ -151,6 +153,7 @@ std::vector<std::string> split_ws(const std::string& s, int64_t maxsplit, bool f
       size_t j = i;
       while (j > 0 && !py_isspace(u[j - 1])) --j;
       parts.push_back(u.substr(j, i - j));
+      check_list_size(parts.size(), "split()'s result");
       i = j;
     }
     std::reverse(parts.begin(), parts.end());
@@ -166,6 +169,7 @@ std::vector<std::string> split_sep(const std::string& s, const std::string& sep,
     size_t b = 0, p;
     while ((maxsplit < 0 || int64_t(out.size()) < maxsplit) && (p = s.find(sep, b)) != std::string::npos) {
       out.push_back(s.substr(b, p - b));
+      check_list_size(out.size(), "split()'s result");
       b = p + sep.size();
     }
     out.push_back(s.substr(b));
@@ -176,6 +180,7 @@ std::vector<std::string> split_sep(const std::string& s, const std::string& sep,
       const size_t p = s.rfind(sep, e - sep.size());
       if (p == std::string::npos) break;
       out.push_back(s.substr(p + sep.size(), e - p - sep.size()));
+      check_list_size(out.size(), "split()'s result");
       e = p;
     }
     out.push_back(s.substr(0, e));
@@ -194,6 +199,7 @@ std::vector<std::string> splitlines(const std::string& s, bool keepends) {
       size_t e = i + 1;
       if (c == '\r' && e < u.size() && u[e] == '\n') ++e;
       out.push_back(utf8_encode(u.substr(b, (keepends ? e : i) - b)));
+      check_list_size(out.size(), "splitlines()'s result");
       b = e;
       i = e - 1;
     }
@@ -210,6 +216,7 @@ std::string replace_all(const std::string& s, const std::string& from, const std
       if (count < 0 || n < count) {
         out += to;
         ++n;
+        check_string_size(out.size(), "replace()'s result");
       }
       if (k < u.size()) utf8_append(out, u[k]);
     }
@@ -221,6 +228,7 @@ std::string replace_all(const std::string& s, const std::string& from, const std
   while ((count < 0 || n < count) && (p = s.find(from, b)) != std::string::npos) {
     out.append(s, b, p - b);
     out += to;
+    check_string_size(out.size(), "replace()'s result");
     b = p + from.size();
     ++n;
   }
@@ -248,11 +256,25 @@ const std::string& as_str(const Value& v, const char* what) {
   return v.s;
 }
 
+std::string spaces(int64_t n) {
+  n = std::max<int64_t>(n, 0);
+  check_string_size(size_t(n), "the indentation");
+  return std::string(size_t(n), ' ');
+}
+
 std::vector<Value> iterate(const Value& v) {
   switch (v.t) {
     case T::Undef: return {};
-    case T::List: return v.list->v;
+    case T::List: {
+      const std::vector<Value>& l = v.list->v;
+      size_t bytes = 0;  // the copy's cost: the items and their strings
+      for (const Value& x : l) bytes += x.t == T::Str ? x.s.size() : 0;
+      spend(int64_t(l.size() + (bytes >> 8)));
+      return l;
+    }
     case T::Str: {
+      check_list_size(size_t(cp_len(v.s)), "the string's list of characters");
+      spend(int64_t(v.s.size()));
       std::vector<Value> out;
       for (char32_t c : utf8_decode(v.s)) out.push_back(Value::str(utf8_encode(std::u32string(1, c))));
       return out;
@@ -305,6 +327,7 @@ bool contains(const Value& hay, const Value& needle) {
       if (needle.t != T::Str) fail(cat("'in <string>' requires string as left operand, not ", type_name(needle)));
       return hay.s.find(needle.s) != std::string::npos;
     case T::List:
+      spend(int64_t(hay.list->v.size()));
       for (const auto& x : hay.list->v)
         if (equal(x, needle)) return true;
       return false;
@@ -398,8 +421,10 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
     if (a.t == T::Str && b.t == T::Str) return Value::str(a.s + b.s);
     if (a.t == T::List && b.t == T::List && a.list->kind == b.list->kind &&
         (a.list->kind == List::Plain || a.list->kind == List::Tuple)) {
-      std::vector<Value> v = a.list->v;
-      v.insert(v.end(), b.list->v.begin(), b.list->v.end());
+      check_list_size(a.list->v.size() + b.list->v.size(), "the concatenated list");
+      std::vector<Value> v = iterate(a);
+      const std::vector<Value> w = iterate(b);
+      v.insert(v.end(), w.begin(), w.end());
       return Value::make_list(std::move(v), a.list->kind);
     }
     if (a.t == T::Str) fail(cat("can only concatenate str (not \"", type_name(b), "\") to str"));
@@ -409,7 +434,19 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
     const Value* n = seq == &a ? &b : &a;
     if ((seq->t == T::Str || (seq->t == T::List && seq->list->kind <= List::Tuple)) &&
         (n->t == T::Int || n->t == T::Bool)) {
-      if (n->i > 100000 && n->i * std::max<int64_t>(length(*seq), 1) > 10000000) fail("repetition result is too large");
+      const int64_t reps = std::max<int64_t>(n->i, 0);
+      if (seq->t == T::Str) {
+        if (seq->s.size() && uint64_t(reps) > kMaxStringBytes / seq->s.size())
+          check_string_size(kMaxStringBytes + 1, "the repeated string");
+      } else {
+        size_t bytes = 0;  // what the copies of the items' strings cost
+        for (const Value& x : seq->list->v) bytes += x.t == T::Str ? x.s.size() : 0;
+        if (seq->list->v.size() && uint64_t(reps) > kMaxListItems / seq->list->v.size())
+          check_list_size(kMaxListItems + 1, "the repeated list");
+        if (bytes && uint64_t(reps) > kMaxStringBytes / bytes)
+          check_string_size(kMaxStringBytes + 1, "the repeated list's strings");
+        spend(reps * int64_t(seq->list->v.size() + (bytes >> 8)));
+      }
       if (seq->t == T::Str) {
         std::string s;
         for (int64_t k = 0; k < n->i; ++k) s += seq->s;
@@ -628,13 +665,12 @@ class Renderer {
     }
   }
   void run(const Node& n) {
+    spend(1);
     switch (n.k) {
-      case Node::K::Text: out += n.text; return;
+      case Node::K::Text: return emit(n.text);
       case Node::K::Out: {
         const Value v = eval(*n.expr);
-        if (v.t == T::Str) out += v.s;
-        else out += to_str(v);
-        return;
+        return emit(v.t == T::Str ? v.s : to_str(v));
       }
       case Node::K::If:
         for (const auto& [cond, body] : n.branches)
@@ -675,6 +711,10 @@ class Renderer {
       }
     }
   }
+  void emit(const std::string& text) {
+    check_string_size(out.size() + text.size(), "the rendered text");
+    out += text;
+  }
   void run_for(const Node& n) {
     std::vector<Value> items = iterate(eval(*n.expr));
     if (n.cond) {
@@ -695,6 +735,7 @@ class Renderer {
     }
     const int64_t len = int64_t(items.size());
     for (int64_t k = 0; k < len; ++k) {
+      spend(4);  // the loop object
       Value loop = Value::make_dict(Dict::Loop);
       auto& d = loop.dict->v;
       d.reserve(11);
@@ -723,11 +764,17 @@ class Renderer {
   }
 
   // ---- expressions
+  // A copy of a long string costs its length.
+  static Value charged(Value v) {
+    if (v.t == T::Str && v.s.size() >= 4096) spend(int64_t(v.s.size() >> 8));
+    return v;
+  }
   Value eval(const Expr& e) {
+    spend(1);
     switch (e.k) {
-      case Expr::K::Const: return e.val;
-      case Expr::K::Name: return lookup(e.name);
-      case Expr::K::Attr: return getattr(eval(*e.a[0]), e.name);
+      case Expr::K::Const: return charged(e.val);
+      case Expr::K::Name: return charged(lookup(e.name));
+      case Expr::K::Attr: return charged(getattr(eval(*e.a[0]), e.name));
       case Expr::K::Item: {
         const Value obj = eval(*e.a[0]);
         const Expr& key = *e.a[1];
@@ -735,7 +782,7 @@ class Renderer {
           auto part = [&](int k) { return key.a[k] ? eval(*key.a[k]) : Value::none(); };
           return slice(obj, part(0), part(1), part(2));
         }
-        return getitem(obj, eval(key));
+        return charged(getitem(obj, eval(key)));
       }
       case Expr::K::Slice: fail("slice outside of a subscript");
       case Expr::K::Call: {
@@ -815,7 +862,10 @@ class Renderer {
       }
       case Expr::K::Concat: {
         std::string s;
-        for (const auto& x : e.a) s += to_str(eval(*x));
+        for (const auto& x : e.a) {
+          s += to_str(eval(*x));
+          check_string_size(s.size(), "the '~' result");
+        }
         return Value::str(std::move(s));
       }
     }
@@ -995,6 +1045,7 @@ class Renderer {
         if (!first) out += s;
         first = false;
         out += as_str(x, "join() item");
+        check_string_size(out.size(), "join()'s result");
       }
       return Value::str(std::move(out));
     }
@@ -1034,7 +1085,7 @@ class Renderer {
           if (auto_idx >= args.size()) fail("Replacement index out of range for positional args tuple");
           v = &args[auto_idx++];
         } else if (std::all_of(field.begin(), field.end(), ::isdigit)) {
-          const size_t k = std::stoul(field);
+          const size_t k = field.size() > 9 ? args.size() : std::stoul(field);
           if (k >= args.size()) fail("Replacement index out of range for positional args tuple");
           v = &args[k];
         } else {
@@ -1043,6 +1094,7 @@ class Renderer {
           if (!v) fail("str.format(): missing keyword '" + field + "'");
         }
         out += conv == 'r' ? repr(*v) : to_str(*v);
+        check_string_size(out.size(), "format()'s result");
       } else {
         out += c;
       }
@@ -1118,7 +1170,7 @@ class Renderer {
       std::optional<std::string> indent;
       if (a[1] && a[1]->t != T::None) {
         if (a[1]->t == T::Str) indent = a[1]->s;
-        else indent = std::string(size_t(std::max<int64_t>(0, as_int(*a[1], "tojson indent"))), ' ');
+        else indent = spaces(as_int(*a[1], "tojson indent"));
       }
       std::string item = indent ? "," : ", ", key = ": ";
       if (a[2] && a[2]->t != T::None) {
@@ -1168,6 +1220,7 @@ class Renderer {
         if (!first) out += sep;
         first = false;
         out += to_str(a[1] ? get_path(x, *a[1]) : x);
+        check_string_size(out.size(), "join's result");
       }
       return Value::str(std::move(out));
     }
@@ -1236,13 +1289,14 @@ class Renderer {
     if (n == "indent") {
       auto a = b({"width", "first", "blank"});
       std::string ind = "    ";
-      if (a[0]) ind = a[0]->t == T::Str ? a[0]->s : std::string(size_t(std::max<int64_t>(0, as_int(*a[0], "width"))), ' ');
+      if (a[0]) ind = a[0]->t == T::Str ? a[0]->s : spaces(as_int(*a[0], "width"));
       const std::vector<std::string> lines = splitlines(to_str(v) + "\n", false);
       std::string out;
       for (size_t k = 0; k < lines.size(); ++k) {
         if (k) out += "\n";
         if (k && (flag(a[2]) || !lines[k].empty())) out += ind;
         out += lines[k];
+        check_string_size(out.size(), "indent's result");
       }
       return Value::str(flag(a[1]) ? ind + out : out);
     }
@@ -1332,6 +1386,7 @@ class Renderer {
       return Value::make_list(std::move(items));
     }
     items = iterate(v);
+    spend(int64_t(items.size()) * (64 - __builtin_clzll(items.size() | 1)));  // n log n compares
     if (n == "sort") {
       const bool rev = a[0] && truthy(*a[0]);
       std::stable_sort(items.begin(), items.end(), [&](const Value& x, const Value& y) {
@@ -1340,15 +1395,24 @@ class Renderer {
       });
       return Value::make_list(std::move(items));
     }
-    if (n == "unique") {
-      std::vector<Value> out, seen;
+    if (n == "unique") {  // a hash set, as Jinja's (1, 1.0 and True are one value, as in Python)
+      std::vector<Value> out;
+      std::unordered_set<std::string> seen;
       for (const auto& x : items) {
-        Value k = key(x);
-        if (k.t == T::List || k.t == T::Dict) fail(cat("unhashable type: '", type_name(k), "'"));
-        if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return equal(s, k); })) {
-          seen.push_back(std::move(k));
-          out.push_back(x);
+        const Value k = key(x);
+        std::string h;
+        switch (k.t) {
+          case T::Str: h = "s" + k.s; break;
+          case T::Bool: case T::Int: h = "i" + std::to_string(k.i); break;
+          case T::Float:
+            if (k.f == std::trunc(k.f) && std::fabs(k.f) < 9.2e18) h = "i" + std::to_string(int64_t(k.f));
+            else h = "f" + py_float_repr(k.f);
+            break;
+          case T::None: h = "n"; break;
+          case T::Undef: h = "u"; break;
+          default: fail(cat("unhashable type: '", type_name(k), "'"));
         }
+        if (seen.insert(std::move(h)).second) out.push_back(x);
       }
       return Value::make_list(std::move(out));
     }
@@ -1435,6 +1499,7 @@ Template::Template(const std::string& source, std::string name) : name_(std::mov
 
 Template::Output Template::render(const std::vector<std::pair<std::string, Value>>& vars,
                                   const std::optional<std::tm>& now) const {
+  RenderBudget budget;
   Renderer r(name_, now);
   r.frames.emplace_back();
   for (const char* f : {"range", "namespace", "dict", "raise_exception", "strftime_now"})

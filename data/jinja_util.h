@@ -1,5 +1,7 @@
 #pragma once
-// Internal: UTF-8 and Python string helpers used by the jinja engine (jinja_value.cpp).
+// Internal: UTF-8 and Python string helpers and the render budget, used by the jinja engine.
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,5 +17,31 @@ size_t py_rstrip_len(std::string_view s);          // length after removing trai
 std::string py_unescape(std::string_view body);    // a string literal's body, as Python's unicode-escape
 std::string py_float_repr(double x);               // Python repr(float)
 std::string py_str_repr(std::string_view s);       // Python repr(str)
+
+// Limits on one render. A chat template is code that ships with a model; a broken or hostile one
+// (an endless nested loop, a string doubled forty times, `"x" * 10**9`) must end in an ft::Error
+// naming the template line, not hang or exhaust memory. Real templates stay far below: rendering a
+// 100-turn conversation costs ~10^4-10^5 units.
+inline constexpr size_t kMaxStringBytes = size_t(16) << 20;  // any string value, and the output
+inline constexpr size_t kMaxListItems = size_t(1) << 20;     // any list (Python's range() caps at 10^5)
+inline constexpr int64_t kMaxWork = 1'000'000;  // units: statements + expressions + loop iterations x 4
+                                                //   + list items walked + bytes copied / 256
+// Charges `units` to the running render (no-op outside Template::render); ft::Error when spent.
+void spend(int64_t units);
+// ft::Error when a string of `bytes` (or a list of `items`) would pass the limits above.
+void check_string_size(size_t bytes, const char* what);
+void check_list_size(size_t items, const char* what);
+// Sets the budget of the render on this thread for its lifetime (renders do not nest).
+class RenderBudget {
+ public:
+  RenderBudget();
+  ~RenderBudget();
+  RenderBudget(const RenderBudget&) = delete;
+  RenderBudget& operator=(const RenderBudget&) = delete;
+  int64_t left = kMaxWork;
+
+ private:
+  RenderBudget* saved_;
+};
 
 }  // namespace ft::jinja

@@ -208,7 +208,43 @@ std::string py_str_repr(std::string_view s) {
 
 // ---------------------------------------------------------------- values
 
+// ---------------------------------------------------------------- the render budget
+
+namespace {
+thread_local RenderBudget* tl_budget = nullptr;
+}  // namespace
+
+RenderBudget::RenderBudget() : saved_(tl_budget) { tl_budget = this; }
+RenderBudget::~RenderBudget() { tl_budget = saved_; }
+
+void spend(int64_t units) {
+  if (!tl_budget) return;
+  tl_budget->left -= units;
+  if (tl_budget->left < 0)
+    throw Error(cat("the template did too much work (over ", kMaxWork,
+                    " steps: an endless or huge loop, or strings / lists grown without bound); ft stops a "
+                    "render there"));
+}
+void check_string_size(size_t bytes, const char* what) {
+  if (bytes > kMaxStringBytes)
+    throw Error(cat(what, " would be ", bytes, " bytes, over the ", kMaxStringBytes >> 20,
+                    " MiB a chat template may build"));
+}
+void check_list_size(size_t items, const char* what) {
+  if (items > kMaxListItems)
+    throw Error(cat(what, " would have ", items, " items, over the ", kMaxListItems, " a chat template may build"));
+}
+void charge_big_string(size_t bytes) {
+  if (!tl_budget) return;
+  check_string_size(bytes, "a string");
+  spend(int64_t(bytes >> 8));
+}
+
 Value Value::make_list(std::vector<Value> items, int kind) {
+  if (tl_budget) {
+    check_list_size(items.size(), "a list");
+    spend(int64_t(items.size() >> 4));
+  }
   Value v;
   v.t = T::List;
   v.list = std::make_shared<List>();
@@ -323,7 +359,10 @@ std::string repr(const Value& v) {
       const auto& l = *v.list;
       FT_CHECK(l.kind != List::Kind::Range, "printing a range object is not supported (use range(...) | list)");
       std::string s;
-      for (size_t k = 0; k < l.v.size(); ++k) s += (k ? ", " : "") + repr(l.v[k]);
+      for (size_t k = 0; k < l.v.size(); ++k) {
+        s += (k ? ", " : "") + repr(l.v[k]);
+        check_string_size(s.size(), "the printed list");
+      }
       switch (l.kind) {
         case List::Kind::Tuple: return "(" + s + (l.v.size() == 1 ? ",)" : ")");
         case List::Kind::Plain: return "[" + s + "]";
@@ -332,7 +371,10 @@ std::string repr(const Value& v) {
     }
     case Value::T::Dict: {
       std::string s;
-      for (const auto& [k, x] : v.dict->v) s += (s.empty() ? "" : ", ") + py_str_repr(k) + ": " + repr(x);
+      for (const auto& [k, x] : v.dict->v) {
+        s += (s.empty() ? "" : ", ") + py_str_repr(k) + ": " + repr(x);
+        check_string_size(s.size(), "the printed dict");
+      }
       if (v.dict->kind == Dict::Kind::Plain) return "{" + s + "}";
       FT_CHECK(v.dict->kind == Dict::Kind::Namespace, "printing a loop object is not supported");
       return "<Namespace {" + s + "}>";
@@ -364,8 +406,10 @@ bool equal(const Value& a, const Value& b) {
     case Value::T::Undef: case Value::T::None: return true;
     case Value::T::Str: return a.s == b.s;
     case Value::T::List: {
+      if (a.list == b.list) return true;  // as Python's identity shortcut
       const auto &x = *a.list, &y = *b.list;
       if (x.kind != y.kind || x.v.size() != y.v.size()) return false;
+      spend(int64_t(x.v.size()));
       for (size_t k = 0; k < x.v.size(); ++k)
         if (!equal(x.v[k], y.v[k])) return false;
       return true;
@@ -425,6 +469,7 @@ struct JsonWriter {
   std::string out;
 
   void newline(int level) {
+    check_string_size(out.size() + 1 + size_t(level) * indent->size(), "the JSON text");
     out += '\n';
     for (int k = 0; k < level; ++k) out += *indent;
   }
@@ -450,6 +495,7 @@ struct JsonWriter {
           if (k) out += item_sep;
           if (indent) newline(level + 1);
           write(l[k], level + 1);
+          check_string_size(out.size(), "the JSON text");
         }
         if (indent) newline(level);
         out += ']';
@@ -471,6 +517,7 @@ struct JsonWriter {
           json_str(out, items[k]->first, ensure_ascii);
           out += key_sep;
           write(items[k]->second, level + 1);
+          check_string_size(out.size(), "the JSON text");
         }
         if (indent) newline(level);
         out += '}';

@@ -232,10 +232,9 @@ void cache_write(Tensor& cache, const Tensor& x_in, int64_t offset) {
 }
 }  // namespace
 
-Tensor Model::layer_forward(int64_t i, const Tensor& x, const Tensor& cos, const Tensor& sin, const ForwardOptions& opt,
-                            int64_t offset, bool graph_only) const {
+Model::Qkv Model::layer_qkv(int64_t i, const Tensor& x, const Tensor& cos, const Tensor& sin,
+                            const ForwardOptions& opt) const {
   const DecoderLayer& l = layers[size_t(i)];
-  const LayerSpec& spec = cfg.layers[size_t(i)];
   const float eps = float(cfg.rms_norm_eps);
   const bool p1 = cfg.norm_plus_one, tr = opt.training;
   const int64_t B = x.size(0), T = x.size(1), Hq = cfg.num_heads, Hkv = cfg.num_kv_heads, D = cfg.head_dim;
@@ -256,8 +255,17 @@ Tensor Model::layer_forward(int64_t i, const Tensor& x, const Tensor& cos, const
     q = rms_norm(q, l.q_norm, eps, p1);
     k = rms_norm(k, l.k_norm, eps, p1);
   }
-  q = rope(q, cos, sin);
-  k = rope(k, cos, sin);
+  return {rope(q, cos, sin), rope(k, cos, sin), v};
+}
+
+Tensor Model::layer_rest(int64_t i, const Tensor& x, Qkv qkv, const ForwardOptions& opt, int64_t offset,
+                         bool graph_only) const {
+  const DecoderLayer& l = layers[size_t(i)];
+  const LayerSpec& spec = cfg.layers[size_t(i)];
+  const float eps = float(cfg.rms_norm_eps);
+  const bool p1 = cfg.norm_plus_one, tr = opt.training;
+  const int64_t B = x.size(0), T = x.size(1), Hq = cfg.num_heads, D = cfg.head_dim;
+  Tensor q = std::move(qkv.q), k = std::move(qkv.k), v = std::move(qkv.v);
   if (opt.cache) {
     cache_write(opt.cache->k[size_t(i)], k, offset);
     cache_write(opt.cache->v[size_t(i)], v, offset);
@@ -343,12 +351,17 @@ Tensor Model::hidden(const Tensor& ids, const ForwardOptions& opt) const {
     const Tensor& s = sins[which[size_t(i)]];
     bool ckpt = opt.checkpoint_every > 0 && grad_enabled() && i % opt.checkpoint_every == 0 && !opt.cache;
     if (ckpt) {
+      // Selective: q, k, v (after RoPE) are kept; the rest of the block is recomputed in backward.
+      Qkv qkv = layer_qkv(i, x, c, s, opt);
       ForwardOptions o = opt;  // captured by value: backward runs after this call returns
       // Recomputed for backward, the layer's output value is never read: skip its last GEMM then.
-      x = checkpoint([this, i, c, s, o](const std::vector<Tensor>& in) { return layer_forward(i, in[0], c, s, o, 0, in_checkpoint_recompute()); },
-                     {x});
+      x = checkpoint(
+          [this, i, o](const std::vector<Tensor>& in) {
+            return layer_rest(i, in[0], {in[1], in[2], in[3]}, o, 0, in_checkpoint_recompute());
+          },
+          {x, qkv.q, qkv.k, qkv.v});
     } else {
-      x = layer_forward(i, x, c, s, opt, offset);
+      x = layer_rest(i, x, layer_qkv(i, x, c, s, opt), opt, offset);
     }
   }
   if (opt.cache) opt.cache->len += T;

@@ -83,8 +83,15 @@ class Model {
  private:
   // graph_only: the layer's output value will not be read (a checkpointed layer recomputed for
   // backward): its last projection only records its node (lora_linear's graph_only).
-  Tensor layer_forward(int64_t i, const Tensor& x, const Tensor& cos, const Tensor& sin, const ForwardOptions& opt,
-                       int64_t offset, bool graph_only = false) const;
+  // One decoder block = layer_qkv (norm, q/k/v projections, q/k norms, RoPE) then layer_rest
+  // (attention, o projection, MLP, residuals). Gradient checkpointing recomputes only layer_rest:
+  // q, k, v stay saved (selective checkpointing: the cheapest third of the block to keep).
+  struct Qkv {
+    Tensor q, k, v;  // [B,T,Hq,D], [B,T,Hkv,D] x 2, after RoPE
+  };
+  Qkv layer_qkv(int64_t i, const Tensor& x, const Tensor& cos, const Tensor& sin, const ForwardOptions& opt) const;
+  Tensor layer_rest(int64_t i, const Tensor& x, Qkv qkv, const ForwardOptions& opt, int64_t offset,
+                    bool graph_only = false) const;
 };
 
 }  // namespace ft

@@ -59,6 +59,8 @@ TEST(FuzzRegressions, AllTargets) {
 
 // ---- Regressions: inputs that crashed (stack overflow or leak under ASan) before the fix.
 
+#include <chrono>
+
 #include "autograd/error.h"
 #include "data/chat_template.h"
 #include "data/dataset.h"
@@ -124,6 +126,51 @@ TEST(FuzzRegressions, JinjaNamespaceCyclesAndDepth) {
   EXPECT_EQ(render("{% set a = namespace(n=0) %}{% set b = namespace(inner=a, l=[]) %}{% for i in range(300) %}"
                    "{% set a.n = a.n + 1 %}{% set b.l = b.l + [i] %}{% endfor %}{{ b.inner.n }} {{ b.l|length }}"),
             "300 300");
+}
+
+// A template could hang or exhaust memory: a loop of 10^10 steps, a string doubled in a loop or
+// repeated to 10^10 bytes, a huge tojson / indent width; and "{99999999999999999999}".format()
+// threw std::out_of_range (a crash). Each now ends in an ft::Error naming the line
+// (data/jinja_util.h: the render budget), in well under a second.
+TEST(FuzzRegressions, JinjaRunawayIsBounded) {
+  const struct {
+    std::string tmpl, error;
+  } cases[] = {
+      {"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "too much work"},
+      {"{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}", "too much work"},
+      {"{% set s = 'a' * 100000 %}{{ (s * 100000)|length }}", "the repeated string would be"},
+      {"{{ (['a' * 100000] * 100000)|length }}", "the repeated list's strings would be"},
+      {"{{ ([1] * 100000 * 100)|length }}", "the repeated list would have"},
+      {"{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "MiB"},
+      {"{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "MiB"},
+      {"{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", "too much work"},
+      {"{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l }}",
+       "MiB"},
+      {"{{ 'x'|tojson(indent=3000000000) }}{{ [1, [2]]|tojson(indent=3000000000) }}", "the indentation would be"},
+      {"{{ 'a\nb'|indent(3000000000) }}", "the indentation would be"},
+      {"{{ ('a' * 100000)|replace('', 'b' * 1000) }}", "replace()'s result would be"},
+      {"{{ '{99999999999999999999}'.format(1) }}", "Replacement index out of range"},
+      {"{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}", "the rendered text would be"},
+      {"{% set l = range(100000)|list %}{% for i in range(100000) %}{% if -1 in l %}{% endif %}{% endfor %}",
+       "too much work"},
+  };
+  for (const auto& c : cases) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string e = error_of([&] { render(c.tmpl); });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_NE(e.find(c.error), std::string::npos) << c.tmpl << ": " << e;
+    EXPECT_NE(e.find("chat template 't' line 1"), std::string::npos) << e;
+    EXPECT_LT(s, 5.0) << c.tmpl;
+  }
+  // Work a real template does is far inside the budget: 1000 turns, long contents, a sorted list.
+  nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
+  for (int i = 0; i < 1000; ++i)
+    msgs.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", std::string(2000, 'a' + i % 26)}});
+  const ft::ChatTemplate t("{% for m in messages %}<|{{ m.role }}|>{{ m.content | trim }}{% if not loop.last %};"
+                           "{% endif %}{% endfor %}{{ (range(20000)|list|sort|unique|list)|length }}",
+                           "t");
+  const std::string out = t.render(msgs);
+  EXPECT_EQ(out.size(), 1000 * 2000 + 500 * std::string("<|user|>").size() + 500 * std::string("<|assistant|>").size() + 999 + 5);
 }
 
 // Deeply nested JSON overflowed the stack in nlohmann's recursive copy / dump (config errors,

@@ -40,7 +40,10 @@ void exercise(const Tokenizer& t, std::string_view text, bool lossless = false) 
     std::string streamed;
     for (int32_t id : ids) streamed += s.push(id);
     streamed += s.flush();
-    FT_FUZZ_ASSERT(streamed == full, "StreamDecoder output differs from decode()");
+    // Where decode() replaced an invalid byte-fallback run with U+FFFD the stream may already have
+    // returned the run's first characters (data/tokenizer.h); elsewhere the two agree exactly.
+    if (full.find("\xEF\xBF\xBD") == std::string::npos)
+      FT_FUZZ_ASSERT(streamed == full, "StreamDecoder output differs from decode()");
   }
   if (lossless) FT_FUZZ_ASSERT(t.decode(plain) == text, "decode(encode(text, false)) != text");
   for (int32_t id : plain) {

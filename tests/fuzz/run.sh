@@ -29,6 +29,8 @@ run_one() {
     echo "fuzz_$t: ok, $(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/$t/log" | grep -o '[0-9]*$') runs"
   else
     echo "fuzz_$t: FAILED"; tail -n 60 "$work/$t/log"
+    { grep -m1 -o 'what(): .*\|SUMMARY: .*\|ERROR: .*' "$work/$t/log" || tail -n 1 "$work/$t/log"; } |
+      head -c 300 > "$work/$t/verdict"
     mkdir -p build-fuzz/artifacts/$t
     for f in "$work/$t/art/"*; do
       [ -f "$f" ] || continue
@@ -41,5 +43,17 @@ run_one() {
 }
 export -f run_one
 export FT_FUZZ_LIMIT=$limit FT_FUZZ_WORK=$work
+status=0
 for t in "${targets[@]}"; do echo "$t ${RUNS[$t]:-20000}"; done |
-  xargs -P "$(nproc)" -L 1 bash -c 'run_one "$1" "$FT_FUZZ_LIMIT" "$FT_FUZZ_WORK" "$2"' _
+  xargs -P "$(nproc)" -L 1 bash -c 'run_one "$1" "$FT_FUZZ_LIMIT" "$FT_FUZZ_WORK" "$2"' _ || status=$?
+# The verdict last, a line per failed target (a CI log is often read from its tail).
+if [ "$status" != 0 ]; then
+  for t in "${targets[@]}"; do
+    [ -f "$work/$t/verdict" ] || continue
+    echo "fuzz_$t FAILED: $(cat "$work/$t/verdict")"
+    for f in "$work/$t/art/"*; do [ -f "$f" ] && echo "  input: build-fuzz/artifacts/$t/$(basename "$f") (base64 above)"; done
+  done
+  echo "fuzz: FAILED (add each failing input under tests/data/fuzz/<target>/ once fixed: ft_tests replays them)"
+  exit 1
+fi
+echo "fuzz: all ${#targets[@]} targets ok"
