@@ -40,7 +40,9 @@ p.add_argument("--out", default=None, help="append JSON results here")
 a = p.parse_args()
 
 CONFIGS = {"fp32": ("float32", False), "bf16": ("bfloat16", False),
-           "fp32-ckpt": ("float32", True), "bf16-ckpt": ("bfloat16", True), "fp16": ("float16", False)}
+           "fp32-ckpt": ("float32", "selective"), "bf16-ckpt": ("bfloat16", "selective"), "fp16": ("float16", False),
+           # checkpoint_policy full (only block inputs kept); PyTorch's side is the same torch.utils.checkpoint run
+           "fp32-ckpt-full": ("float32", "full"), "bf16-ckpt-full": ("bfloat16", "full")}
 
 
 def model_dir(dtype):
@@ -69,7 +71,7 @@ def run_ft(name, dtype, ckpt):
            "--lora-alpha", "16", "--learning-rate", "1e-4", "--max-grad-norm", "0", "--steps-per-eval", "0",
            "--steps-per-report", "1", "--save-every", "0", "--progress", "false", "--dtype", dtype,
            "--adapter-path", os.path.join(run, "adapter"), "--metrics-file", metrics]
-    if ckpt: cmd += ["--grad-checkpoint", "true"]
+    if ckpt: cmd += ["--grad-checkpoint", "true", "--checkpoint-policy", ckpt]
     with open(os.path.join(run, "stderr.txt"), "w") as err:
         subprocess.run(cmd, check=True, env=env(a.threads), stderr=err)
     rows = [json.loads(l) for l in open(metrics) if l.strip()]
@@ -120,15 +122,15 @@ for name in a.configs.split(","):
         with open(a.out, "a") as o: o.write(json.dumps(row) + "\n")
 
 by = {r["config"]: r for r in results}
-print(f"\n{'config':10} {'ft tok/s':>9} {'torch tok/s':>11} {'ratio':>6} | {'ft tok/cpu-s':>12} {'torch':>8} {'ratio':>6} | {'ft MB':>7} {'torch MB':>8}")
+print(f"\n{'config':14} {'ft tok/s':>9} {'torch tok/s':>11} {'ratio':>6} | {'ft tok/cpu-s':>12} {'torch':>8} {'ratio':>6} | {'ft MB':>7} {'torch MB':>8}")
 for r in results:
     f, t = r["ft"] or {}, r["torch"] or {}
     g = lambda d, k, fmt: format(d[k], fmt) if k in d else "-"
-    print(f"{r['config']:10} {g(f, 'tokens_per_s', '9.1f')} {g(t, 'tokens_per_s', '11.1f')} {g(r, 'ratio_wall', '6.2f')} | "
+    print(f"{r['config']:14} {g(f, 'tokens_per_s', '9.1f')} {g(t, 'tokens_per_s', '11.1f')} {g(r, 'ratio_wall', '6.2f')} | "
           f"{g(f, 'tokens_per_cpu_s', '12.1f')} {g(t, 'tokens_per_cpu_s', '8.1f')} {g(r, 'ratio_cpu', '6.2f')} | "
           f"{g(f, 'peak_rss_mb', '7.0f')} {g(t, 'peak_rss_mb', '8.0f')}")
-for base in ("fp32", "bf16"):
-    if base in by and base + "-ckpt" in by and by[base]["ft"] and by[base + "-ckpt"]["ft"]:
-        x, y = by[base]["ft"], by[base + "-ckpt"]["ft"]
-        print(f"ft checkpointing overhead ({base}): wall {x['tokens_per_s'] / y['tokens_per_s'] - 1:+.1%}, "
+for base, variant in (("fp32", "-ckpt"), ("bf16", "-ckpt"), ("fp32", "-ckpt-full"), ("bf16", "-ckpt-full")):
+    if base in by and base + variant in by and by[base]["ft"] and by[base + variant]["ft"]:
+        x, y = by[base]["ft"], by[base + variant]["ft"]
+        print(f"ft checkpointing overhead ({base}{variant}): wall {x['tokens_per_s'] / y['tokens_per_s'] - 1:+.1%}, "
               f"cpu {x['tokens_per_cpu_s'] / y['tokens_per_cpu_s'] - 1:+.1%}")

@@ -94,6 +94,7 @@ void add_train(CLI::App& app) {
       {"loss_scale_init", "float16: initial loss scale (2^16)"},
       {"loss_scale_growth_interval", "float16: good steps before the loss scale doubles"},
       {"grad_checkpoint", "recompute blocks in backward (less memory)"}, {"checkpoint_every", "with grad_checkpoint: every k-th block"},
+      {"checkpoint_policy", "selective (keep q/k/v: faster) | full (keep only block inputs: least memory)"},
       {"steps_per_report", "steps between progress reports"}, {"steps_per_eval", "steps between validations (0 = off)"},
       {"val_batches", "validation batches per evaluation (0 = all)"}, {"save_every", "steps between saved states"},
       {"metrics_file", "append one JSON object per report to this file"}, {"progress", "show the progress bar"},

@@ -351,15 +351,22 @@ Tensor Model::hidden(const Tensor& ids, const ForwardOptions& opt) const {
     const Tensor& s = sins[which[size_t(i)]];
     bool ckpt = opt.checkpoint_every > 0 && grad_enabled() && i % opt.checkpoint_every == 0 && !opt.cache;
     if (ckpt) {
-      // Selective: q, k, v (after RoPE) are kept; the rest of the block is recomputed in backward.
-      Qkv qkv = layer_qkv(i, x, c, s, opt);
       ForwardOptions o = opt;  // captured by value: backward runs after this call returns
       // Recomputed for backward, the layer's output value is never read: skip its last GEMM then.
-      x = checkpoint(
-          [this, i, o](const std::vector<Tensor>& in) {
-            return layer_rest(i, in[0], {in[1], in[2], in[3]}, o, 0, in_checkpoint_recompute());
-          },
-          {x, qkv.q, qkv.k, qkv.v});
+      if (opt.checkpoint_keep_qkv) {  // selective: q, k, v (after RoPE) kept, the rest recomputed
+        Qkv qkv = layer_qkv(i, x, c, s, opt);
+        x = checkpoint(
+            [this, i, o](const std::vector<Tensor>& in) {
+              return layer_rest(i, in[0], {in[1], in[2], in[3]}, o, 0, in_checkpoint_recompute());
+            },
+            {x, qkv.q, qkv.k, qkv.v});
+      } else {  // full: only the block's input kept
+        x = checkpoint(
+            [this, i, c, s, o](const std::vector<Tensor>& in) {
+              return layer_rest(i, in[0], layer_qkv(i, in[0], c, s, o), o, 0, in_checkpoint_recompute());
+            },
+            {x});
+      }
     } else {
       x = layer_rest(i, x, layer_qkv(i, x, c, s, opt), opt, offset);
     }

@@ -34,6 +34,7 @@ struct KVCache {
 struct ForwardOptions {
   bool training = false;         // dropout on
   int64_t checkpoint_every = 0;  // gradient checkpointing: recompute every k-th block (1 = all; 0 = off)
+  bool checkpoint_keep_qkv = true;  // selective (keep q/k/v, recompute the rest) or full (keep only x)
   Tensor positions;              // int32 [B, T]: explicit positions (packing); default offset + t
   Tensor segment_ids;            // int32 [B, T]: packed rows (no attention across segments)
   KVCache* cache = nullptr;      // decode: appends keys/values, attends to the cache

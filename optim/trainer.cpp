@@ -88,7 +88,7 @@ std::vector<std::string> parse_list(const std::string& v) {
   X(iters, int) X(epochs, int) X(batch_size, int) X(grad_accumulation, int) X(max_seq_length, int) \
   X(mask_prompt, bool) X(pack, bool) X(group_by_length, bool) X(use_chat_template, bool)           \
   X(seed, int) X(dtype, str) X(loss_scale_init, num) X(loss_scale_growth_interval, int)            \
-  X(grad_checkpoint, bool) X(checkpoint_every, int)                                                \
+  X(grad_checkpoint, bool) X(checkpoint_every, int) X(checkpoint_policy, str)                       \
   X(steps_per_report, int) X(steps_per_eval, int) X(val_batches, int) X(save_every, int)           \
   X(metrics_file, str) X(progress, bool) X(sample_prompt, str) X(sample_max_tokens, int) X(merged_path, str)       \
   X(save_dtype, str)
@@ -171,6 +171,9 @@ void TrainConfig::validate() const {
   FT_CHECK(steps_per_report > 0, "steps_per_report must be > 0");
   FT_CHECK(steps_per_eval >= 0 && save_every >= 0 && val_batches >= 0, "steps_per_eval, save_every and val_batches must be >= 0");
   FT_CHECK(checkpoint_every > 0, "checkpoint_every must be > 0");
+  FT_CHECK(checkpoint_policy == "selective" || checkpoint_policy == "full",
+           "checkpoint_policy must be selective (keep q/k/v, faster) or full (keep only block inputs, least memory), "
+           "got '", checkpoint_policy, "'");
   FT_CHECK(max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 = off)");
   FT_CHECK(save_dtype.empty() || save_dtype == "float32" || save_dtype == "bfloat16" || save_dtype == "float16",
            "save_dtype must be float32, bfloat16 or float16, got '", save_dtype, "'");
@@ -516,6 +519,7 @@ TrainResult train(const TrainConfig& c_in) {
   ForwardOptions fo;
   fo.training = true;
   fo.checkpoint_every = c.grad_checkpoint ? c.checkpoint_every : 0;
+  fo.checkpoint_keep_qkv = c.checkpoint_policy == "selective";
 
   auto save_adapter = [&]() {
     if (full) export_model(model, c.adapter_path, ExportOptions{c.save_dtype.empty() ? base_dtype_name(model) : c.save_dtype});
@@ -598,7 +602,7 @@ TrainResult train(const TrainConfig& c_in) {
       for (auto& p : params) trainable_bytes += int64_t(p.value.nbytes());
       const std::string line = cat("Memory: weights ", mib(model.weight_bytes()), " MB (", c.dtype, "), trainable weights + gradients + ", c.optimizer,
                   " state ", mib(trainable_bytes * (c.optimizer == "adamw" ? 4 : c.momentum > 0 ? 3 : 2)), " MB, activations ", mib(act_bytes), " MB (peak of step ",
-                  step + 1, ", ", c.grad_checkpoint ? cat("checkpointing every ", c.checkpoint_every, " block(s)") : std::string("no checkpointing"),
+                  step + 1, ", ", c.grad_checkpoint ? cat(c.checkpoint_policy, " checkpointing every ", c.checkpoint_every, " block(s)") : std::string("no checkpointing"),
                   "), process peak RSS ", mib(peak_rss_bytes()), " MB");
       if (c.progress) bar.log(line);  // like the header lines, also without the progress display
       else std::cerr << line << "\n";

@@ -56,6 +56,7 @@ struct TrainConfig {
   int64_t loss_scale_growth_interval = 2000;  // float16: good steps before the scale doubles
   bool grad_checkpoint = false;
   int64_t checkpoint_every = 1;         // with grad_checkpoint: every k-th block
+  std::string checkpoint_policy = "selective";  // selective: keep q/k/v too; full: only block inputs
   int64_t steps_per_report = 10, steps_per_eval = 100, val_batches = 25, save_every = 100;
   std::string metrics_file;
   bool progress = true;                 // progress bar on stderr

@@ -243,10 +243,11 @@ TEST(FusedTraining, LossAndGradientsMatchPlainPathForEveryFamily) {
     std::vector<int32_t> tgt(ids.begin() + 1, ids.end());
     tgt.push_back(-100);
     Tensor tids = Tensor::from_ids(ids, {1, T}), targets = Tensor::from_ids(tgt, {T});
-    auto run = [&](bool fused, int64_t ckpt, std::vector<Tensor>& grads) {
+    auto run = [&](bool fused, int64_t ckpt, std::vector<Tensor>& grads, bool keep_qkv = true) {
       for (auto& p : params) p.value.zero_grad();
       ForwardOptions fo;
       fo.checkpoint_every = ckpt;
+      fo.checkpoint_keep_qkv = keep_qkv;
       Tensor loss = fused ? m.loss_sum(m.hidden(tids, fo), targets)
                           : cross_entropy_sum(reshape(m.forward(tids, fo), {T, m.cfg.vocab_size}), targets);
       loss.backward();
@@ -257,12 +258,12 @@ TEST(FusedTraining, LossAndGradientsMatchPlainPathForEveryFamily) {
     std::vector<Tensor> ref, got, unckpt;
     const double want = run(false, 0, ref);
     const double loss0 = run(true, 0, unckpt);
-    for (int64_t ckpt : {0, 1, 2}) {
+    for (int64_t ckpt : {0, 1, 2, -1}) {  // -1: every block, full policy (only block inputs kept)
       SCOPED_TRACE("checkpoint_every " + std::to_string(ckpt));
-      const double loss = run(true, ckpt, got);
+      const double loss = ckpt < 0 ? run(true, 1, got, false) : run(true, ckpt, got);
       EXPECT_NEAR(loss, want, 1e-5 * std::abs(want));
       for (size_t i = 0; i < params.size(); ++i) expect_close(got[i], ref[i], 1e-3, 1e-6, params[i].name);
-      // Checkpointing itself (selective: q/k/v kept, the rest recomputed) against the same path
+      // Checkpointing itself (selective or full) against the same path
       // without it: the 1e-6 relative.
       EXPECT_NEAR(loss, loss0, 1e-6 * std::abs(loss0));
       for (size_t i = 0; i < params.size(); ++i) expect_close(got[i], unckpt[i], 1e-6, 0, params[i].name);
