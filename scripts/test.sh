@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the test suite (after scripts/setup.sh). With FT_SANITIZE=1 also the sanitizer build; with
-# FT_FUZZ=1 each libFuzzer target for a fixed number of inputs with a fixed seed (deterministic, about
+# FT_FUZZ=1 each libFuzzer target for a fixed number of inputs with a fixed seed (about
 # a minute each; tests/fuzz/run.sh), or for FT_FUZZ_SECONDS each when that is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
