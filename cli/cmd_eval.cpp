@@ -124,9 +124,9 @@ void add_eval(CLI::App& app) {
   sub->add_flag("--mask-prompt", a->mask_prompt, "Score only completions / assistant turns");
   sub->add_flag("--generate", a->generate, "Also generate completions for prompt/completion rows and report exact match");
   sub->add_option("--max-tokens", a->max_tokens, "With --generate: maximum new tokens")->default_val(64);
-  sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32 (default: exact fp32 numbers, as transformers with dtype=float32) or bfloat16")
+  sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32 (default: exact fp32 numbers, as transformers with dtype=float32), bfloat16 or float16 (compute stays float32)")
       ->default_val("float32")
-      ->check(CLI::IsMember({"float32", "bfloat16"}));
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
   sub->add_flag("--json", a->json, "Print one JSON object: loss, perplexity, tokens");
   sub->callback([a] { run(*a); });
 }

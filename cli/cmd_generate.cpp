@@ -15,7 +15,7 @@ namespace ft::cli {
 
 namespace {
 struct GenArgs {
-  std::string model, adapter, prompt, prompt_file, system, dtype;
+  std::string model, adapter, prompt, prompt_file, system, dtype, kv_cache = "float32";
   std::vector<std::string> stop;
   bool chat = false, json = false, have_prompt = false;
   int64_t max_tokens = 256, top_k = 0;
@@ -57,6 +57,7 @@ void run(const GenArgs& a) {
   GenerationDefaults gd = load_generation_config(a.model, &L.model.cfg);
   GenerateOptions go;
   go.max_tokens = a.max_tokens;
+  go.kv_cache = a.kv_cache == "bfloat16" ? DType::BF16 : DType::F32;
   go.sampling = {a.temp, a.top_k, a.top_p, a.min_p, a.rep, a.seed};
   std::set<int32_t> eos;
   for (int64_t e : gd.eos_token_ids) eos.insert(int32_t(e));
@@ -133,7 +134,11 @@ void add_generate(CLI::App& app) {
   sub->add_option("--repetition-penalty", a->rep, "HF repetition penalty (1 = off)")->default_val(1.0)->check(CLI::PositiveNumber);
   sub->add_option("--seed", a->seed, "Random seed for sampling")->default_val(0);
   sub->add_option("--stop", a->stop, "Stop when this text appears (repeatable)");
-  sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32 or bfloat16 (default: as stored)")->check(CLI::IsMember({"float32", "bfloat16"}));
+  sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32, bfloat16 or float16 (default: as stored; compute is float32)")
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
+  sub->add_option("--kv-cache", a->kv_cache, "KV cache dtype: float32 or bfloat16 (half the cache memory, faster at long contexts)")
+      ->default_val("float32")
+      ->check(CLI::IsMember({"float32", "bfloat16"}));
   sub->add_flag("--json", a->json, "Print one JSON object: prompt_tokens, tokens, text, prompt_tps, generation_tps, peak_memory_mb");
   sub->callback([a] { run(*a); });
 }

@@ -103,6 +103,10 @@ std::string jinja_title(const std::string& s) {  // the title filter: words spli
   }
   return utf8_encode(u);
 }
+// std::string::find (and a scan against a set of characters) costs up to |text|·|pattern|: charge
+// that product before searching, so a long pattern in a long text is a budget error, not a hang.
+void charge_search(size_t text, size_t pattern) { spend(int64_t((text >> 8) + 1) * int64_t((pattern >> 8) + 1)); }
+
 std::string strip(const std::string& s, const Value* chars, bool left, bool right) {
   std::u32string u = utf8_decode(s);
   std::u32string set;
@@ -110,6 +114,7 @@ std::string strip(const std::string& s, const Value* chars, bool left, bool righ
   if (!ws) {
     if (chars->t != T::Str) fail("strip arg must be None or str");
     set = utf8_decode(chars->s);
+    charge_search(s.size(), chars->s.size());
   }
   auto drop = [&](char32_t c) { return ws ? py_isspace(c) : set.find(c) != std::u32string::npos; };
   size_t b = 0, e = u.size();
@@ -164,6 +169,7 @@ std::vector<std::string> split_ws(const std::string& s, int64_t maxsplit, bool f
 }
 std::vector<std::string> split_sep(const std::string& s, const std::string& sep, int64_t maxsplit, bool from_right) {
   if (sep.empty()) fail("empty separator");
+  charge_search(s.size(), sep.size());
   std::vector<std::string> out;
   if (!from_right) {
     size_t b = 0, p;
@@ -208,6 +214,7 @@ std::vector<std::string> splitlines(const std::string& s, bool keepends) {
   return out;
 }
 std::string replace_all(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
+  charge_search(s.size(), from.size());
   if (from.empty()) {  // Python inserts `to` around every character
     std::u32string u = utf8_decode(s);
     std::string out;
@@ -325,6 +332,7 @@ bool contains(const Value& hay, const Value& needle) {
     case T::Undef: return false;
     case T::Str:
       if (needle.t != T::Str) fail(cat("'in <string>' requires string as left operand, not ", type_name(needle)));
+      charge_search(hay.s.size(), needle.s.size());
       return hay.s.find(needle.s) != std::string::npos;
     case T::List:
       spend(int64_t(hay.list->v.size()));
@@ -447,13 +455,15 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
           check_string_size(kMaxStringBytes + 1, "the repeated list's strings");
         spend(reps * int64_t(seq->list->v.size() + (bytes >> 8)));
       }
-      if (seq->t == T::Str) {
+      if (seq->t == T::Str) {  // an empty string or list repeated any number of times is empty
         std::string s;
-        for (int64_t k = 0; k < n->i; ++k) s += seq->s;
+        if (!seq->s.empty())
+          for (int64_t k = 0; k < reps; ++k) s += seq->s;
         return Value::str(std::move(s));
       }
       std::vector<Value> v;
-      for (int64_t k = 0; k < n->i; ++k) v.insert(v.end(), seq->list->v.begin(), seq->list->v.end());
+      if (!seq->list->v.empty())
+        for (int64_t k = 0; k < reps; ++k) v.insert(v.end(), seq->list->v.begin(), seq->list->v.end());
       return Value::make_list(std::move(v), seq->list->kind);
     }
   }
@@ -1027,6 +1037,7 @@ class Renderer {
       if (!a[0]) fail(m + "() takes at least 1 argument");
       if (a[1] || a[2]) fail(m + "() with start/end is not supported");
       const std::string& sub = as_str(*a[0], m.c_str());
+      charge_search(s.size(), sub.size());
       if (m == "find") {
         const size_t p = s.find(sub);
         return Value::integer(p == std::string::npos ? -1 : cp_len(s.substr(0, p)));

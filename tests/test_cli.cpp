@@ -533,6 +533,30 @@ TEST(CliHappy, GenerateMatchesTransformersGreedy) {
   }
 }
 
+// Weights held in float16 (computed in float32) and a bfloat16 KV cache: transformers' float32 greedy
+// tokens wherever its top-2 logit margin is >= 0.05 (fp16 weights round at 2^-11 relative, the bf16
+// cache at 2^-8), and the eval loss within 2e-3 relative of its float32 loss.
+TEST(CliHappy, Float16WeightsAndBf16KvCacheTrackTransformers) {
+  json e = read_json(kModels / "llama" / "expected.json");
+  for (auto& g : e["greedy"]) {
+    auto want = g["new_ids"].get<std::vector<int32_t>>();
+    RunResult r = run_ok({"generate", "--model", (kModels / "llama").string(), "--prompt", g["prompt"], "--max-tokens",
+                          std::to_string(want.size()), "--dtype", "float16", "--kv-cache", "bfloat16", "--json"});
+    auto got = last_json_line(r.out)["tokens"].get<std::vector<int32_t>>();
+    auto margins = g["margins"].get<std::vector<double>>();
+    ASSERT_EQ(got.size(), want.size()) << r.out;
+    for (size_t t = 0; t < want.size() && margins[t] >= 0.05; ++t) EXPECT_EQ(got[t], want[t]) << g["prompt"] << " step " << t;
+  }
+  TempDir tmp;
+  fs::path data = write_fixture_texts(tmp.path);
+  RunResult r = run_ok({"eval", "--model", (kModels / "llama").string(), "--data", data.string(), "--dtype", "float16", "--json"});
+  const double want = e["eval_eos"]["token_weighted_loss"];
+  EXPECT_NEAR(last_json_line(r.out)["loss"].get<double>(), want, 2e-3 * want);
+  RunResult bad = run_ft({"generate", "--model", (kModels / "llama").string(), "--prompt", "x", "--kv-cache", "int8"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--kv-cache"), std::string::npos) << bad.err;
+}
+
 TEST(CliHappy, TrainMergeEvalGivesTheAdaptersLoss) {
   TempDir tmp;
   fs::path model = kModels / "llama", data = write_fixture_texts(tmp.path), adapter = tmp / "adapter", merged = tmp / "merged";

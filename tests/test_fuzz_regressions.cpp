@@ -150,6 +150,10 @@ TEST(FuzzRegressions, JinjaRunawayIsBounded) {
       {"{{ 'a\nb'|indent(3000000000) }}", "the indentation would be"},
       {"{{ ('a' * 100000)|replace('', 'b' * 1000) }}", "replace()'s result would be"},
       {"{{ '{99999999999999999999}'.format(1) }}", "Replacement index out of range"},
+      // Naive substring search of an 8 MB pattern in a 16 MB text: ~10^13 steps.
+      {"{% set t = 'a' * 16000000 %}{% set p = 'a' * 8000000 ~ 'b' %}{{ p in t }}", "too much work"},
+      {"{% set t = 'a' * 16000000 %}{% set p = 'a' * 8000000 ~ 'b' %}{{ t.count(p) }}", "too much work"},
+      {"{% set t = 'a' * 16000000 %}{{ t.strip('b' * 8000000) }}", "too much work"},
       {"{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}", "the rendered text would be"},
       {"{% set l = range(100000)|list %}{% for i in range(100000) %}{% if -1 in l %}{% endif %}{% endfor %}",
        "too much work"},
@@ -162,6 +166,9 @@ TEST(FuzzRegressions, JinjaRunawayIsBounded) {
     EXPECT_NE(e.find("chat template 't' line 1"), std::string::npos) << e;
     EXPECT_LT(s, 5.0) << c.tmpl;
   }
+  // Empty sequences repeat instantly, as in Python.
+  EXPECT_EQ(render("{{ ('' * 1000000000000000000)|length }} {{ ([] * 1000000000000000000)|length }} {{ 'ab' * -3 }}."),
+            "0 0 .");
   // Work a real template does is far inside the budget: 1000 turns, long contents, a sorted list.
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
   for (int i = 0; i < 1000; ++i)
