@@ -538,6 +538,14 @@ bool Tokenizer::is_special(int32_t id) const {
   return id >= 0 && size_t(id) < impl_->flags.size() && (impl_->flags[id] & tok::Impl::kSpecial);
 }
 
+namespace {
+// s from byte n on, starting at the next UTF-8 character boundary.
+std::string utf8_tail(const std::string& s, size_t n) {
+  while (n < s.size() && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) ++n;
+  return n < s.size() ? s.substr(n) : std::string();
+}
+}  // namespace
+
 std::string StreamDecoder::push(int32_t id) {
   auto incomplete = [](const std::string& s) { return s.ends_with("\xEF\xBF\xBD"); };
   if (prefix_.empty() && !ids_.empty()) {
@@ -547,9 +555,9 @@ std::string StreamDecoder::push(int32_t id) {
   ids_.push_back(id);
   std::string s = tok_.decode_impl(ids_, skip_special_, false);
   if (s.size() <= prefix_.size() || incomplete(s)) return {};
-  FT_CHECK(s.starts_with(prefix_), "StreamDecoder: this tokenizer's decoder changes earlier text when ",
-           "a token is appended; decode the whole sequence instead");
-  std::string fresh = s.substr(prefix_.size());
+  // A decoder that is not prefix-stable here (a ByteFallback run turned invalid, which decode()
+  // rewrites as U+FFFD): what was returned stays returned, and the stream goes on after its length.
+  std::string fresh = s.starts_with(prefix_) ? s.substr(prefix_.size()) : utf8_tail(s, prefix_.size());
   size_t keep_from = prefix_index_;
   ids_.erase(ids_.begin(), ids_.begin() + keep_from);
   prefix_ = tok_.decode_impl(ids_, skip_special_, false);
@@ -559,7 +567,9 @@ std::string StreamDecoder::push(int32_t id) {
 
 std::string StreamDecoder::flush() {
   std::string s = ids_.empty() ? std::string() : tok_.decode_impl(ids_, skip_special_, false);
-  std::string rest = s.size() > prefix_.size() && s.starts_with(prefix_) ? s.substr(prefix_.size()) : "";
+  std::string rest = s.size() <= prefix_.size()  ? std::string()
+                     : s.starts_with(prefix_)      ? s.substr(prefix_.size())
+                                                   : utf8_tail(s, prefix_.size());
   ids_.clear(), prefix_.clear(), prefix_index_ = 0;
   return rest;
 }

@@ -68,7 +68,7 @@ class Tokenizer {
 // concatenate to decode(ids) without clean_up_tokenization_spaces (which is not prefix-stable).
 // One exception, as in HF's DecodeStream: when a run of byte-fallback tokens turns out invalid
 // UTF-8, decode() replaces every byte of the run with U+FFFD, including characters of it the stream
-// already returned (a stream cannot take text back).
+// already returned (a stream cannot take text back: it continues after what it returned).
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tok, bool skip_special_tokens = false)

@@ -202,6 +202,30 @@ TEST(Tokenizer, StreamDecoderMatchesFullDecode) {
   }
 }
 
+// A byte-fallback run that turns invalid UTF-8 later ("H" then 0xCF, 0x48, 0x48): decode() makes
+// every byte of the run U+FFFD (HF's ByteFallback), including the "H" a stream already returned.
+// The stream neither throws nor takes text back: it goes on after what it returned, in whole
+// characters, and generation keeps going (ft generate used to stop with an error here).
+TEST(Tokenizer, StreamDecoderSurvivesAByteRunTurningInvalid) {
+  const Tokenizer& t = tok("llama2");
+  const int32_t H = t.token_to_id("<0x48>"), CF = t.token_to_id("<0xCF>"), hello = t.token_to_id("\xE2\x96\x81Hello");
+  ASSERT_GE(H, 0);
+  ASSERT_GE(CF, 0);
+  ASSERT_GE(hello, 0);
+  const std::vector<int32_t> ids = {H, CF, H, H, hello};
+  EXPECT_EQ(t.decode(ids), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD Hello");
+  ft::StreamDecoder sd(t);
+  std::string got;
+  for (int32_t i : ids) {
+    std::string piece;
+    ASSERT_NO_THROW(piece = sd.push(i));
+    EXPECT_EQ(ft::uni::lossy(piece), piece);  // whole UTF-8 characters only
+    got += piece;
+  }
+  got += sd.flush();
+  EXPECT_EQ(got, "H\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD Hello");
+}
+
 // The time limit holds for optimised builds; sanitizer and debug builds only check the result.
 // It is on the thread's CPU time: the test machines are shared, so wall time says little.
 #if defined(__SANITIZE_ADDRESS__) || !defined(NDEBUG)
