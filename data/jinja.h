@@ -21,10 +21,10 @@ namespace ft::jinja {
 
 struct Value;
 struct List;
+struct Dict;
 
 // Charges a new string of `bytes` to the running render (see jinja_util.h; no-op outside a render).
 void charge_big_string(size_t bytes);
-struct Dict;
 
 // A template value. Lists/dicts are shared (templates cannot mutate them; namespaces can be
 // mutated through `set ns.attr`, which every holder then sees, as in Python).

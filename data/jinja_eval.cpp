@@ -272,13 +272,9 @@ std::string spaces(int64_t n) {
 std::vector<Value> iterate(const Value& v) {
   switch (v.t) {
     case T::Undef: return {};
-    case T::List: {
-      const std::vector<Value>& l = v.list->v;
-      size_t bytes = 0;  // the copy's cost: the items and their strings
-      for (const Value& x : l) bytes += x.t == T::Str ? x.s.size() : 0;
-      spend(int64_t(l.size() + (bytes >> 8)));
-      return l;
-    }
+    case T::List:
+      charge_items(v.list->v);  // the copy
+      return v.list->v;
     case T::Str: {
       check_list_size(size_t(cp_len(v.s)), "the string's list of characters");
       spend(int64_t(v.s.size()));
@@ -430,9 +426,10 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
     if (a.t == T::List && b.t == T::List && a.list->kind == b.list->kind &&
         (a.list->kind == List::Plain || a.list->kind == List::Tuple)) {
       check_list_size(a.list->v.size() + b.list->v.size(), "the concatenated list");
-      std::vector<Value> v = iterate(a);
-      const std::vector<Value> w = iterate(b);
-      v.insert(v.end(), w.begin(), w.end());
+      charge_items(a.list->v);
+      charge_items(b.list->v);
+      std::vector<Value> v = a.list->v;
+      v.insert(v.end(), b.list->v.begin(), b.list->v.end());
       return Value::make_list(std::move(v), a.list->kind);
     }
     if (a.t == T::Str) fail(cat("can only concatenate str (not \"", type_name(b), "\") to str"));
@@ -442,28 +439,28 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
     const Value* n = seq == &a ? &b : &a;
     if ((seq->t == T::Str || (seq->t == T::List && seq->list->kind <= List::Tuple)) &&
         (n->t == T::Int || n->t == T::Bool)) {
-      const int64_t reps = std::max<int64_t>(n->i, 0);
+      // Sizes checked before anything is built; an empty sequence repeats to an empty one at once.
+      const uint64_t reps = uint64_t(std::max<int64_t>(n->i, 0));
+      auto times = [&](size_t x) {
+        uint64_t r;
+        return __builtin_mul_overflow(uint64_t(x), reps, &r) ? UINT64_MAX : r;
+      };
       if (seq->t == T::Str) {
-        if (seq->s.size() && uint64_t(reps) > kMaxStringBytes / seq->s.size())
-          check_string_size(kMaxStringBytes + 1, "the repeated string");
-      } else {
-        size_t bytes = 0;  // what the copies of the items' strings cost
-        for (const Value& x : seq->list->v) bytes += x.t == T::Str ? x.s.size() : 0;
-        if (seq->list->v.size() && uint64_t(reps) > kMaxListItems / seq->list->v.size())
-          check_list_size(kMaxListItems + 1, "the repeated list");
-        if (bytes && uint64_t(reps) > kMaxStringBytes / bytes)
-          check_string_size(kMaxStringBytes + 1, "the repeated list's strings");
-        spend(reps * int64_t(seq->list->v.size() + (bytes >> 8)));
-      }
-      if (seq->t == T::Str) {  // an empty string or list repeated any number of times is empty
+        check_string_size(times(seq->s.size()), "the repeated string");
         std::string s;
         if (!seq->s.empty())
-          for (int64_t k = 0; k < reps; ++k) s += seq->s;
+          for (uint64_t k = 0; k < reps; ++k) s += seq->s;
         return Value::str(std::move(s));
       }
+      const std::vector<Value>& items = seq->list->v;
+      check_list_size(times(items.size()), "the repeated list");
+      check_string_size(times(string_bytes(items)), "the repeated list's strings");
       std::vector<Value> v;
-      if (!seq->list->v.empty())
-        for (int64_t k = 0; k < reps; ++k) v.insert(v.end(), seq->list->v.begin(), seq->list->v.end());
+      if (!items.empty())
+        for (uint64_t k = 0; k < reps; ++k) {
+          charge_items(items);
+          v.insert(v.end(), items.begin(), items.end());
+        }
       return Value::make_list(std::move(v), seq->list->kind);
     }
   }
@@ -774,9 +771,9 @@ class Renderer {
   }
 
   // ---- expressions
-  // A copy of a long string costs its length.
+  // A copy of a string costs its length.
   static Value charged(Value v) {
-    if (v.t == T::Str && v.s.size() >= 4096) spend(int64_t(v.s.size() >> 8));
+    if (v.t == T::Str) charge_bytes(v.s.size());
     return v;
   }
   Value eval(const Expr& e) {

@@ -8,6 +8,8 @@
 
 namespace ft::jinja {
 
+struct Value;
+
 bool py_isspace(char32_t c);                       // Python str.isspace() for one code point
 std::u32string utf8_decode(std::string_view s);    // invalid UTF-8 -> ft::Error
 std::string utf8_encode(std::u32string_view s);
@@ -31,6 +33,10 @@ void spend(int64_t units);
 // ft::Error when a string of `bytes` (or a list of `items`) would pass the limits above.
 void check_string_size(size_t bytes, const char* what);
 void check_list_size(size_t items, const char* what);
+// Copying costs: `bytes` of string, or a list's items (one unit each) and their strings.
+void charge_bytes(size_t bytes);
+size_t string_bytes(const std::vector<Value>& items);  // the items' own string bytes
+void charge_items(const std::vector<Value>& items);
 // Sets the budget of the render on this thread for its lifetime (renders do not nest).
 class RenderBudget {
  public:

@@ -234,10 +234,19 @@ void check_list_size(size_t items, const char* what) {
   if (items > kMaxListItems)
     throw Error(cat(what, " would have ", items, " items, over the ", kMaxListItems, " a chat template may build"));
 }
+void charge_bytes(size_t bytes) { spend(int64_t(bytes >> 8)); }
+size_t string_bytes(const std::vector<Value>& items) {
+  size_t bytes = 0;
+  for (const Value& x : items) bytes += x.t == Value::T::Str ? x.s.size() : 0;
+  return bytes;
+}
+void charge_items(const std::vector<Value>& items) {
+  if (tl_budget) spend(int64_t(items.size())), charge_bytes(string_bytes(items));
+}
 void charge_big_string(size_t bytes) {
   if (!tl_budget) return;
   check_string_size(bytes, "a string");
-  spend(int64_t(bytes >> 8));
+  charge_bytes(bytes);
 }
 
 Value Value::make_list(std::vector<Value> items, int kind) {
