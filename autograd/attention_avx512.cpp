@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "autograd/attention_kernels.h"
+#include "autograd/exp_poly.h"
 
 namespace {
 
@@ -16,16 +17,16 @@ inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : n <= 0 
 inline __m512 exp_ps(__m512 x) {
   const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ);
   x = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-87.0f), x));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(ft::exp_poly::kLog2e)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ft::exp_poly::kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ft::exp_poly::kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(ft::exp_poly::kP0);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ft::exp_poly::kP1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ft::exp_poly::kP2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ft::exp_poly::kP3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ft::exp_poly::kP4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ft::exp_poly::kP5));
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   return _mm512_maskz_scalef_ps(live, p, n);
 }

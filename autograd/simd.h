@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "autograd/cpu.h"
+#include "autograd/exp_poly.h"
 
 // Vectors wider than the baseline ISA are only ever used inside the matching target clones.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -86,21 +87,22 @@ struct Vec {
     for (int l = 1; l < N; ++l) m = v[l] > m ? v[l] : m;
     return m;
   }
-  // exp(x), ~1 ulp (Cephes expf: reduction by ln 2, degree-6 polynomial). x < −87.3 gives ~1e-38
+  // exp(x), ~1 ulp (autograd/exp_poly.h). x < −87.3 gives ~1e-38
   // (never inf/NaN); x > 88.3 is clamped; NaN stays NaN.
   static FT_INLINE F exp(F x) {
     x = x < splat(-87.3f) ? splat(-87.3f) : x;
     x = x > splat(88.3f) ? splat(88.3f) : x;
-    F t = x * 1.44269504088896341f + 12582912.f;  // + 1.5·2^23 rounds x·log2(e) to an integer in the mantissa
+    using namespace exp_poly;
+    F t = x * kLog2e + 12582912.f;  // + 1.5·2^23 rounds x·log2(e) to an integer in the mantissa
     F k = t - 12582912.f;
-    F r = x - k * 0.693359375f;
-    r = r - k * -2.12194440e-4f;
-    F p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    F r = x - k * kLn2Hi;
+    r = r - k * kLn2Lo;
+    F p = splat(kP0);
+    p = p * r + kP1;
+    p = p * r + kP2;
+    p = p * r + kP3;
+    p = p * r + kP4;
+    p = p * r + kP5;
     p = p * r * r + r + 1.f;
     I bits = ((I)t - (0x4B400000 - 127)) << 23;  // 2^k
     return p * (F)bits;

@@ -11,7 +11,7 @@
 #include "cli/common.h"
 #include "data/batching.h"
 #include "models/generate.h"
-#include "optim/trainer.h"
+#include "models/loss.h"
 
 namespace ft::cli {
 

@@ -4,7 +4,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "data/json_depth.h"
+#include "autograd/json_file.h"
 
 namespace ft {
 
@@ -44,14 +44,7 @@ ChatTemplate::ChatTemplate(const std::string& source, std::string name, const js
 }
 
 ChatTemplate ChatTemplate::from_tokenizer_config(const std::string& path) {
-  json cfg;
-  try {
-    const std::string text = read_file(path);
-    FT_CHECK(!json_too_deep(text), "chat template: '", path, "' nests more than ", kMaxJsonDepth, " levels deep");
-    cfg = json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(cat("chat template: '", path, "' is not valid JSON: ", e.what()));
-  }
+  const json cfg = parse_ordered_json(read_file(path), cat("chat template: '", path, "'"));
   std::string source;
   const json& ct = cfg.contains("chat_template") ? cfg["chat_template"] : json();
   if (ct.is_string()) {

@@ -13,7 +13,7 @@
 #include "autograd/error.h"
 #include "data/chat_template.h"
 #include "data/jinja.h"
-#include "data/json_depth.h"
+#include "autograd/json_file.h"
 #include "data/tokenizer.h"
 
 namespace ft {

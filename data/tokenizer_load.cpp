@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/error.h"
-#include "data/json_depth.h"
+#include "autograd/json_file.h"
 #include "data/tokenizer_impl.h"
 #include "data/tokenizer_unicode.h"
 
@@ -532,14 +532,7 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
 
 void Tokenizer::set_specials_from_config(const std::string& path) {
   using json = nlohmann::json;
-  json c;
-  try {
-    const std::string text = tok::read_file(path, "tokenizer config");
-    FT_CHECK(!json_too_deep(text), "tokenizer config ", path, ": JSON nests more than ", kMaxJsonDepth, " levels deep");
-    c = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw Error(cat("tokenizer config ", path, ": invalid JSON: ", e.what()));
-  }
+  const json c = parse_json(tok::read_file(path, "tokenizer config"), cat("tokenizer config ", path));
   FT_CHECK(c.is_object(), "tokenizer config ", path, ": expected a JSON object");
   // A special token is a string, {"content": ..} (AddedToken), or null (none).
   auto special = [&](const char* key, std::string& s, std::optional<int32_t>& id) {

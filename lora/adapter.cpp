@@ -7,9 +7,11 @@
 #include <set>
 
 #include "autograd/gemm.h"
+#include "autograd/file_io.h"
+#include "autograd/json_file.h"
 #include "autograd/ops.h"
+#include "autograd/random.h"
 #include "models/safetensors.h"
-#include "optim/state.h"
 
 namespace ft {
 
@@ -250,15 +252,6 @@ LoraConfig parse_peft_config(const json& j, const std::string& src) {
 }
 
 namespace {
-json read_json_file(const fs::path& p) {
-  std::ifstream f(p);
-  FT_CHECK(f.good(), "cannot open '", p.string(), "'");
-  try {
-    return json::parse(f);
-  } catch (const json::exception& e) {
-    throw Error(cat(p.string(), ": invalid JSON: ", e.what()));
-  }
-}
 
 // Attaches one adapter from tensors A [r, in], B [out, r] (already in PEFT orientation).
 void attach_loaded(Projection* p, Tensor A, Tensor B, Tensor mag, double scaling, double dropout, bool trainable,
@@ -291,7 +284,7 @@ LoraConfig load_peft_adapter(const std::string& dir, Model& model, bool trainabl
   fs::path cfg_path = fs::path(dir) / "adapter_config.json", st_path = fs::path(dir) / "adapter_model.safetensors";
   FT_CHECK(fs::exists(cfg_path), "'", dir, "' is not a PEFT adapter: adapter_config.json is missing");
   FT_CHECK(fs::exists(st_path), "'", dir, "' is not a PEFT adapter: adapter_model.safetensors is missing");
-  LoraConfig c = parse_peft_config(read_json_file(cfg_path), cfg_path.string());
+  LoraConfig c = parse_peft_config(read_json_file(cfg_path.string()), cfg_path.string());
   auto file = SafetensorsFile::open(st_path.string());
   auto pm = projection_map(model);
   detach_lora(model);
@@ -370,7 +363,7 @@ void save_mlx_adapter(const std::string& dir, Model& model, const LoraConfig& c)
 LoraConfig load_mlx_adapter(const std::string& dir, Model& model, bool trainable) {
   fs::path cfg_path = fs::path(dir) / "adapter_config.json", st_path = fs::path(dir) / "adapters.safetensors";
   FT_CHECK(fs::exists(cfg_path) && fs::exists(st_path), "'", dir, "' is not an mlx-lm adapter (needs adapter_config.json and adapters.safetensors)");
-  json j = read_json_file(cfg_path);
+  json j = read_json_file(cfg_path.string());
   FT_CHECK(j.contains("lora_parameters") && j["lora_parameters"].is_object(), cfg_path.string(), ": key 'lora_parameters' is missing");
   const json& lp = j["lora_parameters"];
   LoraConfig c;

@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/model.h"
-#include "optim/optimizer.h"
+#include "autograd/param.h"
 
 namespace ft {
 

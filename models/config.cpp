@@ -7,7 +7,8 @@
 #include <sstream>
 
 #include "autograd/error.h"
-#include "data/json_depth.h"
+#include "autograd/file_io.h"
+#include "autograd/json_file.h"
 
 namespace ft {
 
@@ -113,22 +114,6 @@ struct Obj {
   }
 };
 
-json parse_json(const std::string& text, const std::string& source) {
-  FT_CHECK(!json_too_deep(text), source, ": JSON nests more than ", kMaxJsonDepth, " levels deep");
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(cat(source, ": invalid JSON: ", e.what()));
-  }
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  FT_CHECK(in, path, ": cannot read (missing file?)");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 Activation parse_act(const std::string& a, const Obj& o, const std::string& key) {
   if (a == "silu" || a == "swish") return Activation::SiLU;
@@ -447,7 +432,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 
 ModelConfig load_model_config(const std::string& path) {
   std::string p = fs::is_directory(path) ? (fs::path(path) / "config.json").string() : path;
-  return parse_model_config(read_text(p), p);
+  return parse_model_config(read_file_bytes(p), p);
 }
 
 void resolve_weight_names(ModelConfig& c, const std::function<bool(const std::string&)>& has_tensor) {
@@ -541,7 +526,7 @@ GenerationDefaults load_generation_config(const std::string& dir, const ModelCon
   fs::path p = fs::path(dir) / "generation_config.json";
   GenerationDefaults g;
   if (fs::exists(p)) {
-    g = parse_generation_config(read_text(p.string()), p.string());
+    g = parse_generation_config(read_file_bytes(p.string()), p.string());
   }
   if (model) {
     if (!g.bos_token_id) g.bos_token_id = model->bos_token_id;

@@ -5,8 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autograd/file_io.h"
+#include "autograd/json_file.h"
 #include "models/safetensors.h"
-#include "optim/state.h"
 
 namespace ft {
 
@@ -55,8 +56,7 @@ void export_model(const Model& m, const std::string& dir, const ExportOptions& o
   write_safetensors_sharded(dir, recs, opt.max_shard_bytes, {{"format", "pt"}});
 
   // config.json: the source's, with the dtype updated (both v4 and v5 spellings when present).
-  std::ifstream f(fs::path(m.dir) / "config.json");
-  nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(f);
+  nlohmann::ordered_json cfg = read_ordered_json_file((fs::path(m.dir) / "config.json").string());
   const char* dn = main_dt == DType::BF16 ? "bfloat16" : main_dt == DType::F16 ? "float16" : "float32";
   if (cfg.contains("dtype")) cfg["dtype"] = dn;
   cfg["torch_dtype"] = dn;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/kernels.h"
+#include "autograd/json_file.h"
 #include "autograd/ops.h"
 #include "autograd/random.h"
 #include "models/safetensors.h"
@@ -135,8 +136,7 @@ Model Model::init_random(const std::string& dir, uint64_t seed, double std) {
   m.cfg = load_model_config(dir);
   if (std <= 0) {
     std = 0.02;
-    std::ifstream f(std::filesystem::path(dir) / "config.json");
-    auto j = nlohmann::json::parse(f, nullptr, false);
+    const nlohmann::json j = read_json_file((std::filesystem::path(dir) / "config.json").string());
     if (j.is_object() && j.contains("initializer_range") && j["initializer_range"].is_number()) std = j["initializer_range"].get<double>();
   }
   const ModelConfig& c = m.cfg;

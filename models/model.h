@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "lora/lora.h"
+#include "models/projection.h"
 #include "models/config.h"
 
 namespace ft {

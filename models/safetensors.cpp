@@ -15,6 +15,8 @@
 #include <set>
 
 #include "autograd/error.h"
+#include "autograd/file_io.h"
+#include "autograd/json_file.h"
 
 namespace ft {
 
@@ -123,32 +125,20 @@ std::string prepare(const std::vector<TensorRecord>& tensors, const SafetensorsM
 
 void le64(uint8_t* p, uint64_t v) { for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i)); }
 
-void fsync_dir(const fs::path& dir) {
-  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) { ::fsync(fd); ::close(fd); }
-}
-
-// Writes `bytes_fn` output to path.tmp, fsyncs, renames over path.
+// Writes body(fd, tmp) output through autograd/file_io.h's replace_file_atomic (tmp, fsync, rename).
 template <class F>
 void atomic_write(const std::string& path, F&& body) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  FT_CHECK(fd >= 0, "cannot create ", tmp, ": ", errno_str());
-  try {
-    body(fd, tmp);
-    FT_CHECK(::fsync(fd) == 0, tmp, ": fsync failed: ", errno_str());
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  FT_CHECK(::close(fd) == 0, tmp, ": close failed: ", errno_str());
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string e = errno_str();
-    ::unlink(tmp.c_str());
-    throw Error(cat("cannot rename ", tmp, " to ", path, ": ", e));
-  }
-  fsync_dir(fs::path(path).parent_path());
+  replace_file_atomic(path, [&](const std::string& tmp) {
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    FT_CHECK(fd >= 0, "cannot create ", tmp, ": ", errno_str());
+    try {
+      body(fd, tmp);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    FT_CHECK(::close(fd) == 0, tmp, ": close failed: ", errno_str());
+  });
 }
 
 }  // namespace
@@ -399,16 +389,7 @@ CheckpointReader CheckpointReader::open(const std::string& path) {
       files.push_back((p / "model.safetensors").string());
     } else if (fs::is_regular_file(p / "model.safetensors.index.json", ec)) {
       index_path = (p / "model.safetensors.index.json").string();
-      json j;
-      {
-        std::ifstream in(index_path, std::ios::binary);
-        FT_CHECK(in, index_path, ": cannot read");
-        try {
-          j = json::parse(in);
-        } catch (const json::exception& e) {
-          throw Error(cat(index_path, ": invalid JSON: ", e.what()));
-        }
-      }
+      json j = read_json_file(index_path);
       FT_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index_path,
                ": needs an object 'weight_map' {tensor name: shard file}");
       std::set<std::string> seen;

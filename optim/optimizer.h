@@ -9,14 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "autograd/param.h"
 #include "autograd/tensor.h"
 
 namespace ft {
-
-struct NamedParam {
-  std::string name;
-  Tensor value;  // float32 leaf with requires_grad
-};
 
 struct OptimizerConfig {
   std::string type = "adamw";  // adamw | sgd

@@ -1,5 +1,7 @@
 #include "optim/state.h"
 
+#include "autograd/file_io.h"
+
 #include <hdf5.h>
 
 #include <cstdio>
@@ -12,36 +14,6 @@
 namespace ft {
 
 namespace fs = std::filesystem;
-
-void fsync_path(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
-void write_file_atomic(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    FT_CHECK(f.good(), "cannot write '", tmp, "': check that the directory exists and is writable");
-    f.write(content.data(), std::streamsize(content.size()));
-    f.flush();
-    if (!f.good()) {
-      f.close();
-      std::remove(tmp.c_str());
-      throw Error(cat("writing '", tmp, "' failed (disk full?); '", path, "' was left unchanged"));
-    }
-  }
-  fsync_path(tmp);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw Error(cat("cannot rename '", tmp, "' to '", path, "': ", ec.message()));
-  }
-  fsync_path(fs::path(path).parent_path().empty() ? "." : fs::path(path).parent_path().string());
-}
 
 namespace {
 
@@ -145,11 +117,8 @@ std::map<std::string, Tensor> read_group(hid_t file, const char* group, const st
 
 void save_training_state(const std::string& path, const TrainingState& st) {
   H5Quiet quiet;
-  std::string tmp = path + ".tmp";
-  std::remove(tmp.c_str());
-  {
+  replace_file_atomic(path, [&](const std::string& tmp) {
     Hid f(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (f < 0) std::remove(tmp.c_str());  // H5Fcreate can fail after creating the file (disk full)
     FT_CHECK(f >= 0, "cannot create '", tmp, "': check that the directory exists, is writable and has space");
     try {
       write_attr_str(f, "format", "ft-training-state");
@@ -165,21 +134,9 @@ void save_training_state(const std::string& path, const TrainingState& st) {
       write_group(f, "optimizer", st.optimizer);
       FT_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0, "HDF5: flush of '", tmp, "' failed (disk full?)");
     } catch (const Error& e) {
-      std::remove(tmp.c_str());
       throw Error(cat("saving training state '", tmp, "' failed: ", e.what()));
-    } catch (...) {
-      std::remove(tmp.c_str());
-      throw;
     }
-  }
-  fsync_path(tmp);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw Error(cat("cannot rename '", tmp, "' to '", path, "': ", ec.message()));
-  }
-  fsync_path(fs::path(path).parent_path().empty() ? "." : fs::path(path).parent_path().string());
+  });
 }
 
 TrainingState load_training_state(const std::string& path) {

@@ -6,13 +6,14 @@
 //                       rng_seed, rng_counter, settings (JSON), data (JSON: data-loader position),
 //                       extra (JSON: anything else the loop wants back, e.g. loss history; float16 runs:
 //                       "grad_scaler": GradScaler::state(), the loss scale and its growth counter)
-// Written to "<path>.tmp", flushed and fsync'd, then renamed over <path>: a reader sees either the
-// previous complete file or the new complete file, never a partial one.
+// Written through replace_file_atomic (autograd/file_io.h): a reader sees either the previous
+// complete file or the new complete file, never a partial one.
 #include <map>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "autograd/file_io.h"
 #include "autograd/random.h"
 #include "autograd/tensor.h"
 
@@ -32,10 +33,5 @@ struct TrainingState {
 void save_training_state(const std::string& path, const TrainingState& st);
 // Throws ft::Error naming the file (and dataset) when the file is missing, truncated or not a state.
 TrainingState load_training_state(const std::string& path);
-
-// fsync a file or directory by path (best effort for directories).
-void fsync_path(const std::string& path);
-// Atomically replaces `path` with `content` (tmp file + fsync + rename).
-void write_file_atomic(const std::string& path, const std::string& content);
 
 }  // namespace ft

@@ -21,14 +21,12 @@
 
 #include "data/chat_template.h"
 #include "data/dataset.h"
+#include "models/loss.h"
 
 namespace ft {
 
 class Model;
 
-// Token-weighted mean cross-entropy over a dataset (the training pipeline's batches, no shuffling),
-// over at most max_batches batches (0 = all). Returns (loss, supervised tokens).
-std::pair<double, int64_t> evaluate_loss(const Model& model, const Dataset& ds, int64_t batch_size, int32_t pad, int64_t max_batches = 0);
 
 struct TrainConfig {
   std::string model, data, adapter_path = "adapters", resume_adapter;

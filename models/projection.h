@@ -1,8 +1,10 @@
 #pragma once
-// LoRA / DoRA adapters on linear projections (PEFT semantics).
+// A linear projection of the model and the forward of an adapter on it (PEFT semantics). The
+// projection lives with the decoder (models/); attaching, reading, writing and merging adapters is
+// lora/'s job (lora/adapter.h).
 //   LoRA: y = W x + b + scaling · B (A dropout(x))           A [r, in], B [out, r]
 //   DoRA: PEFT's formulation with a magnitude vector m [out] and the (detached) row norms of
-//         W + scaling·B·A — see lora/lora.cpp.
+//         W + scaling·B·A — see models/projection.cpp.
 //   scaling = alpha / r, or alpha / sqrt(r) with rsLoRA.
 #include <memory>
 #include <string>

@@ -1,4 +1,4 @@
-#include "lora/lora.h"
+#include "models/projection.h"
 
 #include <cmath>
 
