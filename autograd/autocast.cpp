@@ -1,4 +1,5 @@
-// float16 autocast (see autograd/ops.h): the per-thread mode and the fp16 rounding kernel.
+// float16 autocast and bfloat16 compute (see autograd/ops.h): the per-thread modes and the fp16
+// rounding kernel.
 #include <immintrin.h>
 
 #include "autograd/dtype.h"
@@ -10,6 +11,7 @@ namespace ft {
 
 namespace {
 thread_local bool t_autocast_f16 = false;
+thread_local bool t_autocast_bf16 = false;
 
 // Round trip through fp16 with F16C (vcvtps2ph: round to nearest even, overflow to inf,
 // subnormal results kept; exactly f16_to_f32(f32_to_f16(x)), see tests/test_fp16.cpp).
@@ -36,6 +38,9 @@ void round_w4(float* p, int64_t n) {
 bool autocast_f16() { return t_autocast_f16; }
 AutocastF16Guard::AutocastF16Guard(bool on) : prev(t_autocast_f16) { t_autocast_f16 = on; }
 AutocastF16Guard::~AutocastF16Guard() { t_autocast_f16 = prev; }
+bool autocast_bf16() { return t_autocast_bf16; }
+AutocastBF16Guard::AutocastBF16Guard(bool on) : prev(t_autocast_bf16) { t_autocast_bf16 = on; }
+AutocastBF16Guard::~AutocastBF16Guard() { t_autocast_bf16 = prev; }
 
 void round_to_f16(float* p, int64_t n) {
   const int w = simd::width();

@@ -144,7 +144,8 @@ namespace {
 struct CheckpointNode : Node {
   SegmentFn fn;
   RngState rng;
-  bool f16 = false;  // autocast mode of the forward (the recompute runs in it)
+  bool f16 = false;   // autocast mode of the forward (the recompute runs in it)
+  bool bf16 = false;  // autocast_bf16 mode of the forward, likewise
   const char* name() const override { return "checkpoint"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     std::vector<Tensor> det;
@@ -160,6 +161,7 @@ struct CheckpointNode : Node {
       FT_PROFILE_PHASE("checkpoint recompute");
       EnableGradGuard eg;
       AutocastF16Guard ac(f16);
+      AutocastBF16Guard ab(bf16);
       struct Recompute {  // in_checkpoint_recompute() is true inside, restored on any exit
         bool prev = t_recompute;
         Recompute() { t_recompute = true; }
@@ -185,6 +187,7 @@ Tensor checkpoint(const SegmentFn& fn, const std::vector<Tensor>& inputs) {
   node->fn = fn;
   node->rng = global_rng();
   node->f16 = autocast_f16();
+  node->bf16 = autocast_bf16();
   Tensor out;
   {
     NoGradGuard ng;

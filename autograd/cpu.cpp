@@ -1,6 +1,8 @@
 #include "autograd/cpu.h"
 
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <tbb/global_control.h>
 #include <tbb/task_arena.h>
 
@@ -14,6 +16,25 @@
 namespace ft {
 namespace {
 
+// AMX-TILE and AMX-BF16 in CPUID, the tile state enabled in XCR0, and Linux's permission to
+// use it (since 5.16 a process must ask: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)).
+bool amx_usable() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool tile = d & (1u << 24), bf16 = d & (1u << 22);
+  if (!tile || !bf16) return false;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) return false;
+  unsigned lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & (3u << 17)) != (3u << 17)) return false;  // XTILECFG and XTILEDATA
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
 CpuFeatures detect() {
   CpuFeatures f;
   __builtin_cpu_init();  // libgcc also checks XCR0, i.e. that the OS saves YMM/ZMM state
@@ -25,17 +46,19 @@ CpuFeatures detect() {
               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   f.avx512bf16 = f.avx512f && __builtin_cpu_supports("avx512bf16");
   f.fast_bf16_dot = f.avx512bf16 && __builtin_cpu_is("amd");
+  f.amx = f.avx512bf16 && amx_usable();
   return f;
 }
 
 CpuFeatures capped(const CpuFeatures& hw, const std::string& level) {
   CpuFeatures f = hw;
-  if (level == "avx512" || level == "native" || level.empty()) return f;
-  if (level == "avx512f") { f.avx512bf16 = f.fast_bf16_dot = false; return f; }
-  if (level == "avx2") { f.avx512f = f.avx512bf16 = f.fast_bf16_dot = false; return f; }
+  if (level == "amx" || level == "native" || level.empty()) return f;
+  if (level == "avx512") { f.amx = false; return f; }
+  if (level == "avx512f") { f.avx512bf16 = f.fast_bf16_dot = f.amx = false; return f; }
+  if (level == "avx2") { f.avx512f = f.avx512bf16 = f.fast_bf16_dot = f.amx = false; return f; }
   if (level == "baseline") return CpuFeatures{};
   throw Error(cat("ISA level '", level,
-                  "' is unknown (FT_ISA / set_isa accept baseline, avx2, avx512f, avx512, native)"));
+                  "' is unknown (FT_ISA / set_isa accept baseline, avx2, avx512f, avx512, amx, native)"));
 }
 
 CpuFeatures& current() {
@@ -59,7 +82,7 @@ void set_isa(const std::string& level) { current() = capped(cpu_features_hw(), l
 
 const char* isa_name() {
   const CpuFeatures& f = cpu_features();
-  return f.avx512bf16 ? "avx512" : f.avx512f ? "avx512f" : f.avx2 ? "avx2" : "baseline";
+  return f.amx ? "amx" : f.avx512bf16 ? "avx512" : f.avx512f ? "avx512f" : f.avx2 ? "avx2" : "baseline";
 }
 
 namespace {

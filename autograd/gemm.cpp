@@ -74,7 +74,7 @@ void base_kernel(int64_t depth, const void* ap, const void* bp, float* c, int64_
   }
 }
 
-const Kernels kBaseKernels = {kBaseMR, kBaseNR, base_kernel, nullptr, nullptr, nullptr};
+const Kernels kBaseKernels = {kBaseMR, kBaseNR, base_kernel, nullptr, nullptr, nullptr, nullptr};
 
 // ---------------------------------------------------------------- scratch memory
 struct FreeDeleter {
@@ -132,7 +132,9 @@ struct Job {
   const void* B;  // float, or uint16_t bits of bf16 / fp16 (b_type)
   int64_t ldb;
   int b_type;     // kSrcF32 | kSrcBF16 | kSrcF16
-  bool pairs;     // bf16 dot-product mode: depth unit is a k-pair, panels hold bf16 pairs
+  bool round_a;   // op(A) rounded to bf16 (gemm_bf16w's round_a)
+  bool pairs;     // bf16 dot-product mode (round_a on AMX / vdpbf16ps): depth unit is a k-pair,
+                  // panels hold bf16 pairs
   float* C;
   int64_t ldc;
 
@@ -183,10 +185,12 @@ void pack_portable(const void* src, int64_t ld, int src_type, bool lanes_are_row
 // op(A) rows [i0, i0+m) × depth units [d0, d0+dc) into ceil(m/mr) panels of dc×mr.
 void pack_a(const Job& g, const Kernels& kr, int64_t i0, int64_t m, int64_t d0, int64_t dc,
             uint32_t* dst) {
-  const gemm_detail::PackFn pk = kr.pack ? kr.pack : pack_portable;
+  const gemm_detail::PackFn pk = g.pairs && kr.pack_a_pairs ? kr.pack_a_pairs : kr.pack ? kr.pack : pack_portable;
   const int64_t k0 = g.pairs ? 2 * d0 : d0, kc = std::min(g.pairs ? 2 * dc : dc, g.K - k0);
   const float* src = g.ta ? g.A + k0 * g.lda + i0 : g.A + i0 * g.lda + k0;
   pk(src, g.lda, kSrcF32, !g.ta, g.pairs, kr.mr, int(m), kc, dst);
+  // round_a without bf16 dot products: the fp32 panels rounded to bf16 values (padding stays 0)
+  if (g.round_a && !g.pairs) round_to_bf16(reinterpret_cast<float*>(dst), (m + kr.mr - 1) / kr.mr * kr.mr * kc);
 }
 
 // op(B) depth units [d0, d0+dc) × columns [j0, j0+n) into ceil(n/nr) consecutive dc×nr slivers.
@@ -255,7 +259,8 @@ void partition(int64_t mp, int64_t sp, int64_t max_panels, int P, int64_t& nmb, 
 
 void run(const Job& g, bool allow_parallel) {
   const CpuFeatures& f = cpu_features();
-  const Kernels& kr = f.avx512f ? *gemm_detail::kernels_avx512()
+  const Kernels& kr = g.pairs && f.amx ? *gemm_detail::kernels_amx()
+                    : f.avx512f ? *gemm_detail::kernels_avx512()
                     : f.avx2    ? *gemm_detail::kernels_avx2()
                                 : kBaseKernels;
   const Kernel kern = g.pairs ? kr.bf16 : kr.f32;
@@ -371,7 +376,7 @@ void check_args(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t 
 
 void gemm_any(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
               const float* A, int64_t lda, const void* B, int b_type, int64_t ldb, float beta,
-              float* C, int64_t ldc, bool allow_parallel) {
+              float* C, int64_t ldc, bool allow_parallel, bool round_a = false) {
   check_args(op, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
@@ -386,10 +391,11 @@ void gemm_any(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
     }
     return gemv(M, N, K, alpha, A, lda, B,
                 b_type == kSrcBF16 ? DType::BF16 : b_type == kSrcF16 ? DType::F16 : DType::F32, ldb, beta, C,
-                ldc, allow_parallel);
+                ldc, allow_parallel, round_a);
   }
-  Job g{ta, tb, M, N, K, alpha, beta, A, lda, B, ldb, b_type,
-        b_type == kSrcBF16 && gemm_bf16w_rounds_a(), C, ldc};
+  const CpuFeatures& f = cpu_features();
+  Job g{ta, tb, M, N, K, alpha, beta, A, lda, B, ldb, b_type, round_a,
+        round_a && (f.amx || f.fast_bf16_dot), C, ldc};
   run(g, allow_parallel);
 }
 
@@ -403,9 +409,9 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 
 void gemm_bf16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                 const float* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
-                int64_t ldc) {
+                int64_t ldc, bool round_a) {
   gemm_any("gemm_bf16w", trans_a, trans_b, M, N, K, alpha, A, lda, B, kSrcBF16, ldb, beta, C, ldc,
-           true);
+           true, round_a);
 }
 
 void gemm_f16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -415,7 +421,21 @@ void gemm_f16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
            true);
 }
 
-bool gemm_bf16w_rounds_a() { return cpu_features().fast_bf16_dot; }
+const char* gemm_bf16_dot_path() {
+  const CpuFeatures& f = cpu_features();
+  return f.amx ? "amx" : f.fast_bf16_dot ? "avx512bf16" : "fp32";
+}
+
+void round_to_bf16(float* p, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {  // f32_to_bf16 then back, branch-free (vectorises)
+    uint32_t u;
+    std::memcpy(&u, p + i, 4);
+    const uint32_t nan = (u & 0x7fffffffu) > 0x7f800000u;
+    u = nan ? (u | 0x00400000u) : u + 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    std::memcpy(p + i, &u, 4);
+  }
+}
 
 void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
                    float alpha, const float* A, int64_t lda, int64_t stride_a, const float* B,

@@ -22,18 +22,25 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
            int64_t ldc);
 
-// Same, but B holds bf16 values (raw uint16_t bits; weights), A and C are fp32.
-// Precision: where vdpbf16ps is fast (AVX512-BF16 on AMD Zen 4/5: cpu_features().fast_bf16_dot,
-// FT_ISA permitting) A is rounded to bf16 (round-to-nearest-even, relative error <= 2^-9 per
-// element; fp32 denormals become 0) and the products are accumulated in fp32 by vdpbf16ps
-// (bf16×bf16 products are exact in fp32; denormal inputs/outputs of the instruction flush to
-// zero). Elsewhere (incl. Intel, whose vdpbf16ps runs at half the FMA rate) B is widened to fp32
-// exactly while packing and the result is a plain fp32 GEMM of A with the bf16 values of B.
-// gemm_bf16w_rounds_a() tells which of the two the current CPU/ISA does.
+// Same, but B holds bf16 values (raw uint16_t bits; weights), A and C are fp32. Two precisions,
+// the same on every CPU and ISA path (only the summation order differs between paths):
+//   round_a = false (the default; inference): exact — the fp32 product of A with B's bf16 values
+//     (B is widened to fp32 exactly while packing), as transformers computes with dtype=float32.
+//   round_a = true (`--dtype bfloat16` training, `--compute bfloat16`; torch.autocast's matmul
+//     semantics): A is first rounded to bf16 (round to nearest even, relative error <= 2^-9; fp32
+//     denormals may become 0) and the exact bf16×bf16 products are summed in fp32. Computed on
+//     AMX tiles (tdpbf16ps) where cpu_features().amx, with vdpbf16ps where fast_bf16_dot (AMD Zen
+//     4/5), and elsewhere by rounding A's packed panels and running the fp32 kernel on them.
+// gemm_bf16_dot_path() names the kernel the rounding mode uses now.
 void gemm_bf16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                 const float* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C,
-                int64_t ldc);
-bool gemm_bf16w_rounds_a();
+                int64_t ldc, bool round_a = false);
+// "amx", "avx512bf16" (vdpbf16ps) or "fp32" (rounded A, widened B, fp32 FMA): what gemm_bf16w
+// with round_a uses under the ISA in effect.
+const char* gemm_bf16_dot_path();
+
+// In place: p[i] = bf16_to_f32(f32_to_bf16(p[i])) (the rounding of gemm_bf16w's round_a).
+void round_to_bf16(float* p, int64_t n);
 
 // Same, but B holds IEEE fp16 values (raw uint16_t bits; `--dtype float16` base weights). B is
 // widened to fp32 exactly while packing (F16C vcvtph2ps in the AVX2 / AVX-512 packers, a scalar

@@ -35,10 +35,14 @@ struct Kernels {
   Kernel bf16;      // bf16 pairs × bf16 pairs -> fp32 (vdpbf16ps); null where the ISA has none
   PackFn pack;      // float / bf16 sources; null: the portable packer in gemm.cpp
   PackFn pack_f16;  // fp16 sources (F16C); null: the portable packer
+  // A panels in pairs mode, when the bf16 kernel wants another layout than `pack` gives (AMX:
+  // see gemm_amx.cpp); null: `pack`. Same panel size (ceil(kc/2)·w pairs per panel).
+  PackFn pack_a_pairs;
 };
 
 // One entry per ISA file.
 const Kernels* kernels_avx2();    // gemm_avx2.cpp
 const Kernels* kernels_avx512();  // gemm_avx512.cpp
+const Kernels* kernels_amx();     // gemm_amx.cpp (bf16 only: f32 is null); needs cpu_features().amx
 
 }  // namespace ft::gemm_detail

@@ -54,7 +54,7 @@ constexpr int64_t kTaskBytes = 32 << 10;  // least weight bytes per parallel tas
 }  // namespace
 
 void gemv(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const void* W,
-          DType w_dtype, int64_t ldw, float beta, float* C, int64_t ldc, bool allow_parallel) {
+          DType w_dtype, int64_t ldw, float beta, float* C, int64_t ldc, bool allow_parallel, bool round_a) {
   FT_CHECK(is_float(w_dtype), "gemv: weight dtype ", dtype_name(w_dtype), " is not supported (float32, bfloat16 or float16)");
   FT_CHECK(M >= 0 && N >= 0 && K >= 0, "gemv: negative size M=", M, " N=", N, " K=", K);
   FT_CHECK(lda >= std::max<int64_t>(1, K), "gemv: lda=", lda, " is smaller than K=", K, " (A is M×K, M=", M, ")");
@@ -71,24 +71,27 @@ void gemv(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t 
 
   const CpuFeatures& f = cpu_features();
   const RowsFn rows = f.avx512f ? gemv_detail::rows_avx512() : f.avx2 ? gemv_detail::rows_avx2() : rows_portable;
-  const int mode = w_dtype == DType::F32 ? 0 : w_dtype == DType::F16 ? 3 : gemm_bf16w_rounds_a() ? 2 : 1;
+  round_a = round_a && w_dtype == DType::BF16;
+  const int mode = w_dtype == DType::F32 ? 0 : w_dtype == DType::F16 ? 3 : round_a && f.fast_bf16_dot ? 2 : 1;
   const size_t esz = w_dtype == DType::F32 ? 4 : 2;
 
-  // Mode 2 takes A rounded to bf16 (as gemm_bf16w does), rows K apart.
+  // round_a: A rounded to bf16 (as gemm_bf16w does), rows K apart: bf16 bits for mode 2
+  // (vdpbf16ps), the rounded fp32 values for mode 1.
   const void* a = A;
   int64_t la = lda;
-  constexpr int64_t kStackElems = 8192;
-  uint16_t stack_buf[kStackElems];
-  std::vector<uint16_t> heap_buf;
-  if (mode == 2) {
-    uint16_t* t = stack_buf;
-    if (M * K > kStackElems) {
-      heap_buf.resize(size_t(M * K));
-      t = heap_buf.data();
-    }
+  std::vector<uint16_t> a_bits;
+  std::vector<float> a_rounded;
+  if (round_a && mode == 2) {
+    a_bits.resize(size_t(M * K));
     for (int64_t i = 0; i < M; ++i)
-      for (int64_t k = 0; k < K; ++k) t[i * K + k] = f32_to_bf16(A[i * lda + k]);
-    a = t;
+      for (int64_t k = 0; k < K; ++k) a_bits[size_t(i * K + k)] = f32_to_bf16(A[i * lda + k]);
+    a = a_bits.data();
+    la = K;
+  } else if (round_a) {
+    a_rounded.resize(size_t(M * K));
+    for (int64_t i = 0; i < M; ++i) std::memcpy(a_rounded.data() + i * K, A + i * lda, size_t(K) * sizeof(float));
+    round_to_bf16(a_rounded.data(), M * K);
+    a = a_rounded.data();
     la = K;
   }
   const size_t a_esz = mode == 2 ? 2 : 4;

@@ -12,9 +12,10 @@
 // Precision: fp32 accumulation with 16 (AVX-512) / 8 (AVX2) / 8 (portable) partial sums per
 // row; the order is fixed by the ISA path and K: results never depend on the thread count, on M
 // (a row of A gives the same output alone or beside others) or on the weights' alignment, and
-// fp16 / bf16 (widened) weights give the same bits as their fp32 values. bf16 weights: as gemm_bf16w (gemm.h) — where
-// gemm_bf16w_rounds_a() A is rounded to bf16 (RNE) and summed with vdpbf16ps, elsewhere the
-// weights are widened to fp32 exactly. fp16 weights are always widened exactly (F16C).
+// fp16 / bf16 (widened) weights give the same bits as their fp32 values. bf16 weights with round_a:
+// as gemm_bf16w (gemm.h) — A is rounded to bf16 (RNE), then summed with vdpbf16ps where
+// fast_bf16_dot, elsewhere as fp32 products with the widened weights. fp16 / fp32 weights ignore
+// round_a (always exact).
 //
 // sgemm / gemm_bf16w / gemm_f16w call this for M <= kGemvMaxRows with trans_b (a transposed A
 // is first copied to rows).
@@ -31,6 +32,7 @@ constexpr int64_t kGemvMaxRows = 4;
 // lda >= K, ldw >= K, ldc >= N; w_dtype F32, BF16 or F16. Bad arguments throw ft::Error.
 // allow_parallel = false runs on the calling thread only.
 void gemv(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const void* W,
-          DType w_dtype, int64_t ldw, float beta, float* C, int64_t ldc, bool allow_parallel = true);
+          DType w_dtype, int64_t ldw, float beta, float* C, int64_t ldc, bool allow_parallel = true,
+          bool round_a = false);
 
 }  // namespace ft

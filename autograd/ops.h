@@ -90,6 +90,24 @@ void round_to_f16(float* p, int64_t n);
 // Same on a contiguous float32 tensor (undefined passes through); returns t.
 Tensor round_to_f16(Tensor t);
 
+// ---- bfloat16 compute ----------------------------------------------------------------- autocast.cpp
+// The precision contract for bf16 base weights (README "Precision"). Off by default: every GEMM with
+// a bfloat16 weight computes exactly in fp32 (the weight's values widened; transformers with
+// dtype=float32), on every CPU and ISA path. Switched on for a scope (per thread, like
+// AutocastF16Guard) by `--dtype bfloat16` training and `--compute bfloat16` inference, it gives
+// torch.autocast(dtype=torch.bfloat16)'s matmul semantics for those weights: linear, lora_linear and
+// linear_cross_entropy_sum with a bfloat16 weight round their fp32 input (forward) and their output
+// gradient (the input-gradient GEMM of backward) to bf16 and accumulate in fp32 (gemm_bf16w's
+// round_a; AMX, AVX512-BF16 or rounding + fp32 FMA, the same values on every path up to summation
+// order). LoRA's rank-r products, attention, norms, softmax and the loss stay fp32. Ops record the
+// mode in their graph nodes at forward time (backward and checkpoint recomputation follow it).
+bool autocast_bf16();
+struct AutocastBF16Guard {
+  bool prev;
+  explicit AutocastBF16Guard(bool on = true);
+  ~AutocastBF16Guard();
+};
+
 // ---- model ops ------------------------------------------------------------------------- ops_embedding.cpp, ops_norm.cpp, ops_rope.cpp, ops_attention.cpp, ops_loss.cpp
 // weight [V, D] (f32 or bf16), ids int32 [...] -> [..., D]; gradient scatter-added into weight rows.
 // An id outside [0, V) is an ft::Error naming the id and V.

@@ -165,9 +165,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
 namespace {
 
 // C = op(A)·op(B) with B a weight that may be bf16 or fp16 (W [V, H] of the LM head).
+// round_bf16 (autocast_bf16()): a bf16 W's product rounds A to bf16.
 void gemm_weight(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const Tensor& w, float beta,
-                 float* C, int64_t ldc) {
-  if (w.dtype() == DType::BF16) return gemm_bf16w(ta, tb, M, N, K, 1.f, A, lda, w.data<uint16_t>(), w.size(1), beta, C, ldc);
+                 float* C, int64_t ldc, bool round_bf16) {
+  if (w.dtype() == DType::BF16)
+    return gemm_bf16w(ta, tb, M, N, K, 1.f, A, lda, w.data<uint16_t>(), w.size(1), beta, C, ldc, round_bf16);
   if (w.dtype() == DType::F16) return gemm_f16w(ta, tb, M, N, K, 1.f, A, lda, w.data<uint16_t>(), w.size(1), beta, C, ldc);
   Tensor w32 = f32c(w);  // no copy for float32 rows (a slice of whole rows is contiguous)
   sgemm(ta, tb, M, N, K, 1.f, A, lda, w32.data<float>(), w.size(1), beta, C, ldc);
@@ -218,7 +220,7 @@ Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& 
     FT_CHECK(pt[r] == ignore || (pt[r] >= 0 && pt[r] < V), op, ": target id ", pt[r], " at row ", r, " is outside the vocabulary [0, ", V,
              ") and is not ignore_index (", ignore, "); check the tokenizer/labels against the model's vocab size");
 
-  const bool rec = should_record({&h, &w}), f16 = autocast_f16();
+  const bool rec = should_record({&h, &w}), f16 = autocast_f16(), bf16 = autocast_bf16();
   const bool need_gh = rec && h.requires_grad(), need_gw = rec && w.requires_grad();
   Tensor hc = f32c(h), wc = w.contiguous();
   const float* ph = hc.data<float>();
@@ -230,7 +232,7 @@ Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& 
   std::vector<double> row_loss(size_t(N), 0.0);
   for (int64_t c0 = 0; c0 < N; c0 += chunk) {
     const int64_t m = std::min(chunk, N - c0);
-    gemm_weight(false, true, m, V, H, ph + c0 * H, H, wc, 0.f, L, V);  // logits of rows [c0, c0 + m)
+    gemm_weight(false, true, m, V, H, ph + c0 * H, H, wc, 0.f, L, V, bf16);  // logits of rows [c0, c0 + m)
     if (f16) round_to_f16(L, m * V);
     parallel_range(m, std::max<int64_t>(1, 16384 / V), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
@@ -263,7 +265,7 @@ Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& 
     if (need_gh)  // dh = G·W, over vocabulary blocks: one GEMM with K = V would re-pack G for every few columns
       for (int64_t v0 = 0; v0 < V; v0 += kVocabBlock)
         gemm_weight(false, false, m, H, std::min(kVocabBlock, V - v0), L + v0, V, wc.slice(0, v0, std::min(V, v0 + kVocabBlock)),
-                    v0 == 0 ? 0.f : 1.f, gh.data<float>() + c0 * H, H);
+                    v0 == 0 ? 0.f : 1.f, gh.data<float>() + c0 * H, H, bf16);
     if (need_gw) sgemm(true, false, V, H, m, 1.f, L, V, ph + c0 * H, H, c0 == 0 ? 0.f : 1.f, gw.data<float>(), H);  // dW += Gᵀ·h
   }
   double total = 0;  // fixed order: deterministic for any thread count

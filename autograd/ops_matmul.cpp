@@ -19,10 +19,11 @@ void gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
 }
 
 // B given as a weight tensor [rows, cols] that may be bf16 or fp16 (frozen base weights): widened
-// while packing, never copied.
+// while packing, never copied. round_bf16 (autocast_bf16()): a bf16 B's product rounds A to bf16.
 void gemm_w(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-            const Tensor& B, float beta, float* C, int64_t ldc) {
-  if (B.dtype() == DType::BF16) return gemm_bf16w(ta, tb, M, N, K, alpha, A, lda, B.data<uint16_t>(), B.size(1), beta, C, ldc);
+            const Tensor& B, float beta, float* C, int64_t ldc, bool round_bf16) {
+  if (B.dtype() == DType::BF16)
+    return gemm_bf16w(ta, tb, M, N, K, alpha, A, lda, B.data<uint16_t>(), B.size(1), beta, C, ldc, round_bf16);
   if (B.dtype() == DType::F16) return gemm_f16w(ta, tb, M, N, K, alpha, A, lda, B.data<uint16_t>(), B.size(1), beta, C, ldc);
   Tensor b32 = f32c(B);
   sgemm(ta, tb, M, N, K, alpha, A, lda, b32.data<float>(), B.size(1), beta, C, ldc);
@@ -58,7 +59,8 @@ struct MatmulNode : Node {
 };
 
 struct LinearNode : Node {
-  bool f16 = false;  // autocast: round the returned gradients to fp16
+  bool f16 = false;   // autocast: round the returned gradients to fp16
+  bool bf16 = false;  // autocast_bf16: dX's GEMM rounds dY to bf16
   const char* name() const override { return "linear"; }
   std::vector<Tensor> backward(const Tensor& g_in) override {
     const Tensor &x = inputs[0], &w = inputs[1];
@@ -67,7 +69,7 @@ struct LinearNode : Node {
     Tensor gx, gw, gb;
     if (needs(0)) {  // dX[rows×in] = dY[rows×out] · W[out×in]
       gx = Tensor::empty(x.shape());
-      gemm_w(false, false, rows, in, out, 1.f, g.data<float>(), out, w, 0.f, gx.data<float>(), in);
+      gemm_w(false, false, rows, in, out, 1.f, g.data<float>(), out, w, 0.f, gx.data<float>(), in, bf16);
     }
     if (needs(1)) {  // dW[out×in] = dYᵀ · X   (skipped entirely for frozen weights)
       Tensor xc = f32c(x);
@@ -191,7 +193,8 @@ void lora_down(const float* x, int64_t rows, int64_t in, const float* A, int64_t
 // none; residual is a graph edge); saved: {uT = A·xaᵀ [r, rows]}.
 struct LoraLinearNode : Node {
   float s = 1;
-  bool f16 = false;  // autocast: round the returned gradients to fp16
+  bool f16 = false;   // autocast: round the returned gradients to fp16
+  bool bf16 = false;  // autocast_bf16: dX's GEMM with the base weight rounds dY to bf16
   const char* name() const override { return "lora_linear"; }
   std::vector<Tensor> backward(const Tensor& g_in) override {
     const Tensor &x = inputs[0], &w = inputs[1], &a = inputs[3], &b = inputs[4];
@@ -208,7 +211,7 @@ struct LoraLinearNode : Node {
     if (!needs(4)) gb = Tensor();
     if (needs(0)) {  // dX = dY·W (+ gu·A when the adapter reads x itself)
       gx = Tensor::empty(x.shape());
-      gemm_w(false, false, rows, in, out, 1.f, pg, out, w, 0.f, gx.data<float>(), in);
+      gemm_w(false, false, rows, in, out, 1.f, pg, out, w, 0.f, gx.data<float>(), in, bf16);
       if (!sep) sgemm(false, false, rows, in, r, 1.f, gu.data<float>(), r, ac.data<float>(), in, 1.f, gx.data<float>(), in);
     }
     if (sep && needs(5)) {
@@ -287,13 +290,15 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   os.back() = out;
   Tensor y = Tensor::empty(os);
   Tensor wc = w.contiguous();
-  gemm_w(false, true, rows, out, in, 1.f, x.data<float>(), in, wc, 0.f, y.data<float>(), out);
+  const bool bf16 = autocast_bf16();
+  gemm_w(false, true, rows, out, in, 1.f, x.data<float>(), in, wc, 0.f, y.data<float>(), out, bf16);
   if (bias.defined()) add_bias(y.data<float>(), bias, rows, out);
   const bool f16 = autocast_f16();
   if (f16) round_to_f16(y);
   if (should_record({&x_in, &w, &bias})) {
     auto node = std::make_shared<LinearNode>();
     node->f16 = f16;
+    node->bf16 = bf16;
     node->inputs = {x_in, w};
     if (bias.defined()) node->inputs.push_back(bias);
     return record(y, node);
@@ -325,7 +330,7 @@ Tensor lora_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias, cons
   const bool rec = should_record({&x_in, &w, &bias, &a, &b, &xa_in, &residual});
   Tensor uT = Tensor::empty({r, rows});
   lora_down(xa.data<float>(), rows, in, ac.data<float>(), r, uT.data<float>());
-  const bool f16 = autocast_f16();
+  const bool f16 = autocast_f16(), bf16 = autocast_bf16();
   Tensor y;
   if (graph_only && rec) {  // the node alone: an output without data
     auto impl = std::make_shared<TensorImpl>();
@@ -334,7 +339,7 @@ Tensor lora_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias, cons
     y = Tensor(impl);
   } else {
     y = Tensor::empty(os);
-    gemm_w(false, true, rows, out, in, 1.f, x.data<float>(), in, w.contiguous(), 0.f, y.data<float>(), out);
+    gemm_w(false, true, rows, out, in, 1.f, x.data<float>(), in, w.contiguous(), 0.f, y.data<float>(), out, bf16);
     sgemm(true, true, rows, out, r, s, uT.data<float>(), rows, bc.data<float>(), r, 1.f, y.data<float>(), out);  // y += s·u·Bᵀ
     if (f16) {  // autocast: the projection's output is fp16; the residual is added in fp32 after
       if (bias.defined()) add_bias(y.data<float>(), bias, rows, out);
@@ -348,6 +353,7 @@ Tensor lora_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias, cons
     auto node = std::make_shared<LoraLinearNode>();
     node->s = s;
     node->f16 = f16;
+    node->bf16 = bf16;
     node->inputs = {x_in, w, bias, a, b, sep ? xa_in : Tensor(), graph_edge(residual)};
     node->saved = {uT};
     return record(y, node);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Random SmolLM2-135M-shaped Llama model directory for the training benchmark (bench/train_bench.py).
+"""Random SmolLM2-135M-shaped (or, with --shape 1b, Llama-1B-shaped) Llama model directory for the training benchmark (bench/train_bench.py).
 
 Writes DIR/config.json, DIR/model.safetensors (HF layout, random N(0, 0.02) weights, unit norms,
 tied embeddings) and the GPT-2 tokenizer files, plus DIR/train.jsonl: text rows long enough that
@@ -17,12 +17,17 @@ p.add_argument("--out", required=True)
 p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
 p.add_argument("--tokenizer", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tokenizers", "gpt2"))
 p.add_argument("--vocab", type=int, default=50304, help="GPT-2's 50257 ids padded to a multiple of 64")
-p.add_argument("--layers", type=int, default=30)
+p.add_argument("--layers", type=int, default=None, help="default: 30 (smollm2-135m), 16 (1b)")
+p.add_argument("--shape", default="smollm2-135m", choices=["smollm2-135m", "1b"],
+               help="smollm2-135m: hidden 576, MLP 1536, 9/3 heads; 1b: Llama-3.2-1B-like, hidden 2048, MLP 8192, 32/8 heads")
 p.add_argument("--rows", type=int, default=64, help="training rows in train.jsonl")
 p.add_argument("--seed", type=int, default=0)
 a = p.parse_args()
 
-H, I, L, NH, NKV, V = 576, 1536, a.layers, 9, 3, a.vocab
+if a.shape == "1b":
+    H, I, L, NH, NKV, V = 2048, 8192, a.layers or 16, 32, 8, a.vocab
+else:
+    H, I, L, NH, NKV, V = 576, 1536, a.layers or 30, 9, 3, a.vocab
 D = H // NH
 cfg = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": H, "intermediate_size": I,

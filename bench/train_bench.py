@@ -32,12 +32,14 @@ p.add_argument("--configs", default="fp32,bf16,fp32-ckpt,bf16-ckpt")
 p.add_argument("--threads", type=int, default=os.cpu_count())
 p.add_argument("--iters", type=int, default=4, help="ft steps measured (after one warm-up step)")
 p.add_argument("--torch-steps", type=int, default=3)
-p.add_argument("--layers", type=int, default=30)
+p.add_argument("--layers", type=int, default=None, help="default: the shape's (30 / 16)")
+p.add_argument("--shape", default="smollm2-135m", choices=["smollm2-135m", "1b"], help="model shape (bench/make_bench_model.py)")
 p.add_argument("--seq", type=int, default=256, help="tokens per row (the memory target uses 1024)")
 p.add_argument("--skip-torch", action="store_true")
 p.add_argument("--skip-ft", action="store_true")
 p.add_argument("--out", default=None, help="append JSON results here")
 a = p.parse_args()
+if a.layers is None: a.layers = 16 if a.shape == "1b" else 30
 
 CONFIGS = {"fp32": ("float32", False), "bf16": ("bfloat16", False),
            "fp32-ckpt": ("float32", "selective"), "bf16-ckpt": ("bfloat16", "selective"), "fp16": ("float16", False),
@@ -47,9 +49,10 @@ CONFIGS = {"fp32": ("float32", False), "bf16": ("bfloat16", False),
 
 def model_dir(dtype):
     dtype = "float32" if dtype == "float16" else dtype  # ft stores the fp32 checkpoint's weights as fp16
-    d = os.path.join(a.work, f"model-{'f32' if dtype == 'float32' else 'bf16'}-L{a.layers}")
+    d = os.path.join(a.work, f"model-{a.shape}-{'f32' if dtype == 'float32' else 'bf16'}-L{a.layers}")
     if not os.path.exists(os.path.join(d, "model.safetensors")):
-        cmd = [a.python, os.path.join(HERE, "make_bench_model.py"), "--out", d, "--dtype", dtype, "--layers", str(a.layers)]
+        cmd = [a.python, os.path.join(HERE, "make_bench_model.py"), "--out", d, "--dtype", dtype, "--layers", str(a.layers),
+               "--shape", a.shape]
         if a.tokenizer: cmd += ["--tokenizer", a.tokenizer]
         subprocess.run(cmd, check=True)
     return d
@@ -111,7 +114,7 @@ for name in a.configs.split(","):
     load0 = os.getloadavg()[0]
     f = None if a.skip_ft else run_ft(name, dtype, ckpt)
     t = None if a.skip_torch else run_torch(name, dtype, ckpt)
-    row = dict(config=name, threads=a.threads, layers=a.layers, seq=a.seq, load_avg=round(load0, 1), ft=f, torch=t)
+    row = dict(config=name, shape=a.shape, threads=a.threads, layers=a.layers, seq=a.seq, load_avg=round(load0, 1), ft=f, torch=t)
     if f and t:
         row["ratio_wall"] = f["tokens_per_s"] / t["tokens_per_s"]
         row["ratio_cpu"] = f["tokens_per_cpu_s"] / t["tokens_per_cpu_s"]

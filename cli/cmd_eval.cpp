@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autograd/ops.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "data/batching.h"
@@ -19,7 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 struct EvalArgs {
-  std::string model, adapter, data, split, dtype;
+  std::string model, adapter, data, split, dtype, compute = "float32";
   int64_t batch_size = 8, max_seq_length = 2048, max_tokens = 64;
   bool json = false, mask_prompt = false, generate = false;
 };
@@ -35,7 +36,10 @@ std::string pick_file(const std::string& data, const std::string& split) {
 
 void run(const EvalArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
+  AutocastBF16Guard bf(a.compute == "bfloat16");  // matmul precision (autograd/ops.h)
   Loaded L = load_all(a.model, a.adapter, a.dtype, true);
+  FT_CHECK(a.compute != "bfloat16" || L.model.lm_head.dtype() == DType::BF16, "--compute bfloat16 rounds the inputs of matmuls with "
+           "bfloat16 weights, but this model's weights are held in ", dtype_name(L.model.lm_head.dtype()), ": add --dtype bfloat16");
   std::string file = pick_file(a.data, a.split);
   std::unique_ptr<ChatRenderer> rend;
   if (L.chat) rend = std::make_unique<ChatTemplateRenderer>(*L.chat);
@@ -68,6 +72,7 @@ void run(const EvalArgs& a) {
       want.push_back(r["completion"].get<std::string>());
     }
     GenerateOptions go;
+    go.compute = a.compute == "bfloat16" ? DType::BF16 : DType::F32;
     go.max_tokens = a.max_tokens;
     if (L.tok->eos_id()) go.eos_ids.push_back(*L.tok->eos_id());
     for (int64_t e : L.model.cfg.eos_token_ids) go.eos_ids.push_back(int32_t(e));
@@ -124,9 +129,14 @@ void add_eval(CLI::App& app) {
   sub->add_flag("--mask-prompt", a->mask_prompt, "Score only completions / assistant turns");
   sub->add_flag("--generate", a->generate, "Also generate completions for prompt/completion rows and report exact match");
   sub->add_option("--max-tokens", a->max_tokens, "With --generate: maximum new tokens")->default_val(64);
-  sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32 (default: exact fp32 numbers, as transformers with dtype=float32), bfloat16 or float16 (compute stays float32)")
+  sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32 (default), bfloat16 or float16 (the numbers stay exact fp32, see --compute)")
       ->default_val("float32")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
+  sub->add_option("--compute", a->compute,
+                  "Matmul precision: float32 (default: exact fp32 on every CPU, as transformers with dtype=float32) or bfloat16 "
+                  "(bf16-weight matmuls round their inputs to bf16 and sum in fp32; with --dtype bfloat16)")
+      ->default_val("float32")
+      ->check(CLI::IsMember({"float32", "bfloat16"}));
   sub->add_flag("--json", a->json, "Print one JSON object: loss, perplexity, tokens");
   sub->callback([a] { run(*a); });
 }

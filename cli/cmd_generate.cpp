@@ -15,7 +15,7 @@ namespace ft::cli {
 
 namespace {
 struct GenArgs {
-  std::string model, adapter, prompt, prompt_file, system, dtype, kv_cache = "float32";
+  std::string model, adapter, prompt, prompt_file, system, dtype, kv_cache = "float32", compute = "float32";
   std::vector<std::string> stop;
   bool chat = false, json = false, have_prompt = false;
   int64_t max_tokens = 256, top_k = 0;
@@ -40,6 +40,8 @@ void run(const GenArgs& a) {
     prompt = ss.str();
   }
   Loaded L = load_all(a.model, a.adapter, a.dtype, true);
+  FT_CHECK(a.compute != "bfloat16" || L.model.lm_head.dtype() == DType::BF16, "--compute bfloat16 rounds the inputs of matmuls with "
+           "bfloat16 weights, but this model's weights are held in ", dtype_name(L.model.lm_head.dtype()), ": add --dtype bfloat16");
   const Tokenizer& tok = *L.tok;
   std::vector<int32_t> ids;
   if (a.chat) {
@@ -58,6 +60,7 @@ void run(const GenArgs& a) {
   GenerateOptions go;
   go.max_tokens = a.max_tokens;
   go.kv_cache = a.kv_cache == "bfloat16" ? DType::BF16 : DType::F32;
+  go.compute = a.compute == "bfloat16" ? DType::BF16 : DType::F32;
   go.sampling = {a.temp, a.top_k, a.top_p, a.min_p, a.rep, a.seed};
   std::set<int32_t> eos;
   for (int64_t e : gd.eos_token_ids) eos.insert(int32_t(e));
@@ -134,8 +137,13 @@ void add_generate(CLI::App& app) {
   sub->add_option("--repetition-penalty", a->rep, "HF repetition penalty (1 = off)")->default_val(1.0)->check(CLI::PositiveNumber);
   sub->add_option("--seed", a->seed, "Random seed for sampling")->default_val(0);
   sub->add_option("--stop", a->stop, "Stop when this text appears (repeatable)");
-  sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32, bfloat16 or float16 (default: as stored; compute is float32)")
+  sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32, bfloat16 or float16 (default: as stored; the numbers stay exact fp32, see --compute)")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
+  sub->add_option("--compute", a->compute,
+                  "Matmul precision: float32 (default: exact fp32 on every CPU, as transformers with dtype=float32) or bfloat16 "
+                  "(bf16-weight matmuls round their inputs to bf16 and sum in fp32: faster on CPUs with AMX or AVX512-BF16)")
+      ->default_val("float32")
+      ->check(CLI::IsMember({"float32", "bfloat16"}));
   sub->add_option("--kv-cache", a->kv_cache, "KV cache dtype: float32 or bfloat16 (half the cache memory, faster at long contexts)")
       ->default_val("float32")
       ->check(CLI::IsMember({"float32", "bfloat16"}));

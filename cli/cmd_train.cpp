@@ -90,7 +90,7 @@ void add_train(CLI::App& app) {
       {"max_seq_length", "truncate rows to this many tokens"}, {"mask_prompt", "loss only on completions / assistant turns"},
       {"pack", "pack short rows into full sequences"}, {"group_by_length", "batch rows of similar length"},
       {"use_chat_template", "render prompt/completion rows with the chat template"},
-      {"seed", "seed for data order, init and dropout"}, {"dtype", "float32 | bfloat16 | float16 base weights (float16: fp16 autocast + dynamic loss scaling)"},
+      {"seed", "seed for data order, init and dropout"}, {"dtype", "float32 | bfloat16 | float16 base weights (bfloat16: autocast, matmul inputs rounded to bf16 with fp32 accumulation, the same on every CPU; float16: fp16 autocast + dynamic loss scaling)"},
       {"loss_scale_init", "float16: initial loss scale (2^16)"},
       {"loss_scale_growth_interval", "float16: good steps before the loss scale doubles"},
       {"grad_checkpoint", "recompute blocks in backward (less memory)"}, {"checkpoint_every", "with grad_checkpoint: every k-th block"},

@@ -15,7 +15,10 @@ bool is_eos(const GenerateOptions& o, int32_t id) { return std::find(o.eos_ids.b
 std::vector<int32_t> generate(const Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                               const std::function<bool(int32_t)>& on_token, GenerateStats* stats) {
   FT_CHECK(!prompt.empty(), "generate: the prompt is empty (nothing to condition on)");
+  FT_CHECK(opt.compute == DType::F32 || opt.compute == DType::BF16, "generate: compute must be float32 or bfloat16, got ",
+           dtype_name(opt.compute));
   NoGradGuard ng;
+  AutocastBF16Guard bf(opt.compute == DType::BF16);
   const int64_t V = model.cfg.vocab_size;
   for (int32_t id : prompt) FT_CHECK(id >= 0 && id < V, "generate: prompt token id ", id, " is outside the vocabulary [0, ", V, ")");
   KVCache cache = model.make_cache(1, int64_t(prompt.size()) + std::max<int64_t>(opt.max_tokens, 1), opt.kv_cache);
@@ -49,7 +52,10 @@ std::vector<int32_t> generate(const Model& model, const std::vector<int32_t>& pr
 
 std::vector<std::vector<int32_t>> generate_batch(const Model& model, const std::vector<std::vector<int32_t>>& prompts,
                                                  const GenerateOptions& opt, GenerateStats* stats) {
+  FT_CHECK(opt.compute == DType::F32 || opt.compute == DType::BF16, "generate_batch: compute must be float32 or bfloat16, got ",
+           dtype_name(opt.compute));
   NoGradGuard ng;
+  AutocastBF16Guard bf(opt.compute == DType::BF16);
   const int64_t B = int64_t(prompts.size()), V = model.cfg.vocab_size;
   std::vector<std::vector<int32_t>> out(static_cast<size_t>(B));
   if (B == 0) return out;

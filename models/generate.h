@@ -14,6 +14,10 @@ struct GenerateOptions {
   SamplingParams sampling;
   std::vector<int32_t> eos_ids;  // stop (the EOS token is not emitted) on any of these
   DType kv_cache = DType::F32;   // KV cache dtype: F32 or BF16 (half the memory; faster at long contexts)
+  // Matmul precision with bf16 weights (autograd/ops.h, AutocastBF16Guard): F32 = exact fp32 on every CPU
+  // (default; transformers with dtype=float32), BF16 = inputs rounded to bf16, fp32 accumulation (faster
+  // where the CPU has bf16 hardware).
+  DType compute = DType::F32;
 };
 
 struct GenerateStats {

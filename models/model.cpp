@@ -307,11 +307,9 @@ Tensor Model::hidden(const Tensor& ids, const ForwardOptions& opt) const {
                     cfg.max_position_embeddings, ")"));
 
   Tensor x = embedding(embed, ids);  // [B, T, hidden]
-  if (cfg.embed_scale != 1.0) {
-    float s = float(cfg.embed_scale);
-    if (embed.dtype() == DType::BF16) s = bf16_to_f32(f32_to_bf16(s));
-    x = scale(x, s);
-  }
+  // fp32 scale whatever the storage (transformers with dtype=float32; a model loaded in bf16 there
+  // would round sqrt(hidden) to bf16, but ft computes in fp32: README "Precision").
+  if (cfg.embed_scale != 1.0) x = scale(x, float(cfg.embed_scale));
 
   // RoPE tables, one per distinct RopeParams (Gemma 3 has two).
   std::vector<int64_t> pos;

@@ -520,6 +520,7 @@ TrainResult train(const TrainConfig& c_in) {
   train_stop_flag() = false;
   while (step < total) {
     AutocastF16Guard autocast(scaler.has_value());  // forward, backward and validation of this step
+    AutocastBF16Guard autocast_bf(c.dtype == "bfloat16");  // bf16 matmul inputs (autograd/ops.h)
     const float loss_scale = scaler ? scaler->scale() : 1.f;
     double t0 = now_s();
     std::vector<Batch> micro(size_t(c.grad_accumulation));

@@ -557,6 +557,38 @@ TEST(CliHappy, Float16WeightsAndBf16KvCacheTrackTransformers) {
   EXPECT_NE(bad.err.find("--kv-cache"), std::string::npos) << bad.err;
 }
 
+// A bf16 checkpoint (qwen2 fixture): by default generate computes in exact fp32 on every CPU, so its greedy
+// tokens are transformers' fp32 ones (top-2 margin >= 1e-3); --compute bfloat16 rounds matmul inputs to
+// bf16 (2^-9 relative) and still tracks them where the margin is >= 0.05; eval --compute bfloat16 needs
+// bf16 weights and says so.
+TEST(CliHappy, Bf16CheckpointIsExactByDefaultAndComputeBfloat16IsOptIn) {
+  json e = read_json(kModels / "qwen2" / "expected.json");
+  for (const char* compute : {"float32", "bfloat16"}) {
+    for (auto& g : e["greedy"]) {
+      auto want = g["new_ids"].get<std::vector<int32_t>>();
+      std::vector<std::string> args = {"generate", "--model", (kModels / "qwen2").string(), "--prompt", g["prompt"], "--max-tokens",
+                                       std::to_string(want.size()), "--json"};
+      if (std::string(compute) == "bfloat16") args.insert(args.end(), {"--compute", "bfloat16"});
+      RunResult r = run_ok(args);
+      auto got = last_json_line(r.out)["tokens"].get<std::vector<int32_t>>();
+      auto margins = g["margins"].get<std::vector<double>>();
+      const double min_margin = std::string(compute) == "float32" ? 1e-3 : 0.05;
+      ASSERT_EQ(got.size(), want.size()) << r.out;
+      for (size_t t = 0; t < want.size() && margins[t] >= min_margin; ++t)
+        EXPECT_EQ(got[t], want[t]) << compute << " " << g["prompt"] << " step " << t;
+    }
+  }
+  TempDir tmp;
+  fs::path data = write_fixture_texts(tmp.path, "qwen2");
+  RunResult bad = run_ft({"eval", "--model", (kModels / "qwen2").string(), "--data", data.string(), "--compute", "bfloat16"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--dtype bfloat16"), std::string::npos) << bad.err;
+  RunResult ok = run_ok({"eval", "--model", (kModels / "qwen2").string(), "--data", data.string(), "--dtype", "bfloat16", "--compute",
+                         "bfloat16", "--json"});
+  const double want = e["eval_eos"]["token_weighted_loss"];
+  EXPECT_NEAR(last_json_line(ok.out)["loss"].get<double>(), want, 1e-2 * want);
+}
+
 TEST(CliHappy, TrainMergeEvalGivesTheAdaptersLoss) {
   TempDir tmp;
   fs::path model = kModels / "llama", data = write_fixture_texts(tmp.path), adapter = tmp / "adapter", merged = tmp / "merged";

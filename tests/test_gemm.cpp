@@ -4,12 +4,15 @@
 //
 // Tolerance: |C - ref| <= 1e-5·sqrt(K)·(|alpha|·Σ_k |a_ik·b_kj| + |beta·C0_ij|) (fp32
 // accumulation; a wrong index or a missed tile gives errors of order 1). For gemm_bf16w the
-// reference uses the bf16 values of B exactly and, where the kernel rounds A to bf16
-// (gemm_bf16w_rounds_a()), A rounded the same way (RNE); with that the same tolerance holds.
+// reference uses the bf16 values of B exactly and A exactly (the default: exact fp32 on every
+// path; a path that rounded A to bf16 would miss by ~2^-9 relative, far above the tolerance) or,
+// with round_a, A rounded to bf16 (RNE) — AMX, vdpbf16ps and the rounded fp32 panels alike; with
+// that the same tolerance holds.
 #include <gtest/gtest.h>
 #include <tbb/parallel_for.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -130,12 +133,14 @@ void check_all_isas(const Problem& p) {
     C = p.C0;
     ft::gemm_bf16w(p.ta, p.tb, p.M, p.N, p.K, p.alpha, p.A.data(), p.lda, p.Bh.data(), p.ldb,
                    p.beta, C.data(), p.ldc);
-    if (ft::gemm_bf16w_rounds_a()) {
-      if (ref_rounded.val.empty()) ref_rounded = reference(p, true);
-      expect_close(p, ref_rounded, C, describe(p, isa, "gemm_bf16w"));
-    } else {
-      expect_close(p, ref, C, describe(p, isa, "gemm_bf16w"));
-    }
+    expect_close(p, ref, C, describe(p, isa, "gemm_bf16w"));
+
+    C = p.C0;
+    ft::gemm_bf16w(p.ta, p.tb, p.M, p.N, p.K, p.alpha, p.A.data(), p.lda, p.Bh.data(), p.ldb,
+                   p.beta, C.data(), p.ldc, /*round_a=*/true);
+    if (ref_rounded.val.empty()) ref_rounded = reference(p, true);
+    expect_close(p, ref_rounded, C,
+                 describe(p, isa, "gemm_bf16w round_a") + " path=" + ft::gemm_bf16_dot_path());
   }
 }
 
@@ -154,11 +159,18 @@ TEST(Gemm, CpuFeaturesAndIsaOverride) {
   EXPECT_EQ(ft::cpu_features().avx512f, hw.avx512f);
   EXPECT_FALSE(ft::cpu_features().avx512bf16);
   EXPECT_FALSE(ft::cpu_features().fast_bf16_dot);
-  EXPECT_FALSE(ft::gemm_bf16w_rounds_a());
+  EXPECT_FALSE(ft::cpu_features().amx);
+  EXPECT_STREQ(ft::gemm_bf16_dot_path(), "fp32");
+  ft::set_isa("avx512");
+  EXPECT_FALSE(ft::cpu_features().amx);
+  EXPECT_EQ(ft::cpu_features().avx512bf16, hw.avx512bf16);
   ft::set_isa("native");
   EXPECT_EQ(ft::cpu_features().avx512bf16, hw.avx512bf16);
-  EXPECT_EQ(ft::gemm_bf16w_rounds_a(), hw.fast_bf16_dot);
+  EXPECT_EQ(ft::cpu_features().amx, hw.amx);
+  EXPECT_STREQ(ft::gemm_bf16_dot_path(), hw.amx ? "amx" : hw.fast_bf16_dot ? "avx512bf16" : "fp32");
+  EXPECT_STREQ(ft::isa_name(), hw.amx ? "amx" : hw.avx512bf16 ? "avx512" : hw.avx512f ? "avx512f" : hw.avx2 ? "avx2" : "baseline");
   EXPECT_TRUE(!hw.fast_bf16_dot || hw.avx512bf16);
+  EXPECT_TRUE(!hw.amx || hw.avx512bf16);
   EXPECT_THROW(ft::set_isa("sse9"), ft::Error);
   EXPECT_GE(ft::num_threads(), 1);
 }
@@ -228,6 +240,32 @@ TEST(Gemm, ThreadCountAndNestingDoNotChangeResults) {
               outs[i].data(), p.ldc);
   });
   for (const auto& o : outs) EXPECT_EQ(ref, o);
+}
+
+TEST(Gemm, Bf16ThreadCountsDoNotChangeResults) {
+  // gemm_bf16w, exact and with round_a, on every ISA path: the same bits with 1, 2, 3 and all
+  // threads (the AMX tiles included where the CPU has them).
+  IsaGuard guard;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      Problem p = make(ta, tb, 197, 173, 611, 3, 1.0f, 0.0f, 11 + 2 * ta + tb);
+      for (const std::string& isa : isa_levels()) {
+        ft::set_isa(isa);
+        for (bool round : {false, true}) {
+          std::vector<float> ref = p.C0;
+          ft::gemm_bf16w(ta, tb, p.M, p.N, p.K, 1.0f, p.A.data(), p.lda, p.Bh.data(), p.ldb, 0.0f, ref.data(), p.ldc, round);
+          for (int t : {1, 2, 3}) {
+            ft::set_num_threads(t);
+            std::vector<float> C = p.C0;
+            ft::gemm_bf16w(ta, tb, p.M, p.N, p.K, 1.0f, p.A.data(), p.lda, p.Bh.data(), p.ldb, 0.0f, C.data(), p.ldc, round);
+            ft::set_num_threads(0);
+            // bitwise (C0's NaN padding and guard element must stay as they are too)
+            const bool same = std::memcmp(C.data(), ref.data(), C.size() * sizeof(float)) == 0;
+            EXPECT_TRUE(same) << "isa " << isa << " round_a " << round << " ta " << ta << " tb " << tb << " threads " << t;
+          }
+        }
+      }
+    }
 }
 
 TEST(Gemm, Batched) {
