@@ -11,7 +11,10 @@
 //   A panel (pack_a below): per chunk of 16 depth pairs, 32 rows of up to 16 pairs each
 //     (chunk c at dst + 512·c; rows cu = min(16, units − 16c) pairs apart), i.e. two tiles of
 //     16 rows with a 64-byte stride when the chunk is full.
-// The last, partial chunk of a depth block is copied into zero-padded tiles on the stack.
+// The last, partial chunk of a depth block is copied into zero-padded tiles on the stack (the
+// GEMM driver makes depth blocks multiples of 16 pairs, so only a product's last block has one).
+// Full 32×32 tiles with alpha 1, beta 0/1 load and store C directly (C's tile loads: beta = 1 sums
+// C + products in the tile, the same as the epilogue's fp32 add).
 // bf16×bf16 products are exact in fp32; tdpbf16ps flushes denormal inputs and outputs to zero.
 #include <immintrin.h>
 
@@ -32,6 +35,11 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
+// GCC's tile intrinsics are asm statements that do not tell the compiler which memory they read
+// (tileloadd: none; ldtilecfg: only the first 8 bytes of the configuration). A buffer filled here
+// and read by them must be published first, or its stores may be dropped or moved past the asm.
+inline void publish(const void* p) { __asm__ volatile("" : : "r"(p) : "memory"); }
+
 // The tile configuration of this thread (loaded once; ft uses no other tile shapes).
 void configure_tiles() {
   thread_local bool done = false;
@@ -42,6 +50,7 @@ void configure_tiles() {
     cfg.colsb[t] = 64;
     cfg.rows[t] = 16;
   }
+  publish(&cfg);
   _tile_loadconfig(&cfg);
   done = true;
 }
@@ -53,10 +62,21 @@ void kernel_amx(int64_t depth, const void* ap, const void* bp, float* c, int64_t
   configure_tiles();
   const char* a = static_cast<const char*>(ap);
   const char* b = static_cast<const char*>(bp);
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+  // A whole tile with alpha = 1 and beta 0 or 1 (every depth block of ft's GEMMs but the
+  // partial edges): accumulate straight into C's rows, no stack round trip.
+  const bool direct = m == MR && n == NR && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
+  if (direct && beta == 1.0f) {
+    const int64_t ld = ldc * 4;
+    _tile_loadd(0, c, ld);
+    _tile_loadd(1, c + 16, ld);
+    _tile_loadd(2, c + 16 * ldc, ld);
+    _tile_loadd(3, c + 16 * ldc + 16, ld);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
   const int64_t full = depth / 16, tail = depth - full * 16;
   for (int64_t ch = 0; ch < full; ++ch) {
     const char* ac = a + ch * 2048;  // 32 rows × 16 pairs × 4 bytes
@@ -81,6 +101,8 @@ void kernel_amx(int64_t depth, const void* ap, const void* bp, float* c, int64_t
       _mm512_store_si512(bt + d * NR, on ? _mm512_loadu_si512(bs + d * NR) : _mm512_setzero_si512());
       _mm512_store_si512(bt + d * NR + 16, on ? _mm512_loadu_si512(bs + d * NR + 16) : _mm512_setzero_si512());
     }
+    publish(at);
+    publish(bt);
     _tile_loadd(4, at, 64);
     _tile_loadd(5, at + 16 * 16, 64);
     _tile_loadd(6, bt, 128);
@@ -90,11 +112,20 @@ void kernel_amx(int64_t depth, const void* ap, const void* bp, float* c, int64_t
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
   }
+  if (direct) {
+    const int64_t ld = ldc * 4;
+    _tile_stored(0, c, ld);
+    _tile_stored(1, c + 16, ld);
+    _tile_stored(2, c + 16 * ldc, ld);
+    _tile_stored(3, c + 16 * ldc + 16, ld);
+    return;
+  }
   alignas(64) float acc[MR * NR];
   _tile_stored(0, acc, 128);
   _tile_stored(1, acc + 16, 128);
   _tile_stored(2, acc + 16 * NR, 128);
   _tile_stored(3, acc + 16 * NR + 16, 128);
+  publish(acc);
   const __mmask16 k0 = lanes(n), k1 = lanes(n - 16);
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   for (int r = 0; r < m; ++r) {
