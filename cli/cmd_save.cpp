@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "models/export.h"
+#include "models/gguf_export.h"
 #include "optim/state.h"
 #include "optim/trainer.h"
 
@@ -19,14 +20,19 @@ void add_save(CLI::App& app) {
               "  ft save --model ./m --adapter ./peft-adapter --format mlx --out ./mlx-adapter\n"
               "  ft save --model ./m --adapter ./mlx-adapter --format peft --out ./peft-adapter\n"
               "  ft save --model ./m --state ./adapter/state-00000100.h5 --out ./adapter-step100\n"
-              "  ft save --model ./m --out ./m-bf16 --dtype bfloat16 --shard-size 1000000000\n");
+              "  ft save --model ./m --out ./m-bf16 --dtype bfloat16 --shard-size 1000000000\n"
+              "  ft save --model ./m --format gguf --outtype q8_0 --out ./m-q8_0.gguf\n");
   auto model = std::make_shared<std::string>(), adapter = std::make_shared<std::string>(), state = std::make_shared<std::string>(),
-       out = std::make_shared<std::string>(), format = std::make_shared<std::string>("peft"), dtype = std::make_shared<std::string>();
+       out = std::make_shared<std::string>(), format = std::make_shared<std::string>(), dtype = std::make_shared<std::string>(),
+       outtype = std::make_shared<std::string>();
   auto shard = std::make_shared<uint64_t>(5000000000ull);
   sub->add_option("--model,-m", *model, "HF model directory (the adapter's base model)")->required();
   sub->add_option("--adapter", *adapter, "Adapter to convert (PEFT or mlx-lm, detected)");
   sub->add_option("--state", *state, "Training state (.h5) to turn into an adapter");
-  sub->add_option("--format", *format, "Adapter format to write: peft or mlx")->check(CLI::IsMember({"peft", "mlx"}));
+  sub->add_option("--format", *format, "Format to write: peft or mlx (adapters), gguf (models: one .gguf file for llama.cpp / ollama)")
+      ->check(CLI::IsMember({"peft", "mlx", "gguf"}));
+  sub->add_option("--outtype", *outtype, "GGUF: tensor type of the matrices: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k (default: the model's float type)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"}));
   sub->add_option("--out,-o", *out, "Output directory")->required();
   sub->add_option("--dtype", *dtype, "Model conversion: float32, bfloat16 or float16")->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
   sub->add_option("--shard-size", *shard, "Model conversion: maximum bytes per shard")->default_val(5000000000ull);
@@ -58,12 +64,21 @@ void add_save(CLI::App& app) {
           p.value.copy_(it->second);
         }
       }
+      if (format->empty()) *format = "peft";
+      FT_CHECK(*format != "gguf", "GGUF adapters are not written yet");
       if (*format == "mlx") save_mlx_adapter(*out, L.model, lc);
       else save_peft_adapter(*out, L.model, lc);
       std::cerr << "Wrote " << *format << " adapter to " << *out << "\n";
       return;
     }
+    FT_CHECK(format->empty() || *format == "gguf", "--format ", *format, " is for adapters; a model is written as safetensors (no --format) or --format gguf");
+    FT_CHECK(outtype->empty() || *format == "gguf", "--outtype is for --format gguf (use --dtype for safetensors)");
     Loaded L = load_all(*model, "", "", false);
+    if (*format == "gguf") {
+      for (const std::string& n : export_gguf(L.model, *out, GgufExportOptions{*outtype, ""})) std::cerr << "note: " << n << "\n";
+      std::cerr << "Wrote GGUF model to " << *out << "\n";
+      return;
+    }
     export_model(L.model, *out, ExportOptions{*dtype, *shard});
     std::cerr << "Wrote model to " << *out << "\n";
   });

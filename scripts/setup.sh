@@ -9,7 +9,8 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libeigen3-dev libtbb-dev libcli11-dev nlohmann-json3-dev libhdf5-dev
       libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libyaml-cpp-dev libhwy-dev
       libopenblas-dev
-      python3 python3-numpy)
+      python3 python3-numpy
+      nodejs npm)  # test-only: llama.cpp (node-llama-cpp) referees ft's GGUF files
 if [ "${FT_FUZZ:-0}" = 1 ]; then PKGS+=(clang libclang-rt-14-dev); fi  # clang + its libFuzzer runtime
 missing=()
 for p in "${PKGS[@]}"; do
@@ -20,6 +21,13 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# Test-only: llama.cpp's prebuilt CPU libraries through node-llama-cpp (pinned in tests/llama/package.json
+# and package-lock.json), the referee of tests/test_gguf_llama.py. Its install script is not run: no
+# download or build at test time.
+if ! cmp -s tests/llama/package-lock.json tests/llama/node_modules/.ft-installed-lock.json 2>/dev/null; then
+  (cd tests/llama && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error &&
+   cp package-lock.json node_modules/.ft-installed-lock.json)
 fi
 JOBS=${JOBS:-$(nproc)}
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
