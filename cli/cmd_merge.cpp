@@ -4,6 +4,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "models/export.h"
+#include "models/gguf_export.h"
 
 namespace ft::cli {
 
@@ -12,20 +13,33 @@ void add_merge(CLI::App& app) {
   sub->footer("\nThe merged model is W + scaling·B·A (DoRA: rescaled by its magnitudes), computed in float32, stored in the\n"
               "base model's dtype unless --dtype says otherwise. Config and tokenizer files are copied.\n\nExamples:\n"
               "  ft merge --model ./SmolLM2-135M --adapter ./adapter --out ./merged\n"
-              "  ft merge --model ./m --adapter ./adapter --out ./merged-bf16 --dtype bfloat16 --shard-size 2000000000\n");
+              "  ft merge --model ./m --adapter ./adapter --out ./merged-bf16 --dtype bfloat16 --shard-size 2000000000\n"
+              "  ft merge --model ./m --adapter ./adapter --format gguf --outtype q8_0 --out ./merged-q8_0.gguf\n");
   auto model = std::make_shared<std::string>(), adapter = std::make_shared<std::string>(), out = std::make_shared<std::string>(),
-       dtype = std::make_shared<std::string>();
+       dtype = std::make_shared<std::string>(), format = std::make_shared<std::string>(), outtype = std::make_shared<std::string>();
   auto shard = std::make_shared<uint64_t>(5000000000ull);
   sub->add_option("--model,-m", *model, "HF model directory")->required();
   sub->add_option("--adapter", *adapter, "PEFT or mlx-lm adapter directory")->required();
   sub->add_option("--out,-o", *out, "Output directory")->required();
   sub->add_option("--dtype", *dtype, "float32, bfloat16 or float16 (default: the base model's)")->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
+  sub->add_option("--format", *format, "gguf: write one GGUF file (llama.cpp, ollama) instead of a HF directory")
+      ->check(CLI::IsMember({"gguf"}));
+  sub->add_option("--outtype", *outtype, "GGUF tensor type: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k (default: the base model's float type)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"}));
   sub->add_option("--shard-size", *shard, "Maximum bytes per safetensors shard")->default_val(5000000000ull);
   sub->callback([=] {
     Loaded L = load_all(*model, *adapter, "float32", false);
     std::string dt = *dtype;
     if (dt.empty()) dt = L.model.checkpoint_dtype == "BF16" ? "bfloat16" : L.model.checkpoint_dtype == "F16" ? "float16" : "float32";
+    FT_CHECK(outtype->empty() || *format == "gguf", "--outtype is for --format gguf (use --dtype for a HF directory)");
     merge_lora(L.model, DType::F32);
+    if (*format == "gguf") {
+      std::string ot = *outtype;
+      if (ot.empty()) ot = dt == "bfloat16" ? "bf16" : dt == "float16" ? "f16" : "f32";
+      for (const std::string& n : export_gguf(L.model, *out, GgufExportOptions{ot, ""})) std::cerr << "note: " << n << "\n";
+      std::cerr << "Merged " << *adapter << " into " << *model << " -> " << *out << " (GGUF " << ot << ")\n";
+      return;
+    }
     export_model(L.model, *out, ExportOptions{dt, *shard});
     std::cerr << "Merged " << *adapter << " into " << *model << " -> " << *out << " (" << dt << ")\n";
   });

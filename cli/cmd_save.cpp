@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "models/export.h"
+#include "lora/gguf_adapter.h"
 #include "models/gguf_export.h"
 #include "optim/state.h"
 #include "optim/trainer.h"
@@ -21,16 +22,18 @@ void add_save(CLI::App& app) {
               "  ft save --model ./m --adapter ./mlx-adapter --format peft --out ./peft-adapter\n"
               "  ft save --model ./m --state ./adapter/state-00000100.h5 --out ./adapter-step100\n"
               "  ft save --model ./m --out ./m-bf16 --dtype bfloat16 --shard-size 1000000000\n"
-              "  ft save --model ./m --format gguf --outtype q8_0 --out ./m-q8_0.gguf\n");
+              "  ft save --model ./m --format gguf --outtype q8_0 --out ./m-q8_0.gguf\n"
+              "  ft save --model ./m --adapter ./adapter --format gguf --base-gguf ./m-q8_0.gguf --out ./adapter.gguf\n");
   auto model = std::make_shared<std::string>(), adapter = std::make_shared<std::string>(), state = std::make_shared<std::string>(),
        out = std::make_shared<std::string>(), format = std::make_shared<std::string>(), dtype = std::make_shared<std::string>(),
-       outtype = std::make_shared<std::string>();
+       outtype = std::make_shared<std::string>(), base_gguf = std::make_shared<std::string>();
   auto shard = std::make_shared<uint64_t>(5000000000ull);
   sub->add_option("--model,-m", *model, "HF model directory (the adapter's base model)")->required();
   sub->add_option("--adapter", *adapter, "Adapter to convert (PEFT or mlx-lm, detected)");
   sub->add_option("--state", *state, "Training state (.h5) to turn into an adapter");
   sub->add_option("--format", *format, "Format to write: peft or mlx (adapters), gguf (models: one .gguf file for llama.cpp / ollama)")
       ->check(CLI::IsMember({"peft", "mlx", "gguf"}));
+  sub->add_option("--base-gguf", *base_gguf, "GGUF adapter: the base model's GGUF file, for the ollama Modelfile's FROM (default: --model)");
   sub->add_option("--outtype", *outtype, "GGUF: tensor type of the matrices: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k (default: the model's float type)")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"}));
   sub->add_option("--out,-o", *out, "Output directory")->required();
@@ -65,7 +68,14 @@ void add_save(CLI::App& app) {
         }
       }
       if (format->empty()) *format = "peft";
-      FT_CHECK(*format != "gguf", "GGUF adapters are not written yet");
+      if (*format == "gguf") {
+        for (const std::string& n : export_gguf_adapter(L.model, lc, *out)) std::cerr << "note: " << n << "\n";
+        fs::path mf = fs::path(*out).replace_extension(".Modelfile");
+        std::string base = base_gguf->empty() ? fs::absolute(*model).string() : *base_gguf;
+        write_file_atomic(mf.string(), ollama_modelfile(base, fs::absolute(*out).string()));
+        std::cerr << "Wrote GGUF adapter to " << *out << " and an ollama Modelfile to " << mf.string() << "\n";
+        return;
+      }
       if (*format == "mlx") save_mlx_adapter(*out, L.model, lc);
       else save_peft_adapter(*out, L.model, lc);
       std::cerr << "Wrote " << *format << " adapter to " << *out << "\n";

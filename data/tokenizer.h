@@ -23,6 +23,9 @@ class Tokenizer {
   // (bos/eos/pad/unk tokens, chat_template, clean_up_tokenization_spaces, add_bos/eos_token) and
   // chat_template.jinja when present.
   static Tokenizer from_dir(const std::string& dir);
+  // The same from in-memory texts of tokenizer.json and tokenizer_config.json (may be empty);
+  // `source` names them in errors (a GGUF file's tokenizer, models/gguf_load.h).
+  static Tokenizer from_json_text(const std::string& tokenizer_json, const std::string& config_json, const std::string& source);
 
   // Text must be valid UTF-8 (ft::Error otherwise). Added/special tokens in the text are always
   // recognised (as HF does); add_special_tokens adds the post-processor's BOS/EOS.
@@ -54,6 +57,8 @@ class Tokenizer {
   Tokenizer() = default;
   std::string decode_impl(const std::vector<int32_t>& ids, bool skip_special, bool clean_up) const;
   void set_specials_from_config(const std::string& config_path);
+  void set_specials_from_text(const std::string& config_text, const std::string& source);
+  static Tokenizer from_bytes(const std::string& bytes, const std::string& source);
   friend class StreamDecoder;
 
   std::shared_ptr<const tok::Impl> impl_;

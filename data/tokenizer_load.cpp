@@ -500,8 +500,15 @@ void load_tiktoken(Impl& m, const std::string& text) {
 
 namespace ft {
 
-Tokenizer Tokenizer::from_file(const std::string& path) {
-  std::string bytes = tok::read_file(path, "tokenizer file");
+Tokenizer Tokenizer::from_file(const std::string& path) { return from_bytes(tok::read_file(path, "tokenizer file"), path); }
+
+Tokenizer Tokenizer::from_json_text(const std::string& tokenizer_json, const std::string& config_json, const std::string& source) {
+  Tokenizer t = from_bytes(tokenizer_json, source);
+  if (!config_json.empty()) t.set_specials_from_text(config_json, source);
+  return t;
+}
+
+Tokenizer Tokenizer::from_bytes(const std::string& bytes, const std::string& path) {
   auto m = std::make_shared<tok::Impl>();
   m->source = path;
   size_t first = bytes.find_first_not_of(" \t\r\n");
@@ -531,8 +538,12 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
 }
 
 void Tokenizer::set_specials_from_config(const std::string& path) {
+  set_specials_from_text(tok::read_file(path, "tokenizer config"), path);
+}
+
+void Tokenizer::set_specials_from_text(const std::string& text, const std::string& path) {
   using json = nlohmann::json;
-  const json c = parse_json(tok::read_file(path, "tokenizer config"), cat("tokenizer config ", path));
+  const json c = parse_json(text, cat("tokenizer config ", path));
   FT_CHECK(c.is_object(), "tokenizer config ", path, ": expected a JSON object");
   // A special token is a string, {"content": ..} (AddedToken), or null (none).
   auto special = [&](const char* key, std::string& s, std::optional<int32_t>& id) {

@@ -10,7 +10,7 @@ tests/llama/node_modules) loads it and
 Where llama.cpp cannot represent a fixture's configuration the comparison is limited to what it
 can (e.g. mistral: the steps before the sliding window fills) and the limit is printed.
 
-usage: test_gguf_llama.py FT_BINARY REPO_ROOT [family ...]
+usage: test_gguf_llama.py FT_BINARY REPO_ROOT [family ... | roundtrip]
 Exit 77 (ctest: skipped) when node-llama-cpp is not installed — loudly.
 """
 import json
@@ -81,21 +81,36 @@ def main():
     failures = []
     checked = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for fam in ONLY or FAMILIES:
+        for fam in [f for f in ONLY or FAMILIES if f != "roundtrip"]:
             d = os.path.join(FIX, "models", fam)
+            peft = os.path.join(d, "peft")
             exp = json.load(open(os.path.join(d, "expected.json")))
-            for outtype in ["f32", "f16", "bf16"]:
+            cfg = json.load(open(os.path.join(d, "config.json")))
+            # (label, outtype, adapter): the model in each float type; ft's GGUF adapter (from the
+            # fixture's PEFT adapter) on ft's f32 GGUF base; the merged model (ft merge --format gguf).
+            for label, outtype, adapter in [("f32", "f32", False), ("f16", "f16", False), ("bf16", "bf16", False),
+                                            ("adapter", "f32", True), ("merged", "f32", True)]:
                 gguf = os.path.join(tmp, f"{fam}-{outtype}.gguf")
-                notes = run_ft("save", "--model", d, "--format", "gguf", "--outtype", outtype, "--out", gguf)
-                cfg = json.load(open(os.path.join(d, "config.json")))
-                limit = None
+                lora = None
+                if label == "merged":
+                    gguf = os.path.join(tmp, f"{fam}-merged.gguf")
+                    notes = run_ft("merge", "--model", d, "--adapter", peft, "--format", "gguf", "--outtype", outtype, "--out", gguf)
+                else:
+                    notes = run_ft("save", "--model", d, "--format", "gguf", "--outtype", outtype, "--out", gguf)
+                if label == "adapter":
+                    lora = os.path.join(tmp, f"{fam}-adapter.gguf")
+                    run_ft("save", "--model", d, "--adapter", peft, "--format", "gguf", "--base-gguf", gguf, "--out", lora)
+                    modelfile = open(lora[:-5] + ".Modelfile").read()
+                    assert f"FROM {gguf}\n" in modelfile and f"ADAPTER {lora}\n" in modelfile, modelfile
+                ref = exp["peft"] if adapter else exp
                 ctx = 64
+                limit_for = lambda n_prompt: None
                 if fam == "mistral":
                     # llama.cpp runs Mistral as `llama`, without a sliding window: compare the steps
                     # whose attention span fits in the window.
                     assert "sliding-window attention" in notes, notes
                     limit_for = lambda n_prompt: cfg["sliding_window"] - n_prompt + 1
-                greedy = exp["greedy"]
+                greedy = ref["greedy"]
                 if fam == "phi3":
                     # llama.cpp picks phi3's long/short rope factors by its context size, which it pads to
                     # 256 tokens (> original_max_position_embeddings 32): it always uses the long factors,
@@ -104,30 +119,33 @@ def main():
                     # matches transformers, tests/test_models.cpp); no margins are known for it, so
                     # every step must agree.
                     assert "longrope" in notes, notes
-                    g = json.loads(run_ft_out("generate", "--model", d, "--prompt", exp["texts"][2], "--max-tokens", "16", "--json"))
+                    args = ["generate", "--model", d, "--prompt", exp["texts"][2], "--max-tokens", "16", "--json"]
+                    if adapter:
+                        args += ["--adapter", peft]
+                    g = json.loads(run_ft_out(*args))
                     assert g["prompt_tokens"] == exp["input_ids"][2], g["prompt_tokens"]
                     greedy = [{"prompt_ids": exp["input_ids"][2], "new_ids": g["tokens"], "margins": None}]
                     ctx = 128
                 req = {"model": gguf, "context_size": ctx, "threads": 1,
-                       "tokenize": [t for t in exp["texts"]], "parse_special": True,
+                       "tokenize": [t for t in exp["texts"]] + texts, "parse_special": True,
                        "generate": [{"prompt_ids": g["prompt_ids"], "max_tokens": len(g["new_ids"])} for g in greedy]}
-                if texts:
-                    req["tokenize"] += texts
+                if lora:
+                    req["lora"] = lora
                 out = referee(req, tmp)
                 try:
                     assert out["add_bos"] is True and out["bos"] == 1 and out["eos"] == 2, out
                     for text, ids, got in zip(exp["texts"], exp["input_ids"], out["tokens"]):
                         assert got == ids[1:], f"tokenisation of {text!r}: llama.cpp {got} != HF {ids[1:]}"
-                    if texts:
-                        for case, got in zip(tok_expected["encodings"], out["tokens"][len(exp["texts"]):]):
-                            want = case["ids_no_specials"]
-                            assert got == want, f"tokenisation of {case['text']!r}: llama.cpp {got} != HF {want}"
+                    for case, got in zip(tok_expected["encodings"], out["tokens"][len(exp["texts"]):]):
+                        want = case["ids_no_specials"]
+                        assert got == want, f"tokenisation of {case['text']!r}: llama.cpp {got} != HF {want}"
                     steps = []
                     for g, got in zip(greedy, out["generated"]):
-                        lim = limit_for(len(g["prompt_ids"])) if fam == "mistral" else limit
-                        steps.append(compare_greedy(got, g["new_ids"], g["margins"], lim, MARGIN_8BIT if outtype == "bf16" else MARGIN))
+                        steps.append(compare_greedy(got, g["new_ids"], g["margins"], limit_for(len(g["prompt_ids"])),
+                                                    MARGIN_8BIT if outtype == "bf16" else MARGIN))
                     checked += 1
-                    print(f"{fam} {outtype}: llama.cpp greedy == reference ({'+'.join(map(str, steps))} steps), "
+                    what = {"adapter": "f32 base + GGUF adapter vs PEFT", "merged": "merged f32 vs PEFT"}.get(label, label)
+                    print(f"{fam} {what}: llama.cpp greedy == reference ({'+'.join(map(str, steps))} steps), "
                           f"tokenisation equal", flush=True)
                     if fam == "phi3":
                         print("  LIMIT: llama.cpp uses phi3's long rope factors at every length (its context is padded "
@@ -136,8 +154,41 @@ def main():
                         print(f"  LIMIT: llama.cpp has no sliding window for llama/mistral; compared the first "
                               f"{'+'.join(map(str, steps))} steps (before the window of {cfg['sliding_window']} fills)")
                 except AssertionError as e:
-                    failures.append(f"{fam} {outtype}: {e}")
-                    print(f"FAIL {fam} {outtype}: {e}", flush=True)
+                    failures.append(f"{fam} {label}: {e}")
+                    print(f"FAIL {fam} {label}: {e}", flush=True)
+        # ft's own trained adapters (tests/fixtures/roundtrip): rsLoRA on the last layer only (its
+        # alpha·sqrt(r) scaling must reach llama.cpp's alpha / r), a LoRA on the bf16 tiny Llama, and
+        # DoRA, which has no llama.cpp form: refused with the advice to merge, and merged instead.
+        rt = json.load(open(os.path.join(FIX, "roundtrip", "expected.json")))
+        for case in rt["cases"] if not ONLY or "roundtrip" in ONLY else []:
+            if case["name"] not in ("gemma2_rslora_last1", "tiny_lora", "qwen3_dora"):
+                continue
+            base_dir = os.path.join(ROOT, case["base_dir"])
+            adir = os.path.join(FIX, "roundtrip", case["adapter_dir"])
+            gguf = os.path.join(tmp, case["name"] + "-base.gguf")
+            lora = os.path.join(tmp, case["name"] + ".gguf")
+            if case["name"] == "qwen3_dora":
+                r = subprocess.run([FT, "save", "--model", base_dir, "--adapter", adir, "--format", "gguf", "--out", lora],
+                                   capture_output=True, text=True)
+                assert r.returncode != 0 and "DoRA" in r.stderr and "ft merge" in r.stderr, r.stderr
+                run_ft("merge", "--model", base_dir, "--adapter", adir, "--format", "gguf", "--outtype", "f32", "--out", gguf)
+                lora = None
+            else:
+                run_ft("save", "--model", base_dir, "--format", "gguf", "--outtype", "f32", "--out", gguf)
+                run_ft("save", "--model", base_dir, "--adapter", adir, "--format", "gguf", "--out", lora)
+            req = {"model": gguf, "context_size": 64, "threads": 1, "tokenize": [],
+                   "generate": [{"prompt_ids": p["ids"], "max_tokens": case["max_new_tokens"]} for p in case["prompts"]]}
+            if lora:
+                req["lora"] = lora
+            out = referee(req, tmp)
+            try:
+                steps = [compare_greedy(got, g["new_ids"], g["margins"]) for g, got in zip(case["peft"]["greedy"], out["generated"])]
+                checked += 1
+                what = "merged DoRA (GGUF adapter refused)" if lora is None else "GGUF adapter on f32 GGUF base"
+                print(f"roundtrip {case['name']} {what}: llama.cpp greedy == PEFT ({'+'.join(map(str, steps))} steps)", flush=True)
+            except AssertionError as e:
+                failures.append(f"roundtrip {case['name']}: {e}")
+                print(f"FAIL roundtrip {case['name']}: {e}", flush=True)
     if failures:
         print(f"{len(failures)} failures", flush=True)
         return 1
