@@ -8,6 +8,7 @@
 #include "models/export.h"
 #include "lora/gguf_adapter.h"
 #include "models/gguf_export.h"
+#include "autograd/file_io.h"
 #include "optim/state.h"
 #include "optim/trainer.h"
 

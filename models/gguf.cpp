@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "autograd/error.h"
-#include "optim/state.h"
+#include "autograd/file_io.h"
 
 namespace ft {
 
