@@ -2,6 +2,7 @@
 // All GEMMs go through the dispatched kernels in autograd/gemm.h.
 #include "autograd/cpu.h"
 #include "autograd/gemm.h"
+#include "autograd/gemv.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
 #include "autograd/profile.h"
@@ -182,11 +183,10 @@ void lora_bwd(const float* g, int64_t rows, int64_t out, const float* B, const f
     }
 }
 
-// uT [r, rows] = A·xᵀ: four rows of A at a time through ft::gemv (x is read
-// r/4 times, never packed).
+// uT [r, rows] = A·xᵀ through ft::gemv (x is streamed once, never packed; its blocks stay in L2
+// for the later groups of four rows of A; one parallel loop).
 void lora_down(const float* x, int64_t rows, int64_t in, const float* A, int64_t r, float* uT) {
-  for (int64_t k = 0; k < r; k += 4)
-    sgemm(false, true, std::min<int64_t>(4, r - k), rows, in, 1.f, A + k * in, in, x, in, 0.f, uT + k * rows, rows);
+  gemv(r, rows, in, 1.f, A, in, x, DType::F32, in, 0.f, uT, rows);
 }
 
 // inputs: {x, w, bias, A, B, xa, residual} (bias / xa / residual may be undefined: none / xa = x /
