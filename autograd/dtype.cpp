@@ -11,6 +11,7 @@ size_t dtype_size(DType t) {
     case DType::F32: case DType::I32: return 4;
     case DType::BF16: case DType::F16: return 2;
     case DType::I64: return 8;
+    case DType::Q: return 0;  // packed: see autograd/quant.h
   }
   return 0;
 }
@@ -22,6 +23,7 @@ const char* dtype_name(DType t) {
     case DType::F16: return "float16";
     case DType::I32: return "int32";
     case DType::I64: return "int64";
+    case DType::Q: return "quantized";
   }
   return "?";
 }
@@ -83,6 +85,7 @@ float load(const void* p, DType t, size_t i) {
     case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
     case DType::I32: return float(static_cast<const int32_t*>(p)[i]);
     case DType::I64: return float(static_cast<const int64_t*>(p)[i]);
+    case DType::Q: break;
   }
   return 0;
 }
@@ -93,11 +96,13 @@ void store(void* p, DType t, size_t i, float v) {
     case DType::F16: static_cast<uint16_t*>(p)[i] = f32_to_f16(v); break;
     case DType::I32: static_cast<int32_t*>(p)[i] = int32_t(v); break;
     case DType::I64: static_cast<int64_t*>(p)[i] = int64_t(v); break;
+    case DType::Q: break;
   }
 }
 }  // namespace
 
 void convert(const void* src, DType st, void* dst, DType dt, size_t n) {
+  FT_CHECK(st != DType::Q && dt != DType::Q, "convert: a quantized matrix has no per-element layout (dequantise it: autograd/quant.h)");
   if (n == 0) return;  // empty tensors may have null data (e.g. an empty std::vector): memcpy(null) is UB
   if (st == dt) { std::memcpy(dst, src, n * dtype_size(st)); return; }
   if (st == DType::I64 && dt == DType::I32) {

@@ -9,7 +9,9 @@
 
 namespace ft {
 
-enum class DType : uint8_t { F32, BF16, F16, I32, I64 };
+// Q: a quantised matrix (packed integers + per-group parameters + a format tag; autograd/quant.h).
+// It has a logical shape [rows, cols] but no per-element size: its bytes are in its QuantParams.
+enum class DType : uint8_t { F32, BF16, F16, I32, I64, Q };
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);          // "float32", "bfloat16", ...

@@ -30,6 +30,7 @@
 #include "autograd/error.h"
 #include "autograd/gemm_kernels.h"
 #include "autograd/gemv.h"
+#include "autograd/quant.h"
 
 namespace ft {
 namespace {
@@ -39,6 +40,7 @@ using gemm_detail::Kernels;
 using gemm_detail::kSrcBF16;
 using gemm_detail::kSrcF16;
 using gemm_detail::kSrcF32;
+using gemm_detail::kSrcQuant;
 
 // ---------------------------------------------------------------- portable kernel (SSE2, 6×8)
 constexpr int kBaseMR = 6, kBaseNR = 8;
@@ -137,6 +139,7 @@ struct Job {
                   // panels hold bf16 pairs
   float* C;
   int64_t ldc;
+  const QuantParams* q = nullptr;  // b_type == kSrcQuant
 
   float a(int64_t i, int64_t k) const { return ta ? A[k * lda + i] : A[i * lda + k]; }
 };
@@ -193,9 +196,35 @@ void pack_a(const Job& g, const Kernels& kr, int64_t i0, int64_t m, int64_t d0, 
   if (g.round_a && !g.pairs) round_to_bf16(reinterpret_cast<float*>(dst), (m + kr.mr - 1) / kr.mr * kr.mr * kc);
 }
 
+// Quantised B: op(B)[k][j] = W[j][k] (trans_b) or W[k][j]. Each weight row segment is dequantised
+// once (autograd/quant.h) into a thread-local buffer, then spread over the slivers (semantics of
+// PackFn, float panels).
+void pack_b_quant(const Job& g, int w, int64_t k0, int64_t kc, int64_t j0, int n, uint32_t* dst) {
+  thread_local std::vector<float> buf;
+  float* o = reinterpret_cast<float*>(dst);
+  const int64_t panels = (n + w - 1) / w;
+  std::fill(o, o + panels * kc * w, 0.0f);
+  if (g.tb) {  // lane x = weight row j0 + x, depth k = column k0 + k
+    buf.resize(size_t(kc));
+    for (int x = 0; x < n; ++x) {
+      dequantize_block(*g.q, j0 + x, j0 + x + 1, k0, k0 + kc, buf.data(), kc);
+      float* p = o + (x / w) * kc * w + x % w;
+      for (int64_t k = 0; k < kc; ++k) p[k * w] = buf[size_t(k)];
+    }
+  } else {  // depth k = weight row k0 + k, lane x = column j0 + x
+    buf.resize(size_t(n));
+    for (int64_t k = 0; k < kc; ++k) {
+      dequantize_block(*g.q, k0 + k, k0 + k + 1, j0, j0 + n, buf.data(), n);
+      for (int x0 = 0; x0 < n; x0 += w)
+        std::memcpy(o + (x0 / w) * kc * w + k * w, buf.data() + x0, size_t(std::min(w, n - x0)) * sizeof(float));
+    }
+  }
+}
+
 // op(B) depth units [d0, d0+dc) × columns [j0, j0+n) into ceil(n/nr) consecutive dc×nr slivers.
 void pack_b(const Job& g, const Kernels& kr, int64_t d0, int64_t dc, int64_t j0, int n,
             uint32_t* dst) {
+  if (g.b_type == kSrcQuant) return pack_b_quant(g, kr.nr, d0, std::min(dc, g.K - d0), j0, n, dst);
   const gemm_detail::PackFn pk = g.b_type == kSrcF16 ? (kr.pack_f16 ? kr.pack_f16 : pack_portable)
                                                      : (kr.pack ? kr.pack : pack_portable);
   const int64_t k0 = g.pairs ? 2 * d0 : d0, kc = std::min(g.pairs ? 2 * dc : dc, g.K - k0);
@@ -382,7 +411,7 @@ void check_args(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t 
 
 void gemm_any(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
               const float* A, int64_t lda, const void* B, int b_type, int64_t ldb, float beta,
-              float* C, int64_t ldc, bool allow_parallel, bool round_a = false) {
+              float* C, int64_t ldc, bool allow_parallel, bool round_a = false, const QuantParams* q = nullptr) {
   check_args(op, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
@@ -395,13 +424,14 @@ void gemm_any(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
       A = at.data();
       lda = K;
     }
+    if (q) return qgemv(M, A, lda, *q, alpha, beta, C, ldc, allow_parallel);
     return gemv(M, N, K, alpha, A, lda, B,
                 b_type == kSrcBF16 ? DType::BF16 : b_type == kSrcF16 ? DType::F16 : DType::F32, ldb, beta, C,
                 ldc, allow_parallel, round_a);
   }
   const CpuFeatures& f = cpu_features();
   Job g{ta, tb, M, N, K, alpha, beta, A, lda, B, ldb, b_type, round_a,
-        round_a && (f.amx || f.fast_bf16_dot), C, ldc};
+        round_a && (f.amx || f.fast_bf16_dot), C, ldc, q};
   run(g, allow_parallel);
 }
 
@@ -441,6 +471,15 @@ void round_to_bf16(float* p, int64_t n) {
     u &= 0xffff0000u;
     std::memcpy(p + i, &u, 4);
   }
+}
+
+void gemm_qw(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+             const QuantParams& B, float beta, float* C, int64_t ldc) {
+  const int64_t rows = trans_b ? N : K, cols = trans_b ? K : N;
+  FT_CHECK(B.rows == rows && B.cols == cols, "gemm_qw: quantized B [", B.rows, ", ", B.cols, "] does not fit ",
+           trans_b ? "N×K = [" : "K×N = [", rows, ", ", cols, "]");
+  gemm_any("gemm_qw", trans_a, trans_b, M, N, K, alpha, A, lda, B.packed.defined() && B.rows ? B.packed.raw() : nullptr, kSrcQuant,
+           cols, beta, C, ldc, true, false, &B);
 }
 
 void sgemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,

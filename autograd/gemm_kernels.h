@@ -25,7 +25,7 @@ using Kernel = void (*)(int64_t depth, const void* a, const void* b, float* c, i
 // exactly), dst[q*units*w + k*w + x - q*w], or with pairs (float or bf16 sources only) bf16 pairs
 // (RNE-rounded from float), dst[d*w + x] = (elem(2d, x), elem(2d+1, x)) for d < ceil(kc/2), a
 // missing odd k being zero.
-enum : int { kSrcF32 = 0, kSrcBF16 = 1, kSrcF16 = 2 };
+enum : int { kSrcF32 = 0, kSrcBF16 = 1, kSrcF16 = 2, kSrcQuant = 3 /* gemm.cpp's own packer only */ };
 using PackFn = void (*)(const void* src, int64_t ld, int src_type, bool lanes_are_rows, bool pairs,
                         int w, int n, int64_t kc, uint32_t* dst);
 

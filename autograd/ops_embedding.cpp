@@ -4,6 +4,7 @@
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
 #include "autograd/profile.h"
+#include "autograd/quant.h"
 
 namespace ft {
 
@@ -51,6 +52,14 @@ Tensor embedding(const Tensor& weight, const Tensor& ids_in) {
   os.push_back(D);
   Tensor out = Tensor::empty(os);
   float* po = out.data<float>();
+  if (is_quantized(w)) {  // dequantise only the gathered rows
+    const QuantParams& q = quant_params(w);
+    parallel_range(n, 64, [&](int64_t s, int64_t e) {
+      for (int64_t t = s; t < e; ++t) dequantize_block(q, pi[t], pi[t] + 1, 0, D, po + t * D, D);
+    });
+    FT_CHECK(!weight.requires_grad(), "embedding: a quantized embedding cannot be trained");
+    return out;
+  }
   const size_t es = dtype_size(w.dtype());
   const char* pw = static_cast<const char*>(w.raw());
   parallel_range(n, 64, [&](int64_t s, int64_t e) {

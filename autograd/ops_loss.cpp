@@ -12,6 +12,7 @@
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
 #include "autograd/profile.h"
+#include "autograd/quant.h"
 #include "autograd/simd.h"
 
 namespace ft {
@@ -168,6 +169,7 @@ namespace {
 // round_bf16 (autocast_bf16()): a bf16 W's product rounds A to bf16.
 void gemm_weight(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const Tensor& w, float beta,
                  float* C, int64_t ldc, bool round_bf16) {
+  if (is_quantized(w)) return gemm_qw(ta, tb, M, N, K, 1.f, A, lda, quant_params(w), beta, C, ldc);
   if (w.dtype() == DType::BF16)
     return gemm_bf16w(ta, tb, M, N, K, 1.f, A, lda, w.data<uint16_t>(), w.size(1), beta, C, ldc, round_bf16);
   if (w.dtype() == DType::F16) return gemm_f16w(ta, tb, M, N, K, 1.f, A, lda, w.data<uint16_t>(), w.size(1), beta, C, ldc);
@@ -204,7 +206,7 @@ Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& 
   FT_PROFILE_SCOPE("linear_cross_entropy");
   const char* op = "linear_cross_entropy_sum";
   FT_CHECK(h.defined() && w.defined() && targets_in.defined(), op, ": h, W and targets must be defined");
-  FT_CHECK(w.dim() == 2 && is_float(w.dtype()), op, ": W must be a float matrix [V, H], got ", w.shape_str());
+  FT_CHECK(w.dim() == 2 && (is_float(w.dtype()) || is_quantized(w)), op, ": W must be a float matrix [V, H], got ", w.shape_str());
   FT_CHECK(h.dim() >= 1 && h.size(-1) == w.size(1) && is_float(h.dtype()), op, ": h ", h.shape_str(),
            " does not match W ", w.shape_str(), " (last dim must be ", w.size(1), ")");
   FT_CHECK(targets_in.dtype() == DType::I32 || targets_in.dtype() == DType::I64, op, ": targets must be int32 (or int64), got ",

@@ -6,6 +6,7 @@
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
 #include "autograd/profile.h"
+#include "autograd/quant.h"
 #include "autograd/simd.h"
 
 #include <vector>
@@ -23,6 +24,7 @@ void gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
 // while packing, never copied. round_bf16 (autocast_bf16()): a bf16 B's product rounds A to bf16.
 void gemm_w(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
             const Tensor& B, float beta, float* C, int64_t ldc, bool round_bf16) {
+  if (is_quantized(B)) return gemm_qw(ta, tb, M, N, K, alpha, A, lda, quant_params(B), beta, C, ldc);
   if (B.dtype() == DType::BF16)
     return gemm_bf16w(ta, tb, M, N, K, alpha, A, lda, B.data<uint16_t>(), B.size(1), beta, C, ldc, round_bf16);
   if (B.dtype() == DType::F16) return gemm_f16w(ta, tb, M, N, K, alpha, A, lda, B.data<uint16_t>(), B.size(1), beta, C, ldc);
@@ -282,7 +284,7 @@ Tensor linear(const Tensor& x_in, const Tensor& w, const Tensor& bias) {
   FT_PROFILE_SCOPE("linear");
   FT_CHECK(w.dim() == 2, "linear: weight must be [out, in], got ", w.shape_str());
   FT_CHECK(x_in.dim() >= 1 && x_in.size(-1) == w.size(1), "linear: input ", x_in.shape_str(), " does not match weight ", w.shape_str(), " (last dim must be ", w.size(1), ")");
-  FT_CHECK(is_float(w.dtype()), "linear: weight dtype ", dtype_name(w.dtype()), " is not a float type");
+  FT_CHECK(is_float(w.dtype()) || is_quantized(w), "linear: weight dtype ", dtype_name(w.dtype()), " is not a float type");
   if (bias.defined()) FT_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "linear: bias ", bias.shape_str(), " does not match weight ", w.shape_str());
   Tensor x = f32c(x_in);
   int64_t in = w.size(1), out = w.size(0), rows = x.numel() / std::max<int64_t>(in, 1);
@@ -312,7 +314,7 @@ Tensor lora_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias, cons
   FT_CHECK(w.dim() == 2, "lora_linear: weight must be [out, in], got ", w.shape_str());
   const int64_t in = w.size(1), out = w.size(0);
   FT_CHECK(x_in.dim() >= 1 && x_in.size(-1) == in, "lora_linear: input ", x_in.shape_str(), " does not match weight ", w.shape_str());
-  FT_CHECK(is_float(w.dtype()), "lora_linear: weight dtype ", dtype_name(w.dtype()), " is not a float type");
+  FT_CHECK(is_float(w.dtype()) || is_quantized(w), "lora_linear: weight dtype ", dtype_name(w.dtype()), " is not a float type");
   FT_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == in && b.size(0) == out && b.size(1) == a.size(0),
            "lora_linear: adapter A ", a.shape_str(), " / B ", b.shape_str(), " do not fit weight ", w.shape_str(),
            " (need A [r, ", in, "], B [", out, ", r])");

@@ -1,4 +1,5 @@
 #include "autograd/tensor.h"
+#include "autograd/quant.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -164,12 +165,18 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
+size_t Tensor::nbytes() const {
+  if (impl_->dtype == DType::Q) return impl_->quant ? impl_->quant->nbytes() : 0;
+  return size_t(numel()) * dtype_size(dtype());
+}
+
 void* Tensor::raw() const {
   FT_CHECK(impl_->storage, "tensor ", ft::shape_str(shape()), " holds no data (a graph edge kept only for its shape)");
   return static_cast<char*>(impl_->storage->ptr) + impl_->offset * int64_t(dtype_size(impl_->dtype));
 }
 
 Tensor Tensor::view(const Shape& shape_in) const {
+  FT_CHECK(dtype() != DType::Q, "view of a quantized matrix ", ft::shape_str(shape()), " (it has no per-element layout)");
   FT_CHECK(is_contiguous(), "view of a non-contiguous tensor ", ft::shape_str(shape()), " (call contiguous() first)");
   Shape shape = shape_in;
   int64_t known = 1, infer = -1;
@@ -195,6 +202,10 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end) const {
   FT_CHECK(d >= 0 && d < n, "slice: dim ", d, " out of range for ", ft::shape_str(shape()));
   int64_t len = impl_->shape[size_t(d)];
   FT_CHECK(0 <= start && start <= end && end <= len, "slice: [", start, ", ", end, ") out of range for dim ", d, " of ", ft::shape_str(shape()));
+  if (dtype() == DType::Q) {
+    FT_CHECK(d == 0, "slice of a quantized matrix along dim ", d, " (only whole rows can be sliced)");
+    return quant_slice_rows(*this, start, end);
+  }
   auto impl = std::make_shared<TensorImpl>(*impl_);
   impl->offset += start * impl_->strides[size_t(d)];
   impl->shape[size_t(d)] = end - start;
@@ -207,6 +218,7 @@ Tensor Tensor::transpose(int64_t a, int64_t b) const {
   if (a < 0) a += n;
   if (b < 0) b += n;
   FT_CHECK(a >= 0 && a < n && b >= 0 && b < n, "transpose: dims ", a, ", ", b, " out of range for ", ft::shape_str(shape()));
+  FT_CHECK(dtype() != DType::Q, "transpose of a quantized matrix (it has no per-element layout)");
   auto impl = std::make_shared<TensorImpl>(*impl_);
   std::swap(impl->shape[size_t(a)], impl->shape[size_t(b)]);
   std::swap(impl->strides[size_t(a)], impl->strides[size_t(b)]);
@@ -247,6 +259,7 @@ Tensor Tensor::contiguous() const {
 }
 
 Tensor Tensor::clone() const {
+  if (dtype() == DType::Q) return *this;  // read-only: sharing is copying
   Tensor out = empty(shape(), dtype());
   if (is_contiguous()) std::memcpy(out.raw(), raw(), nbytes());
   else strided_copy(*this, out.raw());
@@ -256,6 +269,11 @@ Tensor Tensor::clone() const {
 Tensor Tensor::to(DType dt) const {
   if (dt == dtype()) return *this;
   FT_PROFILE_SCOPE("copy: to dtype");
+  if (dtype() == DType::Q) {  // an explicit dequantised copy (merge, export); kernels never do this
+    Tensor f = dequantize(*this);
+    return dt == DType::F32 ? f : f.to(dt);
+  }
+  FT_CHECK(dt != DType::Q, "to(quantized): quantize with ft::quantize_affine (autograd/quant.h)");
   Tensor c = contiguous();
   Tensor out = empty(shape(), dt);
   convert(c.raw(), c.dtype(), out.raw(), dt, size_t(numel()));
@@ -265,7 +283,7 @@ Tensor Tensor::to(DType dt) const {
 void Tensor::copy_(const Tensor& src) {
   FT_CHECK(src.shape() == shape(), "copy_: shape ", ft::shape_str(src.shape()), " into ", ft::shape_str(shape()));
   FT_CHECK(is_contiguous(), "copy_ into a non-contiguous tensor");
-  Tensor c = src.contiguous();
+  Tensor c = src.dtype() == DType::Q ? src.to(DType::F32) : src.contiguous();
   convert(c.raw(), c.dtype(), raw(), dtype(), size_t(numel()));
 }
 
@@ -278,10 +296,13 @@ void Tensor::fill_(float v) {
     case DType::F16: { uint16_t b = f32_to_f16(v), *p = data<uint16_t>(); for (int64_t i = 0; i < n; ++i) p[i] = b; break; }
     case DType::I32: { int32_t* p = data<int32_t>(); for (int64_t i = 0; i < n; ++i) p[i] = int32_t(v); break; }
     case DType::I64: { int64_t* p = data<int64_t>(); for (int64_t i = 0; i < n; ++i) p[i] = int64_t(v); break; }
+    case DType::Q: throw Error("fill_ on a quantized matrix (it is read-only)");
   }
 }
 
 Tensor& Tensor::set_requires_grad(bool r) {
+ FT_CHECK(!r || dtype() != DType::Q, "a quantized weight ", ft::shape_str(shape()),
+           " is frozen: it cannot be trained (train a LoRA/DoRA adapter on it, or load the model unquantized for full fine-tuning)");
   FT_CHECK(!r || is_float(dtype()), "requires_grad on a ", dtype_name(dtype()), " tensor: only float tensors have gradients");
   FT_CHECK(!impl_->grad_fn, "set_requires_grad on a non-leaf tensor (detach() it first)");
   impl_->requires_grad = r;
@@ -304,7 +325,7 @@ float Tensor::item() const {
 }
 
 std::vector<float> Tensor::to_vector() const {
-  Tensor c = contiguous();
+  Tensor c = dtype() == DType::Q ? to(DType::F32) : contiguous();
   std::vector<float> v(static_cast<size_t>(numel()));
   convert(c.raw(), c.dtype(), v.data(), DType::F32, v.size());
   return v;

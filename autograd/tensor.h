@@ -17,6 +17,7 @@ namespace ft {
 
 using Shape = std::vector<int64_t>;
 struct Node;
+struct QuantParams;
 
 int64_t numel_of(const Shape& s);
 
@@ -46,6 +47,7 @@ struct TensorImpl {
   bool requires_grad = false;       // leaf parameter, or result of a recorded op
   std::shared_ptr<Node> grad_fn;    // null for leaves
   std::shared_ptr<TensorImpl> grad; // accumulated gradient of a leaf
+  std::shared_ptr<const QuantParams> quant;  // dtype Q only: packed codes + group parameters (autograd/quant.h)
 };
 
 class Tensor {
@@ -71,7 +73,7 @@ class Tensor {
   int64_t size(int64_t d) const;  // negative d counts from the end
   int64_t numel() const { return numel_of(impl_->shape); }
   DType dtype() const { return impl_->dtype; }
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype()); }
+  size_t nbytes() const;  // a quantized matrix: its packed codes + scales + biases
   bool is_contiguous() const;
 
   void* raw() const;  // pointer to the first element

@@ -172,6 +172,7 @@ StDtype to_st_dtype(DType t) {
     case DType::F16: return StDtype::F16;
     case DType::I32: return StDtype::I32;
     case DType::I64: return StDtype::I64;
+    case DType::Q: break;
   }
   throw Error("to_st_dtype: unknown dtype");
 }

@@ -1,0 +1,290 @@
+// Quantised matrices (see autograd/quant.h): checks, MLX affine quantisation, dequantisation
+// (portable code here, AVX2 / AVX-512 kernels in quant_avx2.cpp / quant_avx512.cpp) and the decode GEMV.
+// Built with -ffp-contract=off (CMakeLists.txt): scale·q + bias is a rounded product then a
+// rounded sum in every path, as in MLX's float kernels.
+#include "autograd/quant.h"
+
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "autograd/cpu.h"
+#include "autograd/error.h"
+#include "autograd/quant_kernels.h"
+
+namespace ft {
+
+using quant_detail::View;
+
+const char* quant_format_name(QuantFormat f) {
+  switch (f) {
+    case QuantFormat::MlxAffine: return "affine";
+  }
+  return "?";
+}
+
+size_t QuantParams::nbytes() const {
+  size_t n = 0;
+  for (const Tensor* t : {&packed, &scales, &biases})
+    if (t->defined()) n += t->nbytes();
+  return n;
+}
+
+const QuantParams& quant_params(const Tensor& t) {
+  FT_CHECK(is_quantized(t) && t.impl()->quant, "quant_params: tensor ", t.defined() ? t.shape_str() : "(undefined)", " is not quantized");
+  return *t.impl()->quant;
+}
+
+bool quant_bits_supported(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8; }
+bool quant_group_supported(int g) { return g == 32 || g == 64 || g == 128; }
+
+void check_quant_params(const QuantParams& p, const std::string& what) {
+  FT_CHECK(p.format == QuantFormat::MlxAffine, what, ": unsupported quantization format");
+  FT_CHECK(quant_bits_supported(p.bits), what, ": ", p.bits, "-bit quantization is not supported (affine: 2, 3, 4, 5, 6 or 8 bits)");
+  FT_CHECK(quant_group_supported(p.group_size), what, ": group size ", p.group_size, " is not supported (32, 64 or 128)");
+  FT_CHECK(p.rows >= 0 && p.cols > 0, what, ": bad quantized shape [", p.rows, ", ", p.cols, "]");
+  FT_CHECK(p.cols % p.group_size == 0, what, ": the input dimension ", p.cols, " is not a multiple of the group size ", p.group_size);
+  const Shape ws{p.rows, p.words_per_row()}, gs{p.rows, p.groups_per_row()};
+  FT_CHECK(p.packed.defined() && p.packed.dtype() == DType::I32 && p.packed.is_contiguous(), what,
+           ": packed weights must be contiguous uint32 words");
+  FT_CHECK(p.packed.shape() == ws, what, ": packed weight has shape ", p.packed.shape_str(), " but ", p.bits, "-bit codes of a [", p.rows,
+           ", ", p.cols, "] matrix need ", shape_str(ws), " uint32 words (", p.cols, " · ", p.bits, " / 32 per row)");
+  for (const Tensor* t : {&p.scales, &p.biases}) {
+    const char* nm = t == &p.scales ? "scales" : "biases";
+    FT_CHECK(t->defined() && t->dtype() == DType::F32 && t->is_contiguous(), what, ": ", nm, " must be contiguous float32 in memory");
+    FT_CHECK(t->shape() == gs, what, ": ", nm, " have shape ", t->shape_str(), " but a [", p.rows, ", ", p.cols, "] matrix in groups of ",
+             p.group_size, " needs ", shape_str(gs));
+  }
+  FT_CHECK(p.rows == 0 || reinterpret_cast<uintptr_t>(p.packed.raw()) % 4 == 0, what, ": packed weights are not 4-byte aligned");
+}
+
+Tensor make_quantized(QuantParams p, const std::string& what) {
+  check_quant_params(p, what);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = {p.rows, p.cols};
+  impl->strides = contiguous_strides(impl->shape);
+  impl->dtype = DType::Q;
+  impl->storage = p.packed.impl()->storage;
+  impl->quant = std::make_shared<const QuantParams>(std::move(p));
+  return Tensor(impl);
+}
+
+namespace {
+
+View view_of(const QuantParams& q) {
+  return View{q.bits, q.group_size, q.cols, q.words_per_row(), q.groups_per_row(), static_cast<const uint32_t*>(q.packed.raw()),
+              q.scales.data<float>(), q.biases.data<float>()};
+}
+
+inline uint32_t code_at(const uint32_t* row, int bits, int64_t c) {
+  const int64_t bit = c * bits;
+  const int64_t w = bit >> 5;
+  const int sh = int(bit & 31);
+  uint32_t v = row[w] >> sh;
+  if (sh + bits > 32) v |= row[w + 1] << (32 - sh);
+  return v & ((1u << bits) - 1u);
+}
+
+inline float deq(float s, uint32_t q, float b) {
+  const float p = s * float(q);  // rounded product, then rounded sum (see the top of the file)
+  return p + b;
+}
+
+// out[c - c0] = W[r][c], any c0 <= c1.
+void dequant_portable(const View& v, int64_t r, int64_t c0, int64_t c1, float* out) {
+  const uint32_t* row = v.packed + r * v.wpr;
+  const float* s = v.scales + r * v.gpr;
+  const float* b = v.biases + r * v.gpr;
+  for (int64_t c = c0; c < c1; ++c) {
+    const int64_t g = c / v.group;
+    out[c - c0] = deq(s[g], code_at(row, v.bits, c), b[g]);
+  }
+}
+
+const quant_detail::Kernels* isa_kernels(int) {
+  const CpuFeatures& f = cpu_features();
+  return f.avx512f ? quant_detail::kernels_avx512() : f.avx2 ? quant_detail::kernels_avx2() : nullptr;
+}
+
+// Portable GEMV rows (the order of ft::gemv's portable fp32 kernel: 8 partial sums).
+void rows_portable(const View& v, int m, int64_t j0, int64_t n, float alpha, const float* A, int64_t lda, float beta, float* C,
+                   int64_t ldc) {
+  const int64_t K = v.cols;
+  float w[8];
+  for (int64_t j = 0; j < n; ++j) {
+    float s[4][8] = {};
+    for (int64_t k = 0; k < K; k += 8) {  // K is a multiple of 32
+      dequant_portable(v, j0 + j, k, k + 8, w);
+      for (int i = 0; i < m; ++i)
+        for (int u = 0; u < 8; ++u) s[i][u] += A[i * lda + k + u] * w[u];
+    }
+    for (int i = 0; i < m; ++i) {
+      const float* t = s[i];
+      const float val = alpha * (((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])));
+      float* c = C + i * ldc + j;
+      *c = beta != 0.0f ? val + beta * *c : val;
+    }
+  }
+}
+
+}  // namespace
+
+uint32_t quant_code(const QuantParams& q, int64_t r, int64_t c) {
+  FT_CHECK(r >= 0 && r < q.rows && c >= 0 && c < q.cols, "quant_code: (", r, ", ", c, ") outside [", q.rows, ", ", q.cols, "]");
+  return code_at(static_cast<const uint32_t*>(q.packed.raw()) + r * q.words_per_row(), q.bits, c);
+}
+
+void dequantize_block(const QuantParams& q, int64_t r0, int64_t r1, int64_t c0, int64_t c1, float* out, int64_t ldo) {
+  FT_CHECK(0 <= r0 && r0 <= r1 && r1 <= q.rows && 0 <= c0 && c0 <= c1 && c1 <= q.cols, "dequantize_block: rows [", r0, ", ", r1,
+           ") × cols [", c0, ", ", c1, ") outside [", q.rows, ", ", q.cols, "]");
+  const View v = view_of(q);
+  const quant_detail::Kernels* kr = isa_kernels(q.bits);
+  const int64_t a0 = std::min(c1, (c0 + 7) / 8 * 8), a1 = std::max(a0, c1 / 8 * 8);
+  for (int64_t r = r0; r < r1; ++r) {
+    float* o = out + (r - r0) * ldo;
+    if (!kr) {
+      dequant_portable(v, r, c0, c1, o);
+      continue;
+    }
+    dequant_portable(v, r, c0, a0, o);
+    if (a1 > a0) kr->dequant(v, r, a0, a1, o + (a0 - c0));
+    dequant_portable(v, r, a1, c1, o + (a1 - c0));
+  }
+}
+
+Tensor dequantize(const Tensor& w) {
+  const QuantParams& q = quant_params(w);
+  Tensor out = Tensor::empty({q.rows, q.cols});
+  float* p = out.data<float>();
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, q.rows, 16), [&](const tbb::blocked_range<int64_t>& r) {
+    dequantize_block(q, r.begin(), r.end(), 0, q.cols, p + r.begin() * q.cols, q.cols);
+  });
+  return out;
+}
+
+Tensor quant_slice_rows(const Tensor& w, int64_t r0, int64_t r1) {
+  const QuantParams& q = quant_params(w);
+  FT_CHECK(0 <= r0 && r0 <= r1 && r1 <= q.rows, "quant_slice_rows: [", r0, ", ", r1, ") outside ", q.rows, " rows");
+  QuantParams s = q;
+  s.rows = r1 - r0;
+  s.packed = q.packed.slice(0, r0, r1);
+  s.scales = q.scales.slice(0, r0, r1);
+  s.biases = q.biases.slice(0, r0, r1);
+  auto impl = std::make_shared<TensorImpl>(*w.impl());
+  impl->shape = {s.rows, s.cols};
+  impl->grad_fn.reset();
+  impl->grad.reset();
+  impl->requires_grad = false;
+  impl->quant = std::make_shared<const QuantParams>(std::move(s));
+  return Tensor(impl);
+}
+
+Tensor quantize_affine(const Tensor& w_in, int bits, int group_size, DType scale_dtype, const std::string& what) {
+  FT_CHECK(w_in.dim() == 2 && is_float(w_in.dtype()), what, ": only a float matrix can be quantized, got ", dtype_name(w_in.dtype()), " ",
+           w_in.shape_str());
+  FT_CHECK(is_float(scale_dtype), what, ": scales must be stored as a float dtype");
+  QuantParams p;
+  p.bits = bits;
+  p.group_size = group_size;
+  p.rows = w_in.size(0);
+  p.cols = w_in.size(1);
+  p.scale_dtype = scale_dtype;
+  FT_CHECK(quant_bits_supported(bits), what, ": ", bits, "-bit quantization is not supported (2, 3, 4, 5, 6 or 8)");
+  FT_CHECK(quant_group_supported(group_size), what, ": group size ", group_size, " is not supported (32, 64 or 128)");
+  FT_CHECK(p.cols % group_size == 0, what, ": the input dimension ", p.cols, " is not a multiple of the group size ", group_size);
+  p.packed = Tensor::zeros({p.rows, p.words_per_row()}, DType::I32);
+  p.scales = Tensor::empty({p.rows, p.groups_per_row()});
+  p.biases = Tensor::empty({p.rows, p.groups_per_row()});
+  const Tensor w = w_in.contiguous();
+  const size_t es = dtype_size(w.dtype());
+  const char* src = static_cast<const char*>(w.raw());
+  uint32_t* packed = static_cast<uint32_t*>(p.packed.raw());
+  float* scales = p.scales.data<float>();
+  float* biases = p.biases.data<float>();
+  const int64_t wpr = p.words_per_row(), gpr = p.groups_per_row(), cols = p.cols;
+  auto round_to = [&](float x) {  // the stored value (MLX stores scales/biases in the input's dtype)
+    if (scale_dtype == DType::BF16) return bf16_to_f32(f32_to_bf16(x));
+    if (scale_dtype == DType::F16) return f16_to_f32(f32_to_f16(x));
+    return x;
+  };
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, p.rows, 8), [&](const tbb::blocked_range<int64_t>& rr) {
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = rr.begin(); r < rr.end(); ++r) {
+      convert(src + size_t(r * cols) * es, w.dtype(), row.data(), DType::F32, size_t(cols));
+      uint32_t* out = packed + r * wpr;
+      const float n_bins = float((1 << bits) - 1), eps = 1e-7f;
+      for (int64_t g = 0; g < gpr; ++g) {
+        const float* x = row.data() + g * group_size;
+        float w_min = std::numeric_limits<float>::infinity(), w_max = -w_min;
+        for (int j = 0; j < group_size; ++j) {
+          w_max = std::max(w_max, x[j]);
+          w_min = std::min(w_min, x[j]);
+        }
+        const bool mask = std::abs(w_min) > std::abs(w_max);
+        float scale = std::max((w_max - w_min) / n_bins, eps);
+        scale = mask ? scale : -scale;
+        const float edge = mask ? w_min : w_max;
+        const float q0 = std::rint(edge / scale);
+        float bias = 0.0f;
+        if (q0 != 0.0f) {
+          scale = edge / q0;
+          bias = edge;
+        }
+        for (int j = 0; j < group_size; ++j) {
+          float v = std::rint((x[j] - bias) / scale);
+          v = std::min(std::max(v, 0.0f), n_bins);
+          const uint64_t code = uint64_t(v);
+          const int64_t bit = (g * group_size + j) * bits;
+          const int64_t wi = bit >> 5;
+          const int sh = int(bit & 31);
+          out[wi] |= uint32_t(code << sh);
+          if (sh + bits > 32) out[wi + 1] |= uint32_t(code >> (32 - sh));
+        }
+        scales[r * gpr + g] = round_to(scale);
+        biases[r * gpr + g] = round_to(bias);
+      }
+    }
+  });
+  return make_quantized(std::move(p), what);
+}
+
+void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
+           bool allow_parallel) {
+  const int64_t N = W.rows, K = W.cols;
+  FT_CHECK(M >= 0 && lda >= K && ldc >= std::max<int64_t>(1, N), "qgemv: bad arguments M=", M, " lda=", lda, " ldc=", ldc, " for W [",
+           N, ", ", K, "]");
+  if (M == 0 || N == 0) return;
+  if (alpha == 0.0f) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  const View v = view_of(W);
+  const quant_detail::Kernels* kr = isa_kernels(W.bits);
+  const quant_detail::RowsFn rows = kr ? kr->rows : rows_portable;
+  const int P = allow_parallel ? num_threads() : 1;
+  const int64_t row_bytes = std::max<int64_t>(1, K * W.bits / 8);
+  const int64_t min_rows = std::max<int64_t>(1, (int64_t(32) << 10) / row_bytes);
+  const int64_t tasks = P <= 1 ? 1 : std::clamp<int64_t>(N / min_rows, 1, 4 * int64_t(P));
+  const int64_t chunk = (N + tasks - 1) / tasks;
+  auto block = [&](int64_t t) {
+    const int64_t j0 = t * chunk, n = std::min(chunk, N - j0);
+    if (n <= 0) return;
+    for (int64_t i0 = 0; i0 < M; i0 += 4) {
+      const int m = int(std::min<int64_t>(4, M - i0));
+      rows(v, m, j0, n, alpha, A + i0 * lda, lda, beta, C + i0 * ldc + j0, ldc);
+    }
+  };
+  if (tasks == 1) return block(0);
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, tasks, 1),
+                    [&](const tbb::blocked_range<int64_t>& r) {
+                      for (int64_t t = r.begin(); t < r.end(); ++t) block(t);
+                    },
+                    tbb::simple_partitioner());
+}
+
+}  // namespace ft

@@ -1,0 +1,86 @@
+#pragma once
+// Quantised weight matrices: packed integers + per-group parameters + a format tag.
+//
+// A quantised matrix is an ordinary Tensor of dtype DType::Q with the logical shape [rows, cols]
+// (a Projection's weight [out, in], an embedding [vocab, hidden]); its bytes live in the
+// QuantParams it carries (TensorImpl::quant). It is frozen: it never requires a gradient, and it
+// never exists as a full float copy — the GEMM dequantises it while packing (autograd/gemm.h,
+// gemm_qw), the decode GEMV reads the packed integers (qgemv), the embedding dequantises the rows
+// it gathers. Tensor::to(F32) (dequantize()) makes an explicit float copy, for merging/exporting.
+//
+// Format MlxAffine (mlx `affine_quantize`, mlx/backend/cpu/quantized.cpp as of commit 784203f,
+// 2025; docs: ../shared/docs/formats.md "MLX quantised weights"):
+//   packed  uint32 [rows, cols·bits/32]: each row one little-endian, LSB-first bit stream of
+//           `bits`-bit codes q (element c at bit c·bits of the row), bits 2, 3, 4, 5, 6, 8.
+//   scales, biases [rows, cols/group_size] (group_size 32, 64, 128; groups run along a row):
+//           w[r][c] = scale·q + bias, evaluated in fp32 as MLX's float kernels do: the product
+//           rounded, then the sum rounded (never fused: the quant kernels are built with
+//           -ffp-contract=off).
+// Scales and biases are held as fp32 (exact widenings of the checkpoint's bf16/fp16 values);
+// scale_dtype records the dtype they are written back in.
+// Other block formats (GGUF Q8_0, Q4_0, Q4_K: scales inside the blocks) plug in as further
+// QuantFormat values with their own dequantise-a-row-segment and row-dot kernels.
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "autograd/tensor.h"
+
+namespace ft {
+
+enum class QuantFormat : uint8_t { MlxAffine };
+const char* quant_format_name(QuantFormat f);  // "affine"
+
+struct QuantParams {
+  QuantFormat format = QuantFormat::MlxAffine;
+  int bits = 4;
+  int group_size = 64;
+  int64_t rows = 0, cols = 0;
+  Tensor packed;                   // I32 (raw uint32 words) [rows, words_per_row()], contiguous
+  Tensor scales, biases;           // F32 [rows, groups_per_row()], contiguous
+  DType scale_dtype = DType::F32;  // dtype of scales/biases in the checkpoint (and when saved)
+  int64_t words_per_row() const { return cols * bits / 32; }
+  int64_t groups_per_row() const { return group_size ? cols / group_size : 0; }
+  size_t nbytes() const;  // packed + scales + biases, as held in memory
+};
+
+inline bool is_quantized(const Tensor& t) { return t.defined() && t.dtype() == DType::Q; }
+// The parameters of a quantised tensor (throws ft::Error when t is not quantised).
+const QuantParams& quant_params(const Tensor& t);
+
+// Checks bits (2, 3, 4, 5, 6, 8), group size (32, 64, 128), cols divisible by the group and by
+// 32, and the shapes/dtypes of packed/scales/biases against rows × cols; `what` (a tensor name)
+// starts every error message.
+void check_quant_params(const QuantParams& p, const std::string& what);
+bool quant_bits_supported(int bits);
+bool quant_group_supported(int group_size);
+
+// Wraps checked params as a DType::Q tensor [rows, cols]. packed must be 4-byte aligned.
+Tensor make_quantized(QuantParams p, const std::string& what = "quantized weight");
+
+// MLX affine quantisation of a float matrix w [rows, cols] (F32, BF16 or F16) with MLX's
+// integers: per group, w_min/w_max; scale = max((max − min)/(2^bits − 1), 1e-7), negated unless
+// |min| > |max|; edge = the larger-magnitude end; q0 = rint(edge/scale); if q0 != 0:
+// scale = edge/q0, bias = edge, else bias = 0; q = clamp(rint((w − bias)/scale), 0, 2^bits − 1)
+// with that fp32 scale/bias; the stored scale/bias are then rounded to scale_dtype (as MLX stores
+// them in the input's dtype). Works row block by row block (no float copy of w is made).
+Tensor quantize_affine(const Tensor& w, int bits, int group_size, DType scale_dtype, const std::string& what = "weight");
+
+// Dequantises rows [r0, r1) × columns [c0, c1) into out (row stride ldo), any bounds.
+void dequantize_block(const QuantParams& q, int64_t r0, int64_t r1, int64_t c0, int64_t c1, float* out, int64_t ldo);
+Tensor dequantize(const Tensor& w);  // F32 [rows, cols] (an explicit full copy)
+// Code of element (r, c): the unsigned integer in the packed stream.
+uint32_t quant_code(const QuantParams& q, int64_t r, int64_t c);
+
+// Rows [r0, r1) of a quantised matrix as a quantised matrix (views, no copy).
+Tensor quant_slice_rows(const Tensor& w, int64_t r0, int64_t r1);
+
+// C[M×N] = alpha · A[M×K] · Wᵀ + beta · C with W quantised [N, K]: the decode GEMV, reading the
+// packed codes (AVX-512 / AVX2 kernels for 4 and 8 bits, portable otherwise). Each weight is
+// dequantised in registers exactly as dequantize_block does and summed in the order of ft::gemv
+// on fp32 weights, so the result equals gemv on the dequantised matrix bit for bit (same ISA
+// path), independent of the thread count.
+void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
+           bool allow_parallel = true);
+
+}  // namespace ft

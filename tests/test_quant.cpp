@@ -1,0 +1,300 @@
+// Quantised matrices (autograd/quant.h): MLX affine packing, quantisation and dequantisation against
+// an independent reference written here from MLX's formula (a bit-list packer, element by
+// element), hand-checked vectors, the GEMM / GEMV / embedding on every ISA path against the same
+// ops on the dequantised fp32 matrix (bit-identical), and gradient checks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "autograd/cpu.h"
+#include "autograd/gemm.h"
+#include "autograd/ops.h"
+#include "autograd/quant.h"
+#include "gradcheck.h"
+#include "isa_levels.h"
+
+namespace ft {
+namespace {
+
+// ---- the independent reference: MLX affine_quantize / dequantize, one element at a time.
+struct RefQuant {
+  std::vector<uint32_t> codes;          // rows × cols
+  std::vector<float> scales, biases;    // rows × groups (rounded to the storage dtype)
+  std::vector<bool> clamped;            // rows × cols: the code was clamped to [0, 2^bits − 1]
+};
+
+float round_to(float x, DType dt) {
+  if (dt == DType::BF16) return bf16_to_f32(f32_to_bf16(x));
+  if (dt == DType::F16) return f16_to_f32(f32_to_f16(x));
+  return x;
+}
+
+RefQuant ref_quantize(const std::vector<float>& w, int64_t rows, int64_t cols, int bits, int group, DType sdt) {
+  RefQuant r;
+  const float nb = float((1 << bits) - 1);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t g0 = 0; g0 < cols; g0 += group) {
+      float lo = w[size_t(i * cols + g0)], hi = lo;
+      for (int j = 1; j < group; ++j) {
+        lo = std::min(lo, w[size_t(i * cols + g0 + j)]);
+        hi = std::max(hi, w[size_t(i * cols + g0 + j)]);
+      }
+      // MLX: the end of larger magnitude dequantises exactly; scale negative when that is the max.
+      const bool min_is_edge = std::fabs(lo) > std::fabs(hi);
+      float s = (hi - lo) / nb;
+      if (s < 1e-7f) s = 1e-7f;
+      if (!min_is_edge) s = -s;
+      const float edge = min_is_edge ? lo : hi;
+      const float q0 = std::nearbyint(edge / s);
+      float b = 0;
+      if (q0 != 0) { s = edge / q0; b = edge; }
+      for (int j = 0; j < group; ++j) {
+        float q = std::nearbyint((w[size_t(i * cols + g0 + j)] - b) / s);
+        r.clamped.push_back(q < 0 || q > nb);
+        q = q < 0 ? 0 : q > nb ? nb : q;
+        r.codes.push_back(uint32_t(q));
+      }
+      r.scales.push_back(round_to(s, sdt));
+      r.biases.push_back(round_to(b, sdt));
+    }
+  return r;
+}
+
+// LSB-first continuous bit stream per row, built from a list of bits.
+std::vector<uint32_t> ref_pack(const std::vector<uint32_t>& codes, int64_t rows, int64_t cols, int bits) {
+  std::vector<uint32_t> out;
+  for (int64_t i = 0; i < rows; ++i) {
+    std::vector<int> stream;
+    for (int64_t c = 0; c < cols; ++c)
+      for (int b = 0; b < bits; ++b) stream.push_back(int((codes[size_t(i * cols + c)] >> b) & 1u));
+    for (size_t w = 0; w < stream.size(); w += 32) {
+      uint32_t word = 0;
+      for (int b = 0; b < 32; ++b) word |= uint32_t(stream[w + size_t(b)]) << b;
+      out.push_back(word);
+    }
+  }
+  return out;
+}
+
+QuantParams params_from(const std::vector<uint32_t>& words, const std::vector<float>& s, const std::vector<float>& b, int64_t rows,
+                        int64_t cols, int bits, int group) {
+  QuantParams p;
+  p.bits = bits;
+  p.group_size = group;
+  p.rows = rows;
+  p.cols = cols;
+  p.packed = Tensor::empty({rows, cols * bits / 32}, DType::I32);
+  std::memcpy(p.packed.raw(), words.data(), words.size() * 4);
+  p.scales = Tensor::from_vector(s, {rows, cols / group});
+  p.biases = Tensor::from_vector(b, {rows, cols / group});
+  return p;
+}
+
+TEST(Quant, HandCheckedFourBitGroup) {
+  // w = 0.0, 0.1, ..., 3.1 (one group of 32): |max| > |min|, so scale = -(3.1/15) and bias = 3.1;
+  // q = rint((3.1 − w)/0.20667) = 15, 15 (14.52), 14 (14.03), 14 (13.55), 13, 13, 12, 12 for w = 0 .. 0.7.
+  std::vector<float> w(32);
+  for (int i = 0; i < 32; ++i) w[size_t(i)] = 0.1f * float(i);
+  Tensor q = quantize_affine(Tensor::from_vector(w, {1, 32}), 4, 32, DType::F32);
+  const QuantParams& p = quant_params(q);
+  EXPECT_EQ(static_cast<const uint32_t*>(p.packed.raw())[0], 0xCCDDEEFFu);
+  EXPECT_FLOAT_EQ(p.biases.data<float>()[0], 3.1f);
+  EXPECT_FLOAT_EQ(p.scales.data<float>()[0], 3.1f / -15.0f);
+  std::vector<float> d = dequantize(q).to_vector();
+  EXPECT_FLOAT_EQ(d[31], 3.1f);  // the edge dequantises exactly (q = 0)
+  EXPECT_NEAR(d[0], 0.0f, 1e-6f);
+  EXPECT_EQ(q.shape(), (Shape{1, 32}));
+  EXPECT_EQ(q.dtype(), DType::Q);
+}
+
+TEST(Quant, PackingLayoutOnKnownBitPatterns) {
+  // scale 1, bias 0: the dequantised values are the codes.
+  auto codes = [](int bits, uint32_t w0, uint32_t w1, int64_t cols) {
+    std::vector<uint32_t> words(size_t(cols * bits / 32), 0);
+    words[0] = w0;
+    if (words.size() > 1) words[1] = w1;
+    Tensor t = make_quantized(params_from(words, {1.f}, {0.f}, 1, cols, bits, 32));
+    return t.to_vector();
+  };
+  std::vector<float> v4 = codes(4, 0x76543210u, 0xFEDCBA98u, 32);
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(v4[size_t(i)], float(i)) << i;
+  std::vector<float> v8 = codes(8, 0x03020100u, 0xFF807F10u, 32);
+  const float e8[8] = {0, 1, 2, 3, 0x10, 0x7F, 0x80, 0xFF};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(v8[size_t(i)], e8[i]) << i;
+  // 3 bits: codes 0..7 at bits 0, 3, ..., 21 = 0xFAC688; the ninth code (0) starts at bit 24 and the
+  // eleventh (2) straddles words 0 and 1 (bits 30..32).
+  std::vector<float> v3 = codes(3, 0x88FAC688u, 0x1u, 32);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(v3[size_t(i)], float(i)) << i;
+  EXPECT_EQ(v3[8], 0.f);   // bits 24-26 of 0x88 = 000
+  EXPECT_EQ(v3[9], 1.f);   // bits 27-29: 0x88 >> 3 = 0b10001 -> low 3 bits 001
+  EXPECT_EQ(v3[10], 6.f);  // bits 30, 31 (0b10 from 0x88 >> 6) and bit 0 of word 1 (1): 0b110
+  // 2 bits: 0b11100100 -> 0, 1, 2, 3.
+  std::vector<float> v2 = codes(2, 0xE4u, 0, 32);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(v2[size_t(i)], float(i));
+  // 6 bits: 0x3F at bits 0-5, 1 at 6-11 -> 63, 1.
+  std::vector<float> v6 = codes(6, 0x7Fu, 0, 32);
+  EXPECT_EQ(v6[0], 63.f);
+  EXPECT_EQ(v6[1], 1.f);
+  // 5 bits: 0b00010_11111 -> 31, 2.
+  std::vector<float> v5 = codes(5, 0x5Fu, 0, 32);
+  EXPECT_EQ(v5[0], 31.f);
+  EXPECT_EQ(v5[1], 2.f);
+}
+
+TEST(Quant, QuantizeMatchesReferenceAllBitsAndGroups) {
+  const int64_t rows = 5, cols = 256;
+  for (DType sdt : {DType::F32, DType::BF16, DType::F16})
+    for (int bits : {2, 3, 4, 5, 6, 8})
+      for (int group : {32, 64, 128}) {
+        Tensor w = Tensor::randn({rows, cols}, uint64_t(bits * 1000 + group), 0.05f);
+        if (sdt != DType::F32) w = w.to(sdt);  // the input in the model's dtype, as MLX quantises it
+        std::vector<float> wv = w.to_vector();
+        wv[3] = 0.f;  // a few special groups: constant, and a negative-edge one
+        for (int j = 0; j < group; ++j) wv[size_t(cols + j)] = 0.25f;
+        Tensor win = Tensor::from_vector(wv, {rows, cols});
+        if (sdt != DType::F32) win = win.to(sdt);
+        wv = win.to_vector();
+        RefQuant r = ref_quantize(wv, rows, cols, bits, group, sdt);
+        Tensor q = quantize_affine(win, bits, group, sdt);
+        const QuantParams& p = quant_params(q);
+        std::vector<uint32_t> words = ref_pack(r.codes, rows, cols, bits);
+        const uint32_t* got = static_cast<const uint32_t*>(p.packed.raw());
+        SCOPED_TRACE(::testing::Message() << "bits " << bits << " group " << group << " scales " << dtype_name(sdt));
+        ASSERT_EQ(p.packed.numel(), int64_t(words.size()));
+        for (size_t i = 0; i < words.size(); ++i) ASSERT_EQ(got[i], words[i]) << "word " << i;
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(quant_code(p, i, c), r.codes[size_t(i * cols + c)]);
+        std::vector<float> s = p.scales.to_vector(), b = p.biases.to_vector();
+        ASSERT_EQ(s, r.scales);
+        ASSERT_EQ(b, r.biases);
+        // Dequantisation: scale·q + bias (rounded product, rounded sum) on every ISA path.
+        testing::IsaGuard guard;
+        for (const std::string& isa : testing::isa_levels()) {
+          set_isa(isa);
+          std::vector<float> d = dequantize(q).to_vector();
+          for (int64_t i = 0; i < rows; ++i)
+            for (int64_t c = 0; c < cols; ++c) {
+              const size_t g = size_t(i * (cols / group) + c / group);
+              const float prod = r.scales[g] * float(r.codes[size_t(i * cols + c)]);
+              ASSERT_EQ(d[size_t(i * cols + c)], prod + r.biases[g]) << isa << " (" << i << ", " << c << ")";
+            }
+        }
+        // Round trip within MLX's bound: a value whose code was not clamped is within half a step
+        // (|scale|/2) of its dequantised value, up to the rounding of the stored scale/bias; a clamped
+        // one (the far end of a group, when rint(edge/scale) shrank the step) within 1.5 steps.
+        std::vector<float> d = dequantize(q).to_vector();
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t c = 0; c < cols; ++c) {
+            const size_t g = size_t(i * (cols / group) + c / group);
+            const float step = std::fabs(r.scales[g]);
+            const float tol = 0.5f * step * (1 + 1e-4f) + (sdt == DType::F32 ? 1e-6f : 4e-3f * (std::fabs(r.biases[g]) + step * float((1 << bits) - 1)));
+            const float err = std::fabs(d[size_t(i * cols + c)] - wv[size_t(i * cols + c)]);
+            if (r.clamped[size_t(i * cols + c)]) ASSERT_LE(err, 3 * tol) << i << ", " << c;
+            else ASSERT_LE(err, tol) << i << ", " << c;
+          }
+      }
+}
+
+TEST(Quant, BadParamsAreClearErrors) {
+  std::vector<uint32_t> words(8, 0);
+  QuantParams p = params_from(words, {1.f, 1.f}, {0.f, 0.f}, 1, 64, 4, 32);
+  EXPECT_NO_THROW(make_quantized(p, "m.q_proj"));
+  QuantParams bad = p;
+  bad.bits = 7;
+  try {
+    make_quantized(bad, "model.layers.0.q_proj");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.0.q_proj"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("7-bit"), std::string::npos) << e.what();
+  }
+  bad = p;
+  bad.scales = Tensor::from_vector({1.f}, {1, 1});
+  EXPECT_THROW(make_quantized(bad, "x"), Error);
+  bad = p;
+  bad.packed = Tensor::zeros({1, 7}, DType::I32);
+  EXPECT_THROW(make_quantized(bad, "x"), Error);
+  bad = p;
+  bad.group_size = 48;
+  EXPECT_THROW(make_quantized(bad, "x"), Error);
+  EXPECT_THROW(quantize_affine(Tensor::zeros({2, 48}), 4, 32, DType::F32), Error);  // 48 % 32 != 0
+  Tensor q = make_quantized(p);
+  EXPECT_THROW(q.set_requires_grad(true), Error);
+}
+
+TEST(Quant, GemmAndGemvEqualTheDequantisedMatrixOnEveryIsa) {
+  testing::IsaGuard guard;
+  for (int bits : {3, 4, 8})
+    for (int group : {32, 128}) {
+      const int64_t out = 70, in = 256;
+      Tensor q = quantize_affine(Tensor::randn({out, in}, uint64_t(bits + group), 0.1f), bits, group, DType::F32);
+      const QuantParams& p = quant_params(q);
+      Tensor wf = dequantize(q);
+      for (const std::string& isa : testing::isa_levels()) {
+        set_isa(isa);
+        for (int64_t M : {1, 3, 4, 9, 40}) {
+          // forward y = x·Wᵀ
+          Tensor x = Tensor::randn({M, in}, uint64_t(M), 1.f);
+          std::vector<float> y1(size_t(M * out)), y2(size_t(M * out));
+          gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p, 0.f, y1.data(), out);
+          sgemm(false, true, M, out, in, 1.f, x.data<float>(), in, wf.data<float>(), in, 0.f, y2.data(), out);
+          ASSERT_EQ(y1, y2) << isa << " bits " << bits << " group " << group << " M " << M;
+          // backward dX = dY·W
+          Tensor g = Tensor::randn({M, out}, uint64_t(M + 100), 1.f);
+          std::vector<float> d1(size_t(M * in)), d2(size_t(M * in));
+          gemm_qw(false, false, M, in, out, 1.f, g.data<float>(), out, p, 0.f, d1.data(), in);
+          sgemm(false, false, M, in, out, 1.f, g.data<float>(), out, wf.data<float>(), in, 0.f, d2.data(), in);
+          ASSERT_EQ(d1, d2) << isa << " backward, bits " << bits << " M " << M;
+        }
+      }
+    }
+}
+
+TEST(Quant, ResultsIndependentOfThreadCount) {
+  Tensor q = quantize_affine(Tensor::randn({300, 512}, 3, 0.1f), 4, 64, DType::F32);
+  Tensor x = Tensor::randn({64, 512}, 4), x1 = Tensor::randn({1, 512}, 5);
+  auto run = [&] {
+    NoGradGuard ng;
+    std::vector<float> a = linear(x, q).to_vector(), b = linear(x1, q).to_vector();
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  std::vector<float> all = run();
+  set_num_threads(1);
+  std::vector<float> one = run();
+  set_num_threads(0);
+  EXPECT_EQ(all, one);
+}
+
+TEST(Quant, EmbeddingAndSlicedLmHeadMatchDequantised) {
+  Tensor q = quantize_affine(Tensor::randn({50, 64}, 9, 0.2f), 8, 32, DType::BF16);
+  Tensor wf = dequantize(q);
+  Tensor ids = Tensor::from_ids({3, 0, 49, 3}, {2, 2});
+  EXPECT_EQ(embedding(q, ids).to_vector(), embedding(wf, ids).to_vector());
+  Tensor h = Tensor::randn({6, 64}, 10);
+  Tensor t = Tensor::from_ids({1, 2, 3, -100, 49, 0}, {6});
+  Tensor hq = h.clone().set_requires_grad(true), hf = h.clone().set_requires_grad(true);
+  Tensor lq = linear_cross_entropy_sum(hq, q, t), lf = linear_cross_entropy_sum(hf, wf, t);
+  EXPECT_EQ(lq.item(), lf.item());
+  lq.backward();
+  lf.backward();
+  EXPECT_EQ(hq.grad().to_vector(), hf.grad().to_vector());
+  Tensor s = q.slice(0, 10, 20);
+  EXPECT_EQ(s.to_vector(), wf.slice(0, 10, 20).contiguous().to_vector());
+  EXPECT_LT(q.nbytes(), wf.nbytes() / 3);
+}
+
+TEST(Quant, GradCheckQuantisedLinearAndLoraOnTop) {
+  Tensor q = quantize_affine(Tensor::randn({6, 64}, 11, 0.3f), 4, 32, DType::F32);
+  Tensor bias = Tensor::randn({6}, 12);
+  // Input gradient of the quantised linear (no weight gradient: the weight is frozen).
+  testing::check_grad([&](const std::vector<Tensor>& in) { return linear(in[0], q, bias); }, {testing::param({3, 64}, 13)}, 2e-3, 2e-2);
+  // LoRA on top: gradients of x, A and B.
+  testing::check_grad([&](const std::vector<Tensor>& in) { return lora_linear(in[0], q, bias, in[1], in[2], 0.5f); },
+                      {testing::param({3, 64}, 14), testing::param({4, 64}, 15, 0.2f), testing::param({6, 4}, 16, 0.2f)}, 2e-3, 2e-2);
+}
+
+}  // namespace
+}  // namespace ft
