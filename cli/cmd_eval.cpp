@@ -20,6 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 struct EvalArgs {
+  int quantize = 0, group_size = 64;  // quantise the base on load (--quantize, --group-size)
   std::string model, adapter, data, split, dtype, compute = "float32";
   int64_t batch_size = 8, max_seq_length = 2048, max_tokens = 64;
   bool json = false, mask_prompt = false, generate = false;
@@ -37,7 +38,7 @@ std::string pick_file(const std::string& data, const std::string& split) {
 void run(const EvalArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   AutocastBF16Guard bf(a.compute == "bfloat16");  // matmul precision (autograd/ops.h)
-  Loaded L = load_all(a.model, a.adapter, a.dtype, true);
+  Loaded L = load_all(a.model, a.adapter, a.dtype, true, a.quantize, a.group_size);
   FT_CHECK(a.compute != "bfloat16" || L.model.lm_head.dtype() == DType::BF16, "--compute bfloat16 rounds the inputs of matmuls with "
            "bfloat16 weights, but this model's weights are held in ", dtype_name(L.model.lm_head.dtype()), ": add --dtype bfloat16");
   std::string file = pick_file(a.data, a.split);
@@ -129,6 +130,7 @@ void add_eval(CLI::App& app) {
   sub->add_flag("--mask-prompt", a->mask_prompt, "Score only completions / assistant turns");
   sub->add_flag("--generate", a->generate, "Also generate completions for prompt/completion rows and report exact match");
   sub->add_option("--max-tokens", a->max_tokens, "With --generate: maximum new tokens")->default_val(64);
+  add_quantize_options(sub, a->quantize, a->group_size);
   sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32 (default), bfloat16 or float16 (the numbers stay exact fp32, see --compute)")
       ->default_val("float32")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));

@@ -15,6 +15,7 @@ namespace ft::cli {
 
 namespace {
 struct GenArgs {
+  int quantize = 0, group_size = 64;  // quantise the base on load (--quantize, --group-size)
   std::string model, adapter, prompt, prompt_file, system, dtype, kv_cache = "float32", compute = "float32";
   std::vector<std::string> stop;
   bool chat = false, json = false, have_prompt = false;
@@ -39,7 +40,7 @@ void run(const GenArgs& a) {
     ss << f.rdbuf();
     prompt = ss.str();
   }
-  Loaded L = load_all(a.model, a.adapter, a.dtype, true);
+  Loaded L = load_all(a.model, a.adapter, a.dtype, true, a.quantize, a.group_size);
   FT_CHECK(a.compute != "bfloat16" || L.model.lm_head.dtype() == DType::BF16, "--compute bfloat16 rounds the inputs of matmuls with "
            "bfloat16 weights, but this model's weights are held in ", dtype_name(L.model.lm_head.dtype()), ": add --dtype bfloat16");
   const Tokenizer& tok = *L.tok;
@@ -137,6 +138,7 @@ void add_generate(CLI::App& app) {
   sub->add_option("--repetition-penalty", a->rep, "HF repetition penalty (1 = off)")->default_val(1.0)->check(CLI::PositiveNumber);
   sub->add_option("--seed", a->seed, "Random seed for sampling")->default_val(0);
   sub->add_option("--stop", a->stop, "Stop when this text appears (repeatable)");
+  add_quantize_options(sub, a->quantize, a->group_size);
   sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32, bfloat16 or float16 (default: as stored; the numbers stay exact fp32, see --compute)")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
   sub->add_option("--compute", a->compute,

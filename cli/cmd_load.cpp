@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "autograd/quant.h"
 
 namespace ft::cli {
 
@@ -20,10 +21,13 @@ void add_load(CLI::App& app) {
   sub->add_option("model", *model, "HF model directory (config.json + *.safetensors + tokenizer)")->required();
   sub->add_option("--adapter", *adapter, "PEFT or mlx-lm adapter directory to apply");
   sub->add_flag("--json", *as_json, "Print one JSON object instead of text");
+  auto quantize = std::make_shared<int>(0), group = std::make_shared<int>(64);
+  add_quantize_options(sub, *quantize, *group);
   sub->callback([=] {
     // Weights-only directories load (tokenizer "unavailable"); tokenizer files that do not parse are an error.
     fs::path d(*model);
-    Loaded L = load_all(*model, *adapter, "", fs::exists(d / "tokenizer.json") || fs::exists(d / "tokenizer.model"));
+    Loaded L = load_all(*model, *adapter, "", fs::exists(d / "tokenizer.json") || fs::exists(d / "tokenizer.model"), *quantize, *group);
+    const std::string quant = quant_summary(L.model);
     const ModelConfig& c = L.model.cfg;
     int64_t adapter_params = 0;
     for (auto& p : lora_parameters(L.model)) adapter_params += p.value.numel();
@@ -49,6 +53,11 @@ void add_load(CLI::App& app) {
                           {"kv_cache_bytes_per_token", kv_per_token},
                           {"adapter_parameters", adapter_params}};
       if (!L.tokenizer_error.empty()) j["tokenizer_error"] = L.tokenizer_error;
+      if (!quant.empty()) {
+        auto qm = L.model.quantized_matrices();
+        const QuantParams& q0 = quant_params(*qm[0].second);
+        j["quantization"] = {{"bits", q0.bits}, {"group_size", q0.group_size}, {"mode", "affine"}, {"matrices", qm.size()}, {"summary", quant}};
+      }
       std::cout << j.dump() << "\n";
       return;
     }
@@ -56,6 +65,7 @@ void add_load(CLI::App& app) {
               << "family       " << c.model_type << (c.architecture.empty() ? "" : " (" + c.architecture + ")") << "\n"
               << "parameters   " << L.model.checkpoint_parameters << " (" << human_count(double(L.model.checkpoint_parameters)) << ")\n"
               << "dtype        " << L.model.checkpoint_dtype << "\n"
+              << (quant.empty() ? "" : "quantized    " + quant + ", MLX affine\n")
               << "layers       " << c.num_layers << " (hidden " << c.hidden_size << ", heads " << c.num_heads << "/" << c.num_kv_heads
               << " kv, head_dim " << c.head_dim << ", mlp " << c.intermediate_size << ")\n"
               << "vocab        " << c.vocab_size << (c.tie_word_embeddings ? " (tied embeddings)" : "") << "\n"

@@ -14,10 +14,15 @@ void add_merge(CLI::App& app) {
               "base model's dtype unless --dtype says otherwise. Config and tokenizer files are copied.\n\nExamples:\n"
               "  ft merge --model ./SmolLM2-135M --adapter ./adapter --out ./merged\n"
               "  ft merge --model ./m --adapter ./adapter --out ./merged-bf16 --dtype bfloat16 --shard-size 2000000000\n"
-              "  ft merge --model ./m --adapter ./adapter --format gguf --outtype q8_0 --out ./merged-q8_0.gguf\n");
+              "  ft merge --model ./m --adapter ./adapter --format gguf --outtype q8_0 --out ./merged-q8_0.gguf\n"
+              "\nA quantized base (an MLX checkpoint, or --quantize B to quantize it on load as training did): the merged\n"
+              "matrices are re-quantized with the base's bits and group size (as mlx-lm's fuse does), or the whole model\n"
+              "is written dequantized with --dtype (then it gives exactly the adapter's outputs).\n"
+              "  ft merge --model ./m --quantize 4 --adapter ./qlora-adapter --out ./merged-f32 --dtype float32\n");
   auto model = std::make_shared<std::string>(), adapter = std::make_shared<std::string>(), out = std::make_shared<std::string>(),
        dtype = std::make_shared<std::string>(), format = std::make_shared<std::string>(), outtype = std::make_shared<std::string>();
   auto shard = std::make_shared<uint64_t>(5000000000ull);
+  auto quantize = std::make_shared<int>(0), group = std::make_shared<int>(64);
   sub->add_option("--model,-m", *model, "HF model directory")->required();
   sub->add_option("--adapter", *adapter, "PEFT or mlx-lm adapter directory")->required();
   sub->add_option("--out,-o", *out, "Output directory")->required();
@@ -26,13 +31,17 @@ void add_merge(CLI::App& app) {
       ->check(CLI::IsMember({"gguf"}));
   sub->add_option("--outtype", *outtype, "GGUF tensor type: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k (default: the base model's float type)")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"}));
+  add_quantize_options(sub, *quantize, *group);
   sub->add_option("--shard-size", *shard, "Maximum bytes per safetensors shard")->default_val(5000000000ull);
   sub->callback([=] {
-    Loaded L = load_all(*model, *adapter, "float32", false);
+    Loaded L = load_all(*model, *adapter, "float32", false, *quantize, *group);
     std::string dt = *dtype;
+    const bool requant = L.model.quantized() && dt.empty();  // mlx-lm fuse's default; --dtype dequantizes
     if (dt.empty()) dt = L.model.checkpoint_dtype == "BF16" ? "bfloat16" : L.model.checkpoint_dtype == "F16" ? "float16" : "float32";
     FT_CHECK(outtype->empty() || *format == "gguf", "--outtype is for --format gguf (use --dtype for a HF directory)");
-    merge_lora(L.model, DType::F32);
+    FT_CHECK(*format != "gguf" || !L.model.quantized(), "--format gguf from a quantized base is not supported yet: merge with ",
+             "--dtype float32 first, then write GGUF from the merged model");
+    merge_lora(L.model, DType::F32, requant);
     if (*format == "gguf") {
       std::string ot = *outtype;
       if (ot.empty()) ot = dt == "bfloat16" ? "bf16" : dt == "float16" ? "f16" : "f32";
@@ -40,8 +49,8 @@ void add_merge(CLI::App& app) {
       std::cerr << "Merged " << *adapter << " into " << *model << " -> " << *out << " (GGUF " << ot << ")\n";
       return;
     }
-    export_model(L.model, *out, ExportOptions{dt, *shard});
-    std::cerr << "Merged " << *adapter << " into " << *model << " -> " << *out << " (" << dt << ")\n";
+    export_model(L.model, *out, ExportOptions{requant ? "" : dt, *shard});
+    std::cerr << "Merged " << *adapter << " into " << *model << " -> " << *out << " (" << (requant ? quant_summary(L.model) : dt) << ")\n";
   });
 }
 

@@ -24,11 +24,13 @@ void add_save(CLI::App& app) {
               "  ft save --model ./m --state ./adapter/state-00000100.h5 --out ./adapter-step100\n"
               "  ft save --model ./m --out ./m-bf16 --dtype bfloat16 --shard-size 1000000000\n"
               "  ft save --model ./m --format gguf --outtype q8_0 --out ./m-q8_0.gguf\n"
-              "  ft save --model ./m --adapter ./adapter --format gguf --base-gguf ./m-q8_0.gguf --out ./adapter.gguf\n");
+              "  ft save --model ./m --adapter ./adapter --format gguf --base-gguf ./m-q8_0.gguf --out ./adapter.gguf\n"
+              "  ft save --model ./m --out ./m-4bit --quantize 4 --group-size 64   # mlx-lm loads it (MLX's integers)\n");
   auto model = std::make_shared<std::string>(), adapter = std::make_shared<std::string>(), state = std::make_shared<std::string>(),
        out = std::make_shared<std::string>(), format = std::make_shared<std::string>(), dtype = std::make_shared<std::string>(),
        outtype = std::make_shared<std::string>(), base_gguf = std::make_shared<std::string>();
   auto shard = std::make_shared<uint64_t>(5000000000ull);
+  auto quantize = std::make_shared<int>(0), group = std::make_shared<int>(64);
   sub->add_option("--model,-m", *model, "HF model directory (the adapter's base model)")->required();
   sub->add_option("--adapter", *adapter, "Adapter to convert (PEFT or mlx-lm, detected)");
   sub->add_option("--state", *state, "Training state (.h5) to turn into an adapter");
@@ -39,6 +41,7 @@ void add_save(CLI::App& app) {
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"}));
   sub->add_option("--out,-o", *out, "Output directory")->required();
   sub->add_option("--dtype", *dtype, "Model conversion: float32, bfloat16 or float16")->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
+  add_quantize_options(sub, *quantize, *group);
   sub->add_option("--shard-size", *shard, "Model conversion: maximum bytes per shard")->default_val(5000000000ull);
   sub->callback([=] {
     FT_CHECK(adapter->empty() || state->empty(), "give either --adapter or --state, not both");
@@ -84,7 +87,9 @@ void add_save(CLI::App& app) {
     }
     FT_CHECK(format->empty() || *format == "gguf", "--format ", *format, " is for adapters; a model is written as safetensors (no --format) or --format gguf");
     FT_CHECK(outtype->empty() || *format == "gguf", "--outtype is for --format gguf (use --dtype for safetensors)");
-    Loaded L = load_all(*model, "", "", false);
+    FT_CHECK(!*quantize || dtype->empty(), "give either --quantize (an MLX-quantized model) or --dtype (a float model), not both");
+    FT_CHECK(!*quantize || *format != "gguf", "--quantize writes MLX's layout; for GGUF use --outtype q8_0|q4_0|q4_k|q6_k");
+    Loaded L = load_all(*model, "", "", false, *quantize, *group);
     if (*format == "gguf") {
       for (const std::string& n : export_gguf(L.model, *out, GgufExportOptions{*outtype, ""})) std::cerr << "note: " << n << "\n";
       std::cerr << "Wrote GGUF model to " << *out << "\n";

@@ -2,15 +2,21 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
+
+#include "autograd/quant.h"
 
 namespace ft::cli {
 
 namespace fs = std::filesystem;
 
-Loaded load_all(const std::string& dir, const std::string& adapter, const std::string& dtype, bool need_tokenizer) {
+Loaded load_all(const std::string& dir, const std::string& adapter, const std::string& dtype, bool need_tokenizer, int quantize,
+                int group_size) {
   FT_CHECK(fs::is_directory(dir), "model directory '", dir, "' does not exist (expected a HuggingFace model directory with config.json and *.safetensors)");
   LoadOptions lo;
   lo.dtype = dtype;
+  lo.quantize = quantize;
+  lo.group_size = group_size;
   Loaded L{Model::load(dir, lo), {}, {}, {}, {}, {}};
   try {
     L.tok.emplace(Tokenizer::from_dir(dir));
@@ -33,6 +39,21 @@ Loaded load_all(const std::string& dir, const std::string& adapter, const std::s
   }
   if (!adapter.empty()) L.adapter = load_adapter(adapter, L.model, false);
   return L;
+}
+
+void add_quantize_options(CLI::App* sub, int& quantize, int& group_size) {
+  sub->add_option("--quantize", quantize, "Quantize the base on load: 4 or 8 bits (MLX affine; 2, 3, 5, 6 also work)")
+      ->check(CLI::IsMember({2, 3, 4, 5, 6, 8}));
+  sub->add_option("--group-size", group_size, "With --quantize: weights per group (32, 64 or 128)")->check(CLI::IsMember({32, 64, 128}));
+}
+
+std::string quant_summary(const Model& m) {
+  std::map<std::pair<int, int>, int> n;
+  auto qs = m.quantized_matrices();
+  for (auto& [name, t] : qs) n[{quant_params(*t).bits, quant_params(*t).group_size}]++;
+  std::string s;
+  for (auto& [k, c] : n) s += cat(s.empty() ? "" : ", ", k.first, "-bit group ", k.second, " (", c, " matrices)");
+  return s;
 }
 
 std::string human_bytes(double b) {

@@ -5,6 +5,8 @@
 #include <optional>
 #include <string>
 
+#include <CLI/CLI.hpp>
+
 #include "data/chat_template.h"
 #include "data/tokenizer.h"
 #include "lora/adapter.h"
@@ -21,7 +23,13 @@ struct Loaded {
 };
 
 // need_tokenizer: a missing/broken tokenizer is an error (else recorded in tokenizer_error).
-Loaded load_all(const std::string& model_dir, const std::string& adapter_dir, const std::string& dtype, bool need_tokenizer);
+// quantize > 0: quantise the base on load (bits; MLX affine with group_size, see models/model.h LoadOptions).
+Loaded load_all(const std::string& model_dir, const std::string& adapter_dir, const std::string& dtype, bool need_tokenizer,
+                int quantize = 0, int group_size = 64);
+// Adds --quantize and --group-size to a subcommand.
+void add_quantize_options(CLI::App* sub, int& quantize, int& group_size);
+// "4-bit, group 64 (210 matrices)" or "" for a float model.
+std::string quant_summary(const Model& m);
 
 std::string human_bytes(double bytes);
 std::string human_count(double n);

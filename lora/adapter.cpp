@@ -1,5 +1,7 @@
 #include "lora/adapter.h"
 
+#include "autograd/quant.h"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -408,11 +410,13 @@ LoraConfig load_adapter(const std::string& dir, Model& model, bool trainable) {
   throw Error(cat("'", dir, "' holds no adapter (expected adapter_model.safetensors (PEFT) or adapters.safetensors (mlx-lm))"));
 }
 
-void merge_lora(Model& model, DType dtype) {
+void merge_lora(Model& model, DType dtype, bool requantize) {
   NoGradGuard ng;
   for (Projection* p : model.projections()) {
     if (p->lora) {
       const LoraAdapter& l = *p->lora;
+      std::optional<QuantParams> base_q;
+      if (is_quantized(p->weight)) base_q = quant_params(p->weight);
       Tensor w = p->weight.to(DType::F32).clone();
       int64_t out = w.size(0), in = w.size(1);
       sgemm(false, false, out, in, l.rank(), l.scaling, l.B.data<float>(), l.rank(), l.A.data<float>(), in, 1.f, w.data<float>(), in);
@@ -426,9 +430,10 @@ void merge_lora(Model& model, DType dtype) {
           for (int64_t i = 0; i < in; ++i) pw[o * in + i] *= f;
         }
       }
-      p->weight = w.to(dtype);
+      p->weight = base_q && requantize ? quantize_affine(w, base_q->bits, base_q->group_size, base_q->scale_dtype, p->name + ".weight")
+                                       : w.to(dtype);
       p->lora.reset();
-    } else if (p->weight.dtype() != dtype) {
+    } else if (p->weight.dtype() != dtype && !is_quantized(p->weight)) {
       p->weight = p->weight.to(dtype);
     }
   }

@@ -63,7 +63,10 @@ LoraConfig load_mlx_adapter(const std::string& dir, Model& model, bool trainable
 LoraConfig load_adapter(const std::string& dir, Model& model, bool trainable = false);
 
 // Folds every adapter into its base weight (W += s·B·A; DoRA: W = m/‖W+s·B·A‖·(W+s·B·A)), in float32,
-// then stores the result in `dtype` (F32/BF16/F16). Adapters are removed.
-void merge_lora(Model& model, DType dtype);
+// then stores the result in `dtype` (F32/BF16/F16). Adapters are removed. Quantized base weights:
+// the merged matrix is dequantized + update, then re-quantized with the base's bits, group size and
+// scale dtype when `requantize` (what mlx-lm's fuse does by default), else stored in `dtype`;
+// quantized weights without an adapter stay as they are.
+void merge_lora(Model& model, DType dtype, bool requantize = false);
 
 }  // namespace ft

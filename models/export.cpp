@@ -7,6 +7,7 @@
 
 #include "autograd/file_io.h"
 #include "autograd/json_file.h"
+#include "autograd/quant.h"
 #include "models/safetensors.h"
 
 namespace ft {
@@ -40,10 +41,29 @@ void export_model(const Model& m, const std::string& dir, const ExportOptions& o
   if (m.lm_head.impl() != m.embed.impl()) ts.push_back({c.lm_head_name, m.lm_head});
 
   // The majority dtype of the big matrices decides torch_dtype in config.json; small vectors follow it.
-  DType main_dt = want ? *want : m.embed.dtype();
+  // A quantized matrix counts with the dtype of its scales (MLX stores them in the model's dtype).
+  auto float_dtype = [](const Tensor& t) { return is_quantized(t) ? quant_params(t).scale_dtype : t.dtype(); };
+  DType main_dt = want ? *want : float_dtype(m.embed);
   std::vector<Tensor> keep;
   std::vector<TensorRecord> recs;
+  nlohmann::ordered_json quant;  // MLX's config block, when quantized matrices are written as they are
   for (auto& [name, t] : ts) {
+    if (is_quantized(t) && !want) {  // MLX layout: module.weight uint32, module.scales, module.biases
+      const QuantParams& q = quant_params(t);
+      const std::string module = name.substr(0, name.size() - 7);  // strip ".weight"
+      TensorRecord w = TensorRecord::view(name, DType::I32, q.packed.shape(), q.packed.raw());
+      w.st_dtype = StDtype::U32;
+      recs.push_back(w);
+      for (auto [part, src] : {std::pair<const char*, const Tensor*>{".scales", &q.scales}, {".biases", &q.biases}}) {
+        Tensor x = src->to(q.scale_dtype).contiguous();
+        keep.push_back(x);
+        recs.push_back(TensorRecord::view(module + part, x.dtype(), x.shape(), x.raw()));
+      }
+      if (quant.empty()) quant = {{"group_size", q.group_size}, {"bits", q.bits}, {"mode", "affine"}};
+      else if (quant["group_size"] != q.group_size || quant["bits"] != q.bits)
+        quant[module] = {{"group_size", q.group_size}, {"bits", q.bits}};
+      continue;
+    }
     Tensor x = t.detach().contiguous().to(want ? *want : (t.dim() == 1 ? main_dt : t.dtype()));
     keep.push_back(x);
     recs.push_back(TensorRecord::view(name, x.dtype(), x.shape(), x.raw()));
@@ -60,6 +80,12 @@ void export_model(const Model& m, const std::string& dir, const ExportOptions& o
   const char* dn = main_dt == DType::BF16 ? "bfloat16" : main_dt == DType::F16 ? "float16" : "float32";
   if (cfg.contains("dtype")) cfg["dtype"] = dn;
   cfg["torch_dtype"] = dn;
+  cfg.erase("quantization");  // describe the matrices as written: MLX's block when quantized, none when float
+  cfg.erase("quantization_config");
+  if (!quant.empty()) {
+    cfg["quantization"] = quant;
+    cfg["quantization_config"] = quant;
+  }
   write_file_atomic((fs::path(dir) / "config.json").string(), cfg.dump(2) + "\n");
   for (const char* name : {"generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                            "tokenizer.model", "chat_template.jinja", "vocab.json", "merges.txt", "added_tokens.json"}) {

@@ -11,7 +11,8 @@
 namespace ft {
 
 struct ExportOptions {
-  std::string dtype;                       // "" = each tensor's current dtype (f32 stays f32), else float32/bfloat16/float16
+  std::string dtype;                       // "" = each tensor's current dtype (f32 stays f32; quantized matrices in MLX's
+                                           // layout with config.json "quantization"), else float32/bfloat16/float16 (dequantized)
   uint64_t max_shard_bytes = 5ull << 30;  // HF's default 5 GB
 };
 

@@ -11,6 +11,8 @@
 #include "autograd/json_file.h"
 #include "autograd/ops.h"
 #include "autograd/random.h"
+#include "autograd/quant.h"
+#include "models/quant_config.h"
 #include "models/safetensors.h"
 
 namespace ft {
@@ -30,6 +32,9 @@ struct Loader {
   const CheckpointReader& ck;
   const ModelConfig& cfg;
   std::string dtype;  // target dtype for matrices ("" = keep)
+  const QuantConfig& qc;  // the checkpoint's quantization block (MLX)
+  int quantize = 0, group_size = 64;  // quantise on load
+  std::string cfg_file;               // dir/config.json, for messages
 
   Tensor raw(const std::string& name, const Shape& expect) const {
     const TensorRecord* r = ck.find(name);
@@ -44,8 +49,23 @@ struct Loader {
     return Tensor::from_external(r->data, r->shape, dt, owner);
   }
   // Big matrices: stored dtype, or converted to the requested one. f16 is widened to f32.
+  // Quantised matrices: read as MLX stored them (module.scales present), or quantised on load.
   Tensor matrix(const std::string& name, const Shape& expect) const {
+    const std::string module = name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0 ? name.substr(0, name.size() - 7) : name;
+    const bool has_scales = ck.find(module + ".scales") != nullptr;
+    if (has_scales) {
+      FT_CHECK(qc.present, ck.path(), ": tensor '", module, ".scales' exists but ", cfg_file,
+               " has no \"quantization\" block (group_size, bits) to read it with");
+      std::optional<QuantSetting> s = qc.for_module(module);
+      FT_CHECK(s, cfg_file, ": \"quantization\" exempts '", module, "' (false) but the checkpoint holds its scales; config and weights contradict");
+      return load_quantized_matrix(ck, module, expect, *s);
+    }
+    if (qc.present && qc.has_override(module) && qc.for_module(module))
+      throw Error(cat(cfg_file, ": \"quantization\" quantizes '", module, "' but the checkpoint has no '", module,
+                      ".scales'; config and weights contradict"));
     Tensor t = raw(name, expect);
+    if (quantize > 0 && expect[1] % group_size == 0)  // MLX stores scales in the weights' dtype
+      return quantize_affine(t, quantize, group_size, t.dtype(), name);
     DType want = t.dtype() == DType::F16 ? DType::F32 : t.dtype();
     if (dtype == "float32") want = DType::F32;
     if (dtype == "bfloat16") want = DType::BF16;
@@ -85,7 +105,14 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
   for (auto& [k, v] : bytes_by_dtype)
     if (v > best) { best = v; m.checkpoint_dtype = k; }
 
-  Loader L{ck, c, opt.dtype};
+  const QuantConfig qc = read_quant_config(dir);
+  FT_CHECK(!(qc.present && opt.quantize), dir, " is already quantized (config.json \"quantization\"); drop --quantize");
+  if (opt.quantize) {
+    FT_CHECK(opt.quantize == 4 || opt.quantize == 8 || quant_bits_supported(opt.quantize), "--quantize ", opt.quantize,
+             ": unsupported bit width (4 or 8; 2, 3, 5, 6 also work)");
+    FT_CHECK(quant_group_supported(opt.group_size), "--group-size ", opt.group_size, ": unsupported (32, 64 or 128)");
+  }
+  Loader L{ck, c, opt.dtype, qc, opt.quantize, opt.group_size, (std::filesystem::path(dir) / "config.json").string()};
   const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
   m.embed = L.matrix(c.weight("embed_tokens.weight"), {c.vocab_size, H});
   m.final_norm = L.vec(c.weight("norm.weight"), {H});
@@ -204,6 +231,16 @@ int64_t Model::weight_bytes() const {
       if (t->defined()) n += int64_t(t->nbytes());
   }
   return n;
+}
+
+std::vector<std::pair<std::string, const Tensor*>> Model::quantized_matrices() const {
+  std::vector<std::pair<std::string, const Tensor*>> r;
+  if (is_quantized(embed)) r.push_back({cfg.weight("embed_tokens.weight"), &embed});
+  if (is_quantized(lm_head) && lm_head.impl() != embed.impl()) r.push_back({cfg.lm_head_name, &lm_head});
+  for (auto& l : layers)
+    for (const Projection* p : {&l.q, &l.k, &l.v, &l.qkv, &l.o, &l.gate, &l.up, &l.gate_up, &l.down})
+      if (is_quantized(p->weight)) r.push_back({p->name + ".weight", &p->weight});
+  return r;
 }
 
 KVCache Model::make_cache(int64_t batch, int64_t capacity, DType dt) const {

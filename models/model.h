@@ -45,6 +45,11 @@ struct LoadOptions {
   // (f16 becomes f32), "float32", "bfloat16" or "float16" converts. Norm weights and biases are always
   // float32.
   std::string dtype;
+  // Quantise on load (0 = off): every matrix (embeddings, LM head, projections) whose input dimension
+  // is a multiple of group_size, with MLX's affine rounding (autograd/quant.h); the rest stays as
+  // dtype says. An MLX-quantised checkpoint is read as it is (its config.json quantization block).
+  int quantize = 0;
+  int group_size = 64;
 };
 
 class Model {
@@ -78,8 +83,11 @@ class Model {
 
   // Every linear projection in the model (module path in Projection::name).
   std::vector<Projection*> projections();
-  // Bytes of base weights as stored (adapters excluded).
+  // Bytes of base weights as stored (adapters excluded; quantized matrices: codes + scales + biases).
   int64_t weight_bytes() const;
+  // The matrices (embedding, LM head, projections) that are quantized (autograd/quant.h), by name.
+  std::vector<std::pair<std::string, const Tensor*>> quantized_matrices() const;
+  bool quantized() const { return !quantized_matrices().empty(); }
 
  private:
   // graph_only: the layer's output value will not be read (a checkpointed layer recomputed for
@@ -94,5 +102,6 @@ class Model {
   Tensor layer_rest(int64_t i, const Tensor& x, Qkv qkv, const ForwardOptions& opt, int64_t offset,
                     bool graph_only = false) const;
 };
+
 
 }  // namespace ft

@@ -14,6 +14,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/profile.h"
+#include "autograd/quant.h"
 #include "autograd/random.h"
 #include "data/batching.h"
 #include "data/chat_template.h"
@@ -92,7 +93,7 @@ std::vector<std::string> parse_list(const std::string& v) {
   X(grad_checkpoint, bool) X(checkpoint_every, int) X(checkpoint_policy, str)                       \
   X(steps_per_report, int) X(steps_per_eval, int) X(val_batches, int) X(save_every, int)           \
   X(metrics_file, str) X(progress, bool) X(sample_prompt, str) X(sample_max_tokens, int) X(merged_path, str)       \
-  X(save_dtype, str)
+  X(save_dtype, str) X(quantize, int) X(group_size, int)
 
 std::vector<std::string> TrainConfig::keys() {
   std::vector<std::string> k;
@@ -176,6 +177,11 @@ void TrainConfig::validate() const {
            "checkpoint_policy must be selective (keep q/k/v, faster) or full (keep only block inputs, least memory), "
            "got '", checkpoint_policy, "'");
   FT_CHECK(max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 = off)");
+  FT_CHECK(quantize == 0 || quantize == 2 || quantize == 3 || quantize == 4 || quantize == 5 || quantize == 6 || quantize == 8,
+           "quantize must be 4 or 8 (2, 3, 5, 6 also work; 0 = off), got ", quantize);
+  FT_CHECK(group_size == 32 || group_size == 64 || group_size == 128, "group_size must be 32, 64 or 128, got ", group_size);
+  FT_CHECK(quantize == 0 || fine_tune_type != "full", "full fine-tuning of a quantized base is not possible (quantized weights are frozen): "
+           "train a LoRA/DoRA adapter on it (fine_tune_type lora or dora), or drop quantize");
   FT_CHECK(save_dtype.empty() || save_dtype == "float32" || save_dtype == "bfloat16" || save_dtype == "float16",
            "save_dtype must be float32, bfloat16 or float16, got '", save_dtype, "'");
 }
@@ -317,6 +323,8 @@ TrainResult train(const TrainConfig& c_in) {
   // Model, tokenizer, chat template, data.
   LoadOptions lo;
   lo.dtype = c.dtype;
+  lo.quantize = int(c.quantize);
+  lo.group_size = int(c.group_size);
   const bool from_scratch = full && !Model::has_weights(c.model);
   if (from_scratch) std::cerr << "No weights in " << c.model << ": initialising a new model from its config.json (training from scratch)\n";
   FT_CHECK(full || Model::has_weights(c.model), c.model, " holds no model.safetensors (or sharded index); LoRA needs a base model's weights");
@@ -346,6 +354,8 @@ TrainResult train(const TrainConfig& c_in) {
     };
     auto make_trainable = [&](Tensor& t, const std::string& name) {
       if (!want(name)) return;
+      FT_CHECK(!is_quantized(t), "full fine-tuning: '", name, "' is a quantized weight (frozen); train a LoRA/DoRA adapter on a quantized ",
+               "model, or load the float model for full fine-tuning (or exclude it with full_targets)");
       t = t.to(DType::F32).clone();
       t.set_requires_grad(true);
       params.push_back({name, t});
@@ -632,10 +642,12 @@ TrainResult train(const TrainConfig& c_in) {
     show_sample("after training");
     if (!c.merged_path.empty()) {
       FT_CHECK(!full, "merged_path is for adapters; full fine-tuning already writes the whole model to adapter_path");
-      std::string dt = c.save_dtype.empty() ? base_dtype_name(model) : c.save_dtype;
-      merge_lora(model, DType::F32);
+      // A quantized base: re-quantized with its settings (mlx-lm's fuse), unless save_dtype asks for floats.
+      const bool requant = model.quantized() && c.save_dtype.empty();
+      std::string dt = c.save_dtype.empty() ? (requant ? "" : base_dtype_name(model)) : c.save_dtype;
+      merge_lora(model, DType::F32, requant);
       export_model(model, c.merged_path, ExportOptions{dt});
-      std::cerr << "Merged model (" << dt << ") written to " << c.merged_path << "\n";
+      std::cerr << "Merged model (" << (requant ? "quantized" : dt) << ") written to " << c.merged_path << "\n";
     }
   }
   res.steps = step;

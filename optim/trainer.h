@@ -50,6 +50,8 @@ struct TrainConfig {
   uint64_t seed = 0;
   std::string dtype = "float32";        // float32 | bfloat16 | float16: storage of the frozen base weights;
                                         // float16 also means fp16 autocast + dynamic loss scaling
+  int64_t quantize = 0;                 // quantise the base on load: 4 or 8 bits (0 = off; MLX affine, autograd/quant.h)
+  int64_t group_size = 64;              // with quantize: elements per group (32, 64 or 128)
   double loss_scale_init = 65536;       // float16: initial loss scale (torch.amp.GradScaler's init_scale)
   int64_t loss_scale_growth_interval = 2000;  // float16: good steps before the scale doubles
   bool grad_checkpoint = false;
