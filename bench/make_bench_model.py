@@ -4,13 +4,17 @@
 Writes DIR/config.json, DIR/model.safetensors (HF layout, random N(0, 0.02) weights, unit norms,
 tied embeddings) and the GPT-2 tokenizer files, plus DIR/train.jsonl: text rows long enough that
 every row is truncated to --max-seq-length tokens (so every batch is exactly batch x seq tokens).
-Only numpy is needed. The values are rounded to bfloat16 first, so the float32 and bfloat16
+Only numpy is needed (without it, a slower pure-Python fallback tiles one random 1 MiB block of
+N(0, 0.02) values over the matrices: same shapes and bytes per token, for speed benchmarks). The values are rounded to bfloat16 first, so the float32 and bfloat16
 checkpoints (--dtype) hold the same numbers.
 
   python3 bench/make_bench_model.py --out /tmp/ftbench/model-f32 --dtype float32
 """
-import argparse, json, os, shutil, struct
-import numpy as np
+import argparse, json, math, os, random, shutil, struct
+try:
+    import numpy as np
+except ImportError:  # pure-Python fallback (see the top)
+    np = None
 
 p = argparse.ArgumentParser()
 p.add_argument("--out", required=True)
@@ -42,7 +46,7 @@ with open(os.path.join(a.out, "config.json"), "w") as f:
 for n in ("tokenizer.json", "tokenizer_config.json"):
     shutil.copyfile(os.path.join(a.tokenizer, n), os.path.join(a.out, n))
 
-rng = np.random.default_rng(a.seed)
+rng = np.random.default_rng(a.seed) if np else random.Random(a.seed)
 tensors = {"model.embed_tokens.weight": (V, H), "model.norm.weight": (H,)}
 for i in range(L):
     pre = f"model.layers.{i}."
@@ -61,15 +65,28 @@ names = sorted(tensors)
 esz = 4 if a.dtype == "float32" else 2
 header, off = {}, 0
 for n in names:
-    nb = int(np.prod(tensors[n])) * esz
+    nb = math.prod(tensors[n]) * esz
     header[n] = {"dtype": "F32" if esz == 4 else "BF16", "shape": list(tensors[n]), "data_offsets": [off, off + nb]}
     off += nb
 hj = json.dumps(header, separators=(",", ":")).encode()
 hj += b" " * ((8 - len(hj) % 8) % 8)
 with open(os.path.join(a.out, "model.safetensors"), "wb") as f:
     f.write(struct.pack("<Q", len(hj)) + hj)
-    for n in names:
+    if np is None:  # one random block of bf16 values (as bits), tiled with a rotating offset
+        blk = [struct.unpack("<I", struct.pack("<f", rng.gauss(0.0, 0.02)))[0] >> 16 for _ in range(1 << 19)]
+        blk = struct.pack(f"<{len(blk)}" + ("H" if esz == 2 else "I"), *(b if esz == 2 else b << 16 for b in blk))
+        one = struct.pack("<H", 0x3F80) if esz == 2 else struct.pack("<f", 1.0)
+    for k, n in enumerate(names):
         shape = tensors[n]
+        if np is None:
+            nb = math.prod(shape) * esz
+            if len(shape) == 1:
+                f.write(one * math.prod(shape))
+                continue
+            rot = (k * 4096 * esz) % len(blk)
+            src = blk[rot:] + blk[:rot]
+            f.write((src * (nb // len(src) + 1))[:nb])
+            continue
         x = np.ones(shape, np.float32) if len(shape) == 1 else rng.standard_normal(shape, np.float32) * np.float32(0.02)
         b = bf16_bits(x)
         f.write(b.tobytes() if esz == 2 else (b.astype(np.uint32) << 16).tobytes())
@@ -82,5 +99,5 @@ words = ("the of and to in is was for that with as on by at from his her an whic
          "game well series film years season members known team national against people called").split()
 with open(os.path.join(a.out, "train.jsonl"), "w") as f:
     for r in range(a.rows):
-        f.write(json.dumps({"text": " ".join(rng.choice(words, 1400))}) + "\n")
-print(json.dumps({"out": a.out, "dtype": a.dtype, "params": int(sum(np.prod(s) for s in tensors.values()))}))
+        f.write(json.dumps({"text": " ".join(rng.choice(words, 1400) if np else [rng.choice(words) for _ in range(1400)])}) + "\n")
+print(json.dumps({"out": a.out, "dtype": a.dtype, "params": int(sum(math.prod(s) for s in tensors.values()))}))
