@@ -450,53 +450,6 @@ void resolve_weight_names(ModelConfig& c, const std::function<bool(const std::st
   }
 }
 
-std::vector<WeightSpec> expected_weights(const ModelConfig& c) {
-  const int64_t D = c.hidden_size, I = c.intermediate_size, hd = c.head_dim, Q = c.q_dim(), KV = c.kv_dim();
-  std::vector<WeightSpec> w;
-  w.push_back({c.weight("embed_tokens.weight"), {c.vocab_size, D}});
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    auto add = [&](const std::string& s, std::vector<int64_t> shape) { w.push_back({c.layer_weight(l, s), std::move(shape)}); };
-    add("input_layernorm.weight", {D});
-    if (c.fused_qkv) {
-      add("self_attn.qkv_proj.weight", {Q + 2 * KV, D});
-    } else {
-      add("self_attn.q_proj.weight", {Q, D});
-      add("self_attn.k_proj.weight", {KV, D});
-      add("self_attn.v_proj.weight", {KV, D});
-      if (c.qkv_bias) {
-        add("self_attn.q_proj.bias", {Q});
-        add("self_attn.k_proj.bias", {KV});
-        add("self_attn.v_proj.bias", {KV});
-      }
-    }
-    if (c.qk_norm) {
-      add("self_attn.q_norm.weight", {hd});
-      add("self_attn.k_norm.weight", {hd});
-    }
-    add("self_attn.o_proj.weight", {D, Q});
-    if (c.o_bias) add("self_attn.o_proj.bias", {D});
-    add("post_attention_layernorm.weight", {D});
-    if (c.sandwich_norms) {
-      add("pre_feedforward_layernorm.weight", {D});
-      add("post_feedforward_layernorm.weight", {D});
-    }
-    if (c.fused_gate_up) {
-      add("mlp.gate_up_proj.weight", {2 * I, D});
-    } else {
-      add("mlp.gate_proj.weight", {I, D});
-      add("mlp.up_proj.weight", {I, D});
-    }
-    add("mlp.down_proj.weight", {D, I});
-    if (c.mlp_bias) {
-      add("mlp.gate_proj.bias", {I});
-      add("mlp.up_proj.bias", {I});
-      add("mlp.down_proj.bias", {D});
-    }
-  }
-  w.push_back({c.weight("norm.weight"), {D}});
-  if (!c.tie_word_embeddings) w.push_back({c.lm_head_name, {c.vocab_size, D}});
-  return w;
-}
 
 GenerationDefaults parse_generation_config(const std::string& json_text, const std::string& source) {
   json j = parse_json(json_text, source);

@@ -81,8 +81,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 // Reads `path` (a config.json file or a model directory holding one).
 ModelConfig load_model_config(const std::string& path);
 
-// Every tensor a checkpoint of this config holds (HF names and [out, in] shapes), in model order: embed,
-// per layer (norms, attention, MLP), final norm, lm_head unless tied.
+// Every tensor a checkpoint of this config holds (HF names and [out, in] shapes), in checkpoint order:
+// the names and shapes of model_tensors() (models/tensors.h), defined there.
 struct WeightSpec {
   std::string name;
   std::vector<int64_t> shape;

@@ -21,24 +21,12 @@ void export_model(const Model& m, const std::string& dir, const ExportOptions& o
   if (!opt.dtype.empty()) want = dtype_from_name(opt.dtype);
   const ModelConfig& c = m.cfg;
   std::vector<std::pair<std::string, Tensor>> ts;
-  ts.push_back({c.weight("embed_tokens.weight"), m.embed});
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const DecoderLayer& l = m.layers[size_t(i)];
-    auto lw = [&](const std::string& s) { return c.layer_weight(i, s); };
-    for (auto [t, n] : std::vector<std::pair<const Tensor*, std::string>>{
-             {&l.input_norm, "input_layernorm.weight"}, {&l.post_attn_norm, "post_attention_layernorm.weight"},
-             {&l.pre_ff_norm, "pre_feedforward_layernorm.weight"}, {&l.post_ff_norm, "post_feedforward_layernorm.weight"},
-             {&l.q_norm, "self_attn.q_norm.weight"}, {&l.k_norm, "self_attn.k_norm.weight"}})
-      if (t->defined()) ts.push_back({lw(n), *t});
-    for (const Projection* p : {&l.q, &l.k, &l.v, &l.qkv, &l.o, &l.gate, &l.up, &l.gate_up, &l.down}) {
-      if (!p->weight.defined()) continue;
-      FT_CHECK(!p->lora, "export_model: '", p->name, "' still has an adapter; merge it first");
-      ts.push_back({p->name + ".weight", p->weight});
-      if (p->bias.defined()) ts.push_back({p->name + ".bias", p->bias});
-    }
+  for (const ModelTensor& t : model_tensors(c)) {
+    const Tensor& x = m.tensor(t);
+    if (!x.defined()) continue;
+    if (const Projection* p = m.projection(t)) FT_CHECK(!p->lora, "export_model: '", p->name, "' still has an adapter; merge it first");
+    ts.push_back({t.name, x});
   }
-  ts.push_back({c.weight("norm.weight"), m.final_norm});
-  if (m.lm_head.impl() != m.embed.impl()) ts.push_back({c.lm_head_name, m.lm_head});
 
   // The majority dtype of the big matrices decides torch_dtype in config.json; small vectors follow it.
   // A quantized matrix counts with the dtype of its scales (MLX stores them in the model's dtype).

@@ -74,14 +74,6 @@ struct Loader {
   }
   Tensor vec(const std::string& name, const Shape& expect) const { return raw(name, expect).to(DType::F32); }
   bool has(const std::string& name) const { return ck.find(name) != nullptr; }
-
-  Projection proj(const std::string& module, int64_t out, int64_t in, bool bias) const {
-    Projection p;
-    p.name = module;
-    p.weight = matrix(module + ".weight", {out, in});
-    if (bias) p.bias = vec(module + ".bias", {out});
-    return p;
-  }
 };
 
 }  // namespace
@@ -113,41 +105,12 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     FT_CHECK(quant_group_supported(opt.group_size), "--group-size ", opt.group_size, ": unsupported (32, 64 or 128)");
   }
   Loader L{ck, c, opt.dtype, qc, opt.quantize, opt.group_size, (std::filesystem::path(dir) / "config.json").string()};
-  const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
-  m.embed = L.matrix(c.weight("embed_tokens.weight"), {c.vocab_size, H});
-  m.final_norm = L.vec(c.weight("norm.weight"), {H});
-  m.lm_head = c.tie_word_embeddings ? m.embed : L.matrix(c.lm_head_name, {c.vocab_size, H});
   m.layers.resize(size_t(c.num_layers));
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    DecoderLayer& l = m.layers[size_t(i)];
-    auto w = [&](const std::string& s) { return c.layer_weight(i, s); };
-    auto mod = [&](const std::string& s) { std::string n = w(s); return n; };
-    l.input_norm = L.vec(w("input_layernorm.weight"), {H});
-    l.post_attn_norm = L.vec(w("post_attention_layernorm.weight"), {H});
-    if (c.sandwich_norms) {
-      l.pre_ff_norm = L.vec(w("pre_feedforward_layernorm.weight"), {H});
-      l.post_ff_norm = L.vec(w("post_feedforward_layernorm.weight"), {H});
-    }
-    if (c.qk_norm) {
-      l.q_norm = L.vec(w("self_attn.q_norm.weight"), {D});
-      l.k_norm = L.vec(w("self_attn.k_norm.weight"), {D});
-    }
-    if (c.fused_qkv) {
-      l.qkv = L.proj(mod("self_attn.qkv_proj"), c.q_dim() + 2 * c.kv_dim(), H, c.qkv_bias);
-    } else {
-      l.q = L.proj(mod("self_attn.q_proj"), c.q_dim(), H, c.qkv_bias);
-      l.k = L.proj(mod("self_attn.k_proj"), c.kv_dim(), H, c.qkv_bias);
-      l.v = L.proj(mod("self_attn.v_proj"), c.kv_dim(), H, c.qkv_bias);
-    }
-    l.o = L.proj(mod("self_attn.o_proj"), H, c.q_dim(), c.o_bias);
-    if (c.fused_gate_up) {
-      l.gate_up = L.proj(mod("mlp.gate_up_proj"), 2 * I, H, c.mlp_bias);
-    } else {
-      l.gate = L.proj(mod("mlp.gate_proj"), I, H, c.mlp_bias);
-      l.up = L.proj(mod("mlp.up_proj"), I, H, c.mlp_bias);
-    }
-    l.down = L.proj(mod("mlp.down_proj"), H, I, c.mlp_bias);
+  for (const ModelTensor& t : model_tensors(c)) {
+    m.tensor(t) = t.matrix() ? L.matrix(t.name, t.shape) : L.vec(t.name, t.shape);
+    if (t.role == TensorRole::Projection && !t.bias) m.projection(t)->name = t.module();
   }
+  if (c.tie_word_embeddings) m.lm_head = m.embed;
   return m;
 }
 
@@ -170,66 +133,105 @@ Model Model::init_random(const std::string& dir, uint64_t seed, double std) {
   uint64_t k = 0;
   auto mat = [&](int64_t out, int64_t in) { return Tensor::randn({out, in}, hash2(seed, ++k), float(std)); };
   auto norm = [&](int64_t n) { return Tensor::full({n}, c.norm_plus_one ? 0.f : 1.f); };
-  auto proj = [&](const std::string& name, int64_t out, int64_t in, bool bias) {
-    Projection p;
-    p.name = name;
-    p.weight = mat(out, in);
-    if (bias) p.bias = Tensor::zeros({out});
-    return p;
-  };
-  const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
-  m.embed = mat(c.vocab_size, H);
-  m.final_norm = norm(H);
-  m.lm_head = c.tie_word_embeddings ? m.embed : mat(c.vocab_size, H);
+  const std::vector<ModelTensor> tensors = model_tensors(c);
   m.layers.resize(size_t(c.num_layers));
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    DecoderLayer& l = m.layers[size_t(i)];
-    auto mod = [&](const std::string& s) { return c.layer_weight(i, s); };
-    l.input_norm = norm(H);
-    l.post_attn_norm = norm(H);
-    if (c.sandwich_norms) { l.pre_ff_norm = norm(H); l.post_ff_norm = norm(H); }
-    if (c.qk_norm) { l.q_norm = norm(D); l.k_norm = norm(D); }
-    if (c.fused_qkv) l.qkv = proj(mod("self_attn.qkv_proj"), c.q_dim() + 2 * c.kv_dim(), H, c.qkv_bias);
-    else {
-      l.q = proj(mod("self_attn.q_proj"), c.q_dim(), H, c.qkv_bias);
-      l.k = proj(mod("self_attn.k_proj"), c.kv_dim(), H, c.qkv_bias);
-      l.v = proj(mod("self_attn.v_proj"), c.kv_dim(), H, c.qkv_bias);
-    }
-    l.o = proj(mod("self_attn.o_proj"), H, c.q_dim(), c.o_bias);
-    if (c.fused_gate_up) l.gate_up = proj(mod("mlp.gate_up_proj"), 2 * I, H, c.mlp_bias);
-    else { l.gate = proj(mod("mlp.gate_proj"), I, H, c.mlp_bias); l.up = proj(mod("mlp.up_proj"), I, H, c.mlp_bias); }
-    l.down = proj(mod("mlp.down_proj"), H, I, c.mlp_bias);
-  }
+  // Matrices draw from the stream in the order embedding, head, then the layers' projections.
+  auto init = [&](const ModelTensor& t) {
+    if (t.role == TensorRole::Norm) m.tensor(t) = norm(t.shape[0]);
+    else if (t.bias) m.tensor(t) = Tensor::zeros(t.shape);
+    else m.tensor(t) = mat(t.shape[0], t.shape[1]);
+    if (t.role == TensorRole::Projection && !t.bias) m.projection(t)->name = t.module();
+    m.checkpoint_parameters += t.shape.size() == 1 ? t.shape[0] : t.shape[0] * t.shape[1];
+  };
+  for (const ModelTensor& t : tensors)
+    if (t.role == TensorRole::Embedding || t.role == TensorRole::Head) init(t);
+  for (const ModelTensor& t : tensors)
+    if (t.role != TensorRole::Embedding && t.role != TensorRole::Head) init(t);
+  if (c.tie_word_embeddings) m.lm_head = m.embed;
   m.checkpoint_dtype = "F32";
-  auto count = [&](const Tensor& t) { return t.defined() ? t.numel() : 0; };
-  m.checkpoint_parameters = count(m.embed) + count(m.final_norm) + (c.tie_word_embeddings ? 0 : count(m.lm_head));
-  for (auto& l : m.layers) {
-    for (const Tensor* t : {&l.input_norm, &l.post_attn_norm, &l.pre_ff_norm, &l.post_ff_norm, &l.q_norm, &l.k_norm}) m.checkpoint_parameters += count(*t);
-    for (const Projection* p : {&l.q, &l.k, &l.v, &l.qkv, &l.o, &l.gate, &l.up, &l.gate_up, &l.down})
-      m.checkpoint_parameters += count(p->weight) + count(p->bias);
-  }
   return m;
+}
+
+Tensor& Model::tensor(const ModelTensor& t) {
+  if (t.layer < 0) {
+    switch (t.slot) {
+      case TensorSlot::Embed: return embed;
+      case TensorSlot::FinalNorm: return final_norm;
+      case TensorSlot::LmHead: return lm_head;
+      default: break;
+    }
+    throw Error(cat("tensor '", t.name, "': a layer tensor without a layer index"));
+  }
+  FT_CHECK(size_t(t.layer) < layers.size(), "tensor '", t.name, "': layer ", t.layer, " of ", layers.size());
+  DecoderLayer& l = layers[size_t(t.layer)];
+  switch (t.slot) {
+    case TensorSlot::InputNorm: return l.input_norm;
+    case TensorSlot::PostAttnNorm: return l.post_attn_norm;
+    case TensorSlot::PreFfNorm: return l.pre_ff_norm;
+    case TensorSlot::PostFfNorm: return l.post_ff_norm;
+    case TensorSlot::QNorm: return l.q_norm;
+    case TensorSlot::KNorm: return l.k_norm;
+    default: break;
+  }
+  Projection* p = projection(t);
+  FT_CHECK(p, "tensor '", t.name, "': no member for its slot");
+  return t.bias ? p->bias : p->weight;
+}
+
+const Tensor& Model::tensor(const ModelTensor& t) const { return const_cast<Model*>(this)->tensor(t); }
+
+Projection* Model::projection(const ModelTensor& t) {
+  if (t.role != TensorRole::Projection || t.layer < 0 || size_t(t.layer) >= layers.size()) return nullptr;
+  DecoderLayer& l = layers[size_t(t.layer)];
+  switch (t.slot) {
+    case TensorSlot::Q: return &l.q;
+    case TensorSlot::K: return &l.k;
+    case TensorSlot::V: return &l.v;
+    case TensorSlot::QKV: return &l.qkv;
+    case TensorSlot::O: return &l.o;
+    case TensorSlot::Gate: return &l.gate;
+    case TensorSlot::Up: return &l.up;
+    case TensorSlot::GateUp: return &l.gate_up;
+    case TensorSlot::Down: return &l.down;
+    default: return nullptr;
+  }
+}
+
+const Projection* Model::projection(const ModelTensor& t) const { return const_cast<Model*>(this)->projection(t); }
+
+std::vector<NamedParam> Model::make_trainable(const std::function<bool(const std::string&)>& want) {
+  std::vector<NamedParam> params;
+  auto train = [&](const ModelTensor& t) {
+    Tensor& x = tensor(t);
+    if (!x.defined() || !want(t.name)) return;
+    FT_CHECK(!is_quantized(x), "full fine-tuning: '", t.name, "' is a quantized weight (frozen); train a LoRA/DoRA adapter on a quantized ",
+             "model, or load the float model for full fine-tuning (or exclude it with full_targets)");
+    x = x.to(DType::F32).clone();
+    x.set_requires_grad(true);
+    params.push_back({t.name, x});
+  };
+  const std::vector<ModelTensor> tensors = model_tensors(cfg);
+  for (const ModelTensor& t : tensors)
+    if (t.layer < 0) train(t);
+  if (cfg.tie_word_embeddings) lm_head = embed;
+  for (const ModelTensor& t : tensors)
+    if (t.layer >= 0 && t.role != TensorRole::Projection) train(t);
+  for (const ModelTensor& t : tensors)
+    if (t.role == TensorRole::Projection) train(t);
+  return params;
 }
 
 std::vector<Projection*> Model::projections() {
   std::vector<Projection*> r;
-  for (auto& l : layers)
-    for (Projection* p : {&l.q, &l.k, &l.v, &l.qkv, &l.o, &l.gate, &l.up, &l.gate_up, &l.down})
-      if (p->weight.defined()) r.push_back(p);
+  for (const ModelTensor& t : model_tensors(cfg))
+    if (t.role == TensorRole::Projection && !t.bias && tensor(t).defined()) r.push_back(projection(t));
   return r;
 }
 
 int64_t Model::weight_bytes() const {
-  int64_t n = int64_t(embed.nbytes()) + int64_t(final_norm.nbytes());
-  if (lm_head.impl() != embed.impl()) n += int64_t(lm_head.nbytes());
-  for (auto& l : layers) {
-    for (const Projection* p : {&l.q, &l.k, &l.v, &l.qkv, &l.o, &l.gate, &l.up, &l.gate_up, &l.down}) {
-      if (p->weight.defined()) n += int64_t(p->weight.nbytes());
-      if (p->bias.defined()) n += int64_t(p->bias.nbytes());
-    }
-    for (const Tensor* t : {&l.input_norm, &l.post_attn_norm, &l.pre_ff_norm, &l.post_ff_norm, &l.q_norm, &l.k_norm})
-      if (t->defined()) n += int64_t(t->nbytes());
-  }
+  int64_t n = 0;
+  for (const ModelTensor& t : model_tensors(cfg))
+    if (tensor(t).defined()) n += int64_t(tensor(t).nbytes());
   return n;
 }
 

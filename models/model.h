@@ -7,13 +7,16 @@
 //               m = mlp(norm_2(h));             (sandwich: m = post_ff_norm(m))      h = h + m
 //               norm_2 = pre_ff_norm (sandwich) or post_attention_layernorm
 //   logits = softcap(final_norm(h) · W_lmᵀ)
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "models/projection.h"
+#include "autograd/param.h"
 #include "models/config.h"
+#include "models/tensors.h"
 
 namespace ft {
 
@@ -80,6 +83,18 @@ class Model {
   // dtype of the cached keys/values: F32 (default) or BF16 (half the memory and the bytes each
   // decode step reads; keys/values rounded to bf16, as a bf16 model's cache in HF).
   KVCache make_cache(int64_t batch, int64_t capacity, DType dtype = DType::F32) const;
+
+  // The member a row of model_tensors(cfg) names (undefined when this model lacks it); for a
+  // projection's row, its weight or bias.
+  Tensor& tensor(const ModelTensor& t);
+  const Tensor& tensor(const ModelTensor& t) const;
+  // The projection a row of role Projection belongs to; nullptr for other roles.
+  Projection* projection(const ModelTensor& t);
+  const Projection* projection(const ModelTensor& t) const;
+
+  // Full fine-tuning: every weight whose HF name `want` accepts becomes a float32 trainable copy;
+  // returns them (HF names) in the order embedding, final norm, head, layer norms, projections.
+  std::vector<NamedParam> make_trainable(const std::function<bool(const std::string&)>& want);
 
   // Every linear projection in the model (module path in Projection::name).
   std::vector<Projection*> projections();

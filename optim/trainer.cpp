@@ -352,32 +352,7 @@ TrainResult train(const TrainConfig& c_in) {
       for (auto& t : c.full_targets) if (t == "all" || n.find(t) != std::string::npos) return true;
       return false;
     };
-    auto make_trainable = [&](Tensor& t, const std::string& name) {
-      if (!want(name)) return;
-      FT_CHECK(!is_quantized(t), "full fine-tuning: '", name, "' is a quantized weight (frozen); train a LoRA/DoRA adapter on a quantized ",
-               "model, or load the float model for full fine-tuning (or exclude it with full_targets)");
-      t = t.to(DType::F32).clone();
-      t.set_requires_grad(true);
-      params.push_back({name, t});
-    };
-    bool tied = model.lm_head.impl() == model.embed.impl();
-    make_trainable(model.embed, model.cfg.weight("embed_tokens.weight"));
-    if (tied) model.lm_head = model.embed;
-    else make_trainable(model.lm_head, model.cfg.lm_head_name);
-    make_trainable(model.final_norm, model.cfg.weight("norm.weight"));
-    for (int64_t i = 0; i < model.cfg.num_layers; ++i) {
-      DecoderLayer& l = model.layers[size_t(i)];
-      auto lw = [&](const std::string& s) { return model.cfg.layer_weight(i, s); };
-      for (auto [t, n] : std::vector<std::pair<Tensor*, std::string>>{
-               {&l.input_norm, "input_layernorm.weight"}, {&l.post_attn_norm, "post_attention_layernorm.weight"},
-               {&l.pre_ff_norm, "pre_feedforward_layernorm.weight"}, {&l.post_ff_norm, "post_feedforward_layernorm.weight"},
-               {&l.q_norm, "self_attn.q_norm.weight"}, {&l.k_norm, "self_attn.k_norm.weight"}})
-        if (t->defined()) make_trainable(*t, lw(n));
-    }
-    for (Projection* p : model.projections()) {
-      make_trainable(p->weight, p->name + ".weight");
-      if (p->bias.defined()) make_trainable(p->bias, p->name + ".bias");
-    }
+    params = model.make_trainable(want);
     FT_CHECK(!params.empty(), "full fine-tuning: no weight matches full_targets");
   } else if (!c.resume_adapter.empty() && !resuming) {
     lc = load_adapter(c.resume_adapter, model, /*trainable=*/true);
