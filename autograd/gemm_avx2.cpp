@@ -135,7 +135,7 @@ void pack_f16(const void* src, int64_t ld, int /*src_type: fp16*/, bool lanes_ar
   }
 }
 
-const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, nullptr, nullptr, pack_f16};
+const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, nullptr, nullptr, pack_f16, nullptr};
 
 }  // namespace
 

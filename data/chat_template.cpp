@@ -53,7 +53,8 @@ ChatTemplate ChatTemplate::from_tokenizer_config(const std::string& path) {
     std::string names;
     for (const auto& t : ct) {
       if (t.value("name", "") == "default") source = t.value("template", "");
-      names += " " + t.value("name", "?");
+      names += ' ';  // not " " + name: GCC 12 -Wrestrict false positive (bug 105329)
+      names += t.value("name", "?");
     }
     FT_CHECK(!source.empty(), "chat template: '", path, "' has named templates (", names,
              " ) but none called 'default'");

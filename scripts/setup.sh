@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One command: install every Debian package ft needs (idempotent), then build.
+# Installs every Debian package ft needs that is missing (idempotent), then builds (incrementally).
+# scripts/quickstart.sh and scripts/test.sh call it first.
 #   bash scripts/setup.sh            # Release build in ./build
 #   FT_SANITIZE=1 bash scripts/setup.sh   # also an ASan+UBSan build in ./build-asan
 #   FT_FUZZ=1 bash scripts/setup.sh       # also the libFuzzer targets (clang) in ./build-fuzz
@@ -7,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config
       libeigen3-dev libtbb-dev libcli11-dev nlohmann-json3-dev libhdf5-dev
-      libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libyaml-cpp-dev libhwy-dev
+      libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libyaml-cpp-dev
       libopenblas-dev
       python3 python3-numpy
       nodejs npm)  # test-only: llama.cpp (node-llama-cpp) referees ft's GGUF files

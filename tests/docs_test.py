@@ -2,12 +2,12 @@
 """Docs test: runs every command the README shows, so it cannot rot.
 
 Every ```bash block of README.md is run, in order, in one bash session (set -e) from the repository
-root, with the freshly built `ft` first on PATH. The set-up and test commands (scripts/setup.sh,
-scripts/test.sh) are skipped: they are what CI itself runs around this test. Outputs go to runs/
+root, with the freshly built `ft` first on PATH and in place of `./build/ft`. The set-up, quickstart
+and test commands (scripts/setup.sh, scripts/quickstart.sh, scripts/test.sh) are skipped: they are what CI itself runs around this test. Outputs go to runs/
 (git-ignored), which is cleared first. Then every recipe for a real model family is run for two
 steps on the matching test fixture model (the recipes' keys must stay valid).
 """
-import os, re, shutil, subprocess, sys, tempfile
+import os, re, shlex, shutil, subprocess, sys, tempfile
 
 def main():
     ft_bin, root = sys.argv[1], sys.argv[2]
@@ -18,9 +18,9 @@ def main():
     lines = []
     for b in blocks:
         for line in b.splitlines():
-            if "scripts/setup.sh" in line or "scripts/test.sh" in line:
+            if any(f"scripts/{s}.sh" in line for s in ("setup", "test", "quickstart")):
                 continue
-            lines.append(line)
+            lines.append(re.sub(r"(^|[\s;|&(])\./build/ft ", lambda m: m.group(1) + shlex.quote(os.path.abspath(ft_bin)) + " ", line))
     script = "set -euo pipefail\n" + "\n".join(lines) + "\n"
     shutil.rmtree("runs", ignore_errors=True)
     env = dict(os.environ, PATH=os.path.dirname(os.path.abspath(ft_bin)) + os.pathsep + os.environ["PATH"])
