@@ -75,8 +75,7 @@ void run(const EvalArgs& a) {
     GenerateOptions go;
     go.compute = a.compute == "bfloat16" ? DType::BF16 : DType::F32;
     go.max_tokens = a.max_tokens;
-    if (L.tok->eos_id()) go.eos_ids.push_back(*L.tok->eos_id());
-    for (int64_t e : L.model.cfg.eos_token_ids) go.eos_ids.push_back(int32_t(e));
+    go.eos_ids = eos_ids(L.model, L.tok->eos_id());
     int64_t match = 0, gen_tokens = 0;
     double gen_secs = 0;
     for (size_t s = 0; s < prompts.size(); s += size_t(a.batch_size)) {

@@ -57,17 +57,12 @@ void run(const GenArgs& a) {
     ids = tok.encode(prompt, true);
   }
   FT_CHECK(!ids.empty(), "the prompt encodes to no tokens");
-  GenerationDefaults gd = load_generation_config(a.model, &L.model.cfg);
   GenerateOptions go;
   go.max_tokens = a.max_tokens;
   go.kv_cache = a.kv_cache == "bfloat16" ? DType::BF16 : DType::F32;
   go.compute = a.compute == "bfloat16" ? DType::BF16 : DType::F32;
   go.sampling = {a.temp, a.top_k, a.top_p, a.min_p, a.rep, a.seed};
-  std::set<int32_t> eos;
-  for (int64_t e : gd.eos_token_ids) eos.insert(int32_t(e));
-  for (int64_t e : L.model.cfg.eos_token_ids) eos.insert(int32_t(e));
-  if (tok.eos_id()) eos.insert(*tok.eos_id());
-  go.eos_ids.assign(eos.begin(), eos.end());
+  go.eos_ids = eos_ids(L.model, tok.eos_id());
 
   StreamDecoder dec(tok, true);
   std::string text;

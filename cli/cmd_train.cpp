@@ -5,9 +5,8 @@
 #include <iostream>
 #include <map>
 
-#include <yaml-cpp/yaml.h>
-
 #include "cli/commands.h"
+#include "ft/detail/session.h"
 #include "optim/trainer.h"
 
 namespace ft::cli {
@@ -17,39 +16,6 @@ namespace {
 std::string dashed(std::string k) {
   std::replace(k.begin(), k.end(), '_', '-');
   return k;
-}
-
-void apply_recipe(TrainConfig& c, const std::string& path) {
-  FT_CHECK(std::filesystem::exists(path), "recipe '", path, "' does not exist");
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    throw Error(cat(path, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
-  }
-  if (root.IsNull()) return;
-  FT_CHECK(root.IsMap(), path, ": a recipe is a mapping of option: value");
-  for (auto it = root.begin(); it != root.end(); ++it) {
-    // Copies, not references: it-> yields a temporary pair (a reference to its member dangles).
-    const YAML::Node k = it->first, v = it->second;
-    FT_CHECK(k.IsScalar(), path, ":", k.Mark().line + 1, ": a recipe key must be a plain name");
-    std::string key = k.as<std::string>();
-    try {
-      if (v.IsSequence()) {
-        std::string s;
-        for (auto x : v) s += (s.empty() ? "" : ",") + x.as<std::string>();
-        c.set(key, s);
-      } else if (v.IsScalar()) {
-        c.set(key, v.as<std::string>());
-      } else if (!v.IsNull()) {
-        throw Error(cat("option '", key, "' must be a value or a list"));
-      }
-    } catch (const Error& e) {
-      throw Error(cat(path, ":", k.Mark().line + 1, ": ", e.what()));
-    } catch (const YAML::Exception& e) {
-      throw Error(cat(path, ":", k.Mark().line + 1, ": option '", key, "' must be a value or a list of values"));
-    }
-  }
 }
 
 void on_sigint(int) {
@@ -111,7 +77,7 @@ void add_train(CLI::App& app) {
     for (const std::string& a : *recipe_and_overrides) {
       auto eq = a.find('=');
       if (eq != std::string::npos) overrides.push_back({a.substr(0, eq), a.substr(eq + 1)});
-      else apply_recipe(c, a);
+      else api::detail::apply_recipe(c, a);
     }
     for (auto& [k, v] : *flags) {
       if (v.empty()) continue;  // not given

@@ -10,37 +10,6 @@ namespace ft::cli {
 
 namespace fs = std::filesystem;
 
-Loaded load_all(const std::string& dir, const std::string& adapter, const std::string& dtype, bool need_tokenizer, int quantize,
-                int group_size) {
-  FT_CHECK(fs::is_directory(dir), "model directory '", dir, "' does not exist (expected a HuggingFace model directory with config.json and *.safetensors)");
-  LoadOptions lo;
-  lo.dtype = dtype;
-  lo.quantize = quantize;
-  lo.group_size = group_size;
-  Loaded L{Model::load(dir, lo), {}, {}, {}, {}, {}};
-  try {
-    L.tok.emplace(Tokenizer::from_dir(dir));
-  } catch (const Error& e) {
-    if (need_tokenizer) throw;
-    L.tokenizer_error = e.what();
-  }
-  if (L.tok && !L.tok->chat_template().empty()) {
-    try {
-      nlohmann::ordered_json sp = {{"bos_token", L.tok->bos_token()}, {"eos_token", L.tok->eos_token()}};
-      L.chat.emplace(L.tok->chat_template(), (fs::path(dir) / "tokenizer_config.json").string(), sp);
-    } catch (const Error& e) {
-      L.chat_error = e.what();
-    }
-  }
-  if (L.tok) {
-    int64_t tv = int64_t(L.tok->vocab_size());
-    FT_CHECK(tv <= L.model.cfg.vocab_size, dir, ": the tokenizer has ", tv, " tokens but config.json vocab_size is ", L.model.cfg.vocab_size,
-             "; tokenizer and model do not match");
-  }
-  if (!adapter.empty()) L.adapter = load_adapter(adapter, L.model, false);
-  return L;
-}
-
 void add_quantize_options(CLI::App* sub, int& quantize, int& group_size) {
   sub->add_option("--quantize", quantize, "Quantize the base on load: 4 or 8 bits (MLX affine; 2, 3, 5, 6 also work)")
       ->check(CLI::IsMember({2, 3, 4, 5, 6, 8}));

@@ -1,31 +1,25 @@
 #pragma once
 // What several subcommands share: loading a model directory with its tokenizer, chat template and
-// optional adapter, with errors that name the file.
+// optional adapter (the public API's load, include/ft), with errors that name the file.
 #include <memory>
 #include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
-#include "data/chat_template.h"
-#include "data/tokenizer.h"
-#include "lora/adapter.h"
-#include "models/model.h"
+#include "ft/detail/session.h"
 
 namespace ft::cli {
 
-struct Loaded {
-  Model model;
-  std::optional<Tokenizer> tok;
-  std::optional<ChatTemplate> chat;
-  std::optional<LoraConfig> adapter;
-  std::string tokenizer_error, chat_error;
-};
+// The loaded model, tokenizer, chat template and adapter: the public API's session state.
+using Loaded = api::detail::SessionState;
 
 // need_tokenizer: a missing/broken tokenizer is an error (else recorded in tokenizer_error).
 // quantize > 0: quantise the base on load (bits; MLX affine with group_size, see models/model.h LoadOptions).
-Loaded load_all(const std::string& model_dir, const std::string& adapter_dir, const std::string& dtype, bool need_tokenizer,
-                int quantize = 0, int group_size = 64);
+inline Loaded load_all(const std::string& model_dir, const std::string& adapter_dir, const std::string& dtype, bool need_tokenizer,
+                       int quantize = 0, int group_size = 64) {
+  return api::detail::load_state(model_dir, adapter_dir, dtype, need_tokenizer, quantize, group_size);
+}
 // Adds --quantize and --group-size to a subcommand.
 void add_quantize_options(CLI::App* sub, int& quantize, int& group_size);
 // "4-bit, group 64 (210 matrices)" or "" for a float model.

@@ -2,10 +2,20 @@
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 
 #include "autograd/ops.h"
 
 namespace ft {
+
+std::vector<int32_t> eos_ids(const Model& model, std::optional<int32_t> tokenizer_eos) {
+  std::set<int32_t> eos;
+  if (!model.dir.empty())
+    for (int64_t e : load_generation_config(model.dir, &model.cfg).eos_token_ids) eos.insert(int32_t(e));
+  for (int64_t e : model.cfg.eos_token_ids) eos.insert(int32_t(e));
+  if (tokenizer_eos) eos.insert(*tokenizer_eos);
+  return {eos.begin(), eos.end()};
+}
 
 namespace {
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }

@@ -1,6 +1,7 @@
 #pragma once
 // Text generation with a KV cache: one prefill pass over the prompt, then one decode step per token.
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,11 @@ struct GenerateStats {
   double generation_tps() const { return generation_seconds > 0 ? double(generated_tokens) / generation_seconds : 0; }
   std::string finish_reason;  // "eos", "length", "stop"
 };
+
+// The ids that end a generation, one list for generate, eval and training samples: the model
+// directory's generation_config.json eos_token_id, config.json's, and the tokenizer's EOS (sorted,
+// without duplicates).
+std::vector<int32_t> eos_ids(const Model& model, std::optional<int32_t> tokenizer_eos);
 
 // Calls on_token(id) for each generated token; returning false stops (e.g. a stop string matched).
 // Returns the generated ids (EOS excluded).

@@ -212,8 +212,7 @@ std::string state_name(int64_t step) {
 std::string sample_text(const Model& model, const Tokenizer& tok, const std::string& prompt, int64_t max_tokens) {
   GenerateOptions go;
   go.max_tokens = max_tokens;
-  for (int64_t e : model.cfg.eos_token_ids) go.eos_ids.push_back(int32_t(e));
-  if (tok.eos_id()) go.eos_ids.push_back(*tok.eos_id());
+  go.eos_ids = eos_ids(model, tok.eos_id());
   std::vector<int32_t> ids = tok.encode(prompt, true), out = generate(model, ids, go, nullptr);
   // Decode prompt + continuation together and cut the prompt's text off, so a leading space of the
   // first new token (SentencePiece "▁") is kept.
@@ -602,7 +601,7 @@ TrainResult train(const TrainConfig& c_in) {
       emit({{"step", step}, {"val_loss", vl}, {"val_tokens", vn}, {"val_time", now_s() - t1}});
       bar.log(cat("step ", step, ": validation loss ", vl, " (", vn, " tokens)"));
     }
-    bool stop = train_stop_flag().load();
+    bool stop = train_stop_flag().load() || (c.should_stop && c.should_stop());
     if ((c.save_every > 0 && step % c.save_every == 0) || stop || step == total) save_state();
     if (stop) {
       bar.finish();

@@ -64,6 +64,7 @@ struct TrainConfig {
   int64_t sample_max_tokens = 48;
   std::string merged_path;              // after training: merge the adapter and write the model here
   std::string save_dtype;               // dtype of written models (full fine-tuning, merged_path): "" = the base's
+  std::function<bool()> should_stop;    // not a setting: polled after each step, as the stop flag (API callers)
 
   nlohmann::json to_json() const;
   // Sets one key (dashes or underscores) from its text form; ft::Error naming the key otherwise.
