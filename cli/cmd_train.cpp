@@ -35,14 +35,16 @@ void add_train(CLI::App& app) {
       "  ft train recipes/quickstart.yaml\n"
       "  ft train --model ./SmolLM2-135M --data ../data/wikisql --iters 200 --adapter-path ./adapter\n"
       "  ft train recipes/qwen3-0.6b.yaml --learning-rate 5e-5 lora_rank=16\n"
-      "  ft train recipes/quickstart.yaml --resume     # continue after a crash or Ctrl-C\n");
+      "  ft train recipes/quickstart.yaml --resume     # continue after a crash or Ctrl-C\n"
+      "  ft train recipes/quickstart.yaml --overwrite  # start again in the same --adapter-path\n");
   auto recipe_and_overrides = std::make_shared<std::vector<std::string>>();
   sub->add_option("recipe", *recipe_and_overrides, "RECIPE.yaml and/or key=value overrides");
   auto flags = std::make_shared<std::map<std::string, std::vector<std::string>>>();
   static const std::map<std::string, std::string> help = {
       {"model", "HF model directory"}, {"data", "data directory (train.jsonl, valid.jsonl) or a .jsonl file"},
       {"adapter_path", "output directory for the adapter and training states"},
-      {"resume", "continue from the newest training state in --adapter-path"},
+      {"resume", "continue the run in --adapter-path from its newest training state (same model, data, settings)"},
+      {"overwrite", "replace the run already in --adapter-path (its files go once this run's first state is saved)"},
       {"resume_adapter", "start from an existing adapter (rank, alpha, targets from its config)"},
       {"fine_tune_type", "lora | dora | full"}, {"lora_rank", "LoRA rank r"}, {"lora_alpha", "LoRA alpha (scaling alpha/r)"},
       {"lora_dropout", "dropout on the adapter input"}, {"rslora", "rank-stabilised scaling alpha/sqrt(r)"},
@@ -86,9 +88,12 @@ void add_train(CLI::App& app) {
     for (auto& [k, v] : overrides) c.set(k, v);
     std::signal(SIGINT, on_sigint);
     TrainResult r = train(c);
-    std::cerr << (r.interrupted ? "Stopped" : "Done") << " after " << r.steps << " steps: loss " << r.final_loss
-              << (r.final_val_loss >= 0 ? cat(", validation loss ", r.final_val_loss) : std::string()) << ". Adapter in "
-              << r.adapter_path << "\n";
+    // The real last step, its loss and the last validation loss (with its step when earlier).
+    std::cerr << (r.already_done ? "Already done" : r.interrupted ? "Stopped" : "Done") << " after " << r.steps << " steps"
+              << (r.already_done ? cat(" (", r.requested_steps, " asked for)") : std::string()) << ": loss " << r.final_loss
+              << (r.final_val_loss >= 0 ? cat(", validation loss ", r.final_val_loss, r.final_val_step != r.steps ? cat(" (step ", r.final_val_step, ")") : std::string())
+                                        : std::string(", no validation loss"))
+              << ". Adapter in " << r.adapter_path << "\n";
   });
 }
 

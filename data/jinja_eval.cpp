@@ -108,14 +108,14 @@ std::string jinja_title(const std::string& s) {  // the title filter: words spli
 void charge_search(size_t text, size_t pattern) { spend(int64_t((text >> 8) + 1) * int64_t((pattern >> 8) + 1)); }
 
 std::string strip(const std::string& s, const Value* chars, bool left, bool right) {
-  std::u32string u = utf8_decode(s);
   std::u32string set;
   const bool ws = !chars || chars->t == T::None || chars->is_undef();
   if (!ws) {
     if (chars->t != T::Str) fail("strip arg must be None or str");
+    charge_search(s.size(), chars->s.size());  // before decoding anything
     set = utf8_decode(chars->s);
-    charge_search(s.size(), chars->s.size());
   }
+  std::u32string u = utf8_decode(s);
   auto drop = [&](char32_t c) { return ws ? py_isspace(c) : set.find(c) != std::u32string::npos; };
   size_t b = 0, e = u.size();
   if (left)
@@ -422,7 +422,10 @@ Value arith(const std::string& op, const Value& a, const Value& b) {
     }
   }
   if (op == "+") {
-    if (a.t == T::Str && b.t == T::Str) return Value::str(a.s + b.s);
+    if (a.t == T::Str && b.t == T::Str) {
+      check_string_size(a.s.size() + b.s.size(), "the '+' result");  // before building it
+      return Value::str(a.s + b.s);
+    }
     if (a.t == T::List && b.t == T::List && a.list->kind == b.list->kind &&
         (a.list->kind == List::Plain || a.list->kind == List::Tuple)) {
       check_list_size(a.list->v.size() + b.list->v.size(), "the concatenated list");
@@ -868,11 +871,23 @@ class Renderer {
         return d;
       }
       case Expr::K::Concat: {
-        std::string s;
+        // Operands first, then the size check, then one allocation: no copy beyond the result.
+        std::vector<Value> parts;
+        size_t n = 0;
         for (const auto& x : e.a) {
-          s += to_str(eval(*x));
-          check_string_size(s.size(), "the '~' result");
+          parts.push_back(eval(*x));
+          if (parts.back().t != T::Str) {
+            std::string text = to_str(parts.back());
+            parts.back() = Value();
+            parts.back().t = T::Str;
+            parts.back().s = std::move(text);
+          }
+          n += parts.back().s.size();
+          check_string_size(n, "the '~' result");
         }
+        std::string s;
+        s.reserve(n);
+        for (const Value& v : parts) s += v.s;
         return Value::str(std::move(s));
       }
     }

@@ -37,6 +37,11 @@ void check_list_size(size_t items, const char* what);
 void charge_bytes(size_t bytes);
 size_t string_bytes(const std::vector<Value>& items);  // the items' own string bytes
 void charge_items(const std::vector<Value>& items);
+// Budget units the last finished render on this thread spent (<= kMaxWork: a charge that would pass
+// the budget is refused before its work is done), and the charge it refused (0 if none). Tests bound
+// a render's work with these, not with a clock.
+int64_t last_render_work();
+int64_t last_render_refused();
 // Sets the budget of the render on this thread for its lifetime (renders do not nest).
 class RenderBudget {
  public:
@@ -45,6 +50,7 @@ class RenderBudget {
   RenderBudget(const RenderBudget&) = delete;
   RenderBudget& operator=(const RenderBudget&) = delete;
   int64_t left = kMaxWork;
+  int64_t refused = 0;
 
  private:
   RenderBudget* saved_;

@@ -212,18 +212,27 @@ std::string py_str_repr(std::string_view s) {
 
 namespace {
 thread_local RenderBudget* tl_budget = nullptr;
+thread_local int64_t tl_last_work = 0, tl_last_refused = 0;
 }  // namespace
 
 RenderBudget::RenderBudget() : saved_(tl_budget) { tl_budget = this; }
-RenderBudget::~RenderBudget() { tl_budget = saved_; }
+RenderBudget::~RenderBudget() {
+  tl_last_work = kMaxWork - left;
+  tl_last_refused = refused;
+  tl_budget = saved_;
+}
+int64_t last_render_work() { return tl_last_work; }
+int64_t last_render_refused() { return tl_last_refused; }
 
 void spend(int64_t units) {
   if (!tl_budget) return;
-  tl_budget->left -= units;
-  if (tl_budget->left < 0)
+  if (units > tl_budget->left) {  // refused: not done, so not counted as work (last_render_work)
+    tl_budget->refused = units;
     throw Error(cat("the template did too much work (over ", kMaxWork,
                     " steps: an endless or huge loop, or strings / lists grown without bound); ft stops a "
                     "render there"));
+  }
+  tl_budget->left -= units;
 }
 void check_string_size(size_t bytes, const char* what) {
   if (bytes > kMaxStringBytes)
@@ -360,37 +369,52 @@ bool truthy(const Value& v) {
   return false;
 }
 
-std::string repr(const Value& v) {
+namespace {
+// repr() appended to `out`: one growing string (a list nested 40 deep is not re-copied at every level),
+// its size checked as it grows.
+void repr_into(std::string& out, const Value& v) {
   switch (v.t) {
-    case Value::T::Undef: return "Undefined";
-    case Value::T::Str: return py_str_repr(v.s);
     case Value::T::List: {
       const auto& l = *v.list;
       FT_CHECK(l.kind != List::Kind::Range, "printing a range object is not supported (use range(...) | list)");
-      std::string s;
+      const bool other = l.kind != List::Kind::Tuple && l.kind != List::Kind::Plain;
+      out += l.kind == List::Kind::Tuple ? "(" : l.kind == List::Kind::Plain ? "[" : std::string(type_name(v)) + "([";
       for (size_t k = 0; k < l.v.size(); ++k) {
-        s += (k ? ", " : "") + repr(l.v[k]);
-        check_string_size(s.size(), "the printed list");
+        if (k) out += ", ";
+        repr_into(out, l.v[k]);
+        check_string_size(out.size(), "the printed list");
       }
-      switch (l.kind) {
-        case List::Kind::Tuple: return "(" + s + (l.v.size() == 1 ? ",)" : ")");
-        case List::Kind::Plain: return "[" + s + "]";
-        default: return std::string(type_name(v)) + "([" + s + "])";
-      }
+      out += l.kind == List::Kind::Tuple ? (l.v.size() == 1 ? ",)" : ")") : other ? "])" : "]";
+      return;
     }
     case Value::T::Dict: {
-      std::string s;
+      const bool ns = v.dict->kind == Dict::Kind::Namespace;
+      FT_CHECK(ns || v.dict->kind == Dict::Kind::Plain, "printing a loop object is not supported");
+      out += ns ? "<Namespace {" : "{";
+      bool first = true;
       for (const auto& [k, x] : v.dict->v) {
-        s += (s.empty() ? "" : ", ") + py_str_repr(k) + ": " + repr(x);
-        check_string_size(s.size(), "the printed dict");
+        out += first ? "" : ", ";
+        first = false;
+        out += py_str_repr(k);
+        out += ": ";
+        repr_into(out, x);
+        check_string_size(out.size(), "the printed dict");
       }
-      if (v.dict->kind == Dict::Kind::Plain) return "{" + s + "}";
-      FT_CHECK(v.dict->kind == Dict::Kind::Namespace, "printing a loop object is not supported");
-      return "<Namespace {" + s + "}>";
+      out += ns ? "}>" : "}";
+      return;
     }
+    case Value::T::Undef: out += "Undefined"; return;
+    case Value::T::Str: out += py_str_repr(v.s); return;
     case Value::T::Func: throw Error("printing a function or method ('" + v.s + "') is not supported; call it");
-    default: return to_str(v);
+    default: out += to_str(v); return;
   }
+}
+}  // namespace
+
+std::string repr(const Value& v) {
+  std::string out;
+  repr_into(out, v);
+  return out;
 }
 
 std::string to_str(const Value& v) {

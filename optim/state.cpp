@@ -122,7 +122,7 @@ void save_training_state(const std::string& path, const TrainingState& st) {
     FT_CHECK(f >= 0, "cannot create '", tmp, "': check that the directory exists, is writable and has space");
     try {
       write_attr_str(f, "format", "ft-training-state");
-      write_attr_i64(f, "version", 1);
+      write_attr_i64(f, "version", 2);
       write_attr_i64(f, "step", st.step);
       write_attr_i64(f, "optimizer_steps", st.optimizer_steps);
       write_attr_u64(f, "rng_seed", st.rng.seed);
@@ -130,6 +130,8 @@ void save_training_state(const std::string& path, const TrainingState& st) {
       write_attr_str(f, "settings", st.settings.dump());
       write_attr_str(f, "data", st.data.dump());
       write_attr_str(f, "extra", st.extra.dump());
+      write_attr_str(f, "run", st.run.dump());
+      write_attr_str(f, "identity", st.identity.dump());
       write_group(f, "params", st.params);
       write_group(f, "optimizer", st.optimizer);
       FT_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0, "HDF5: flush of '", tmp, "' failed (disk full?)");
@@ -139,7 +141,8 @@ void save_training_state(const std::string& path, const TrainingState& st) {
   });
 }
 
-TrainingState load_training_state(const std::string& path) {
+namespace {
+TrainingState read_state(const std::string& path, bool tensors) {
   H5Quiet quiet;
   FT_CHECK(fs::exists(path), "training state '", path, "' does not exist");
   FT_CHECK(H5Fis_hdf5(path.c_str()) > 0, path, ": not an HDF5 file (truncated or corrupt training state)");
@@ -155,12 +158,20 @@ TrainingState load_training_state(const std::string& path) {
     st.settings = nlohmann::json::parse(read_attr_str(f, "settings", path));
     st.data = nlohmann::json::parse(read_attr_str(f, "data", path));
     st.extra = nlohmann::json::parse(read_attr_str(f, "extra", path));
+    if (H5Aexists(f, "run") > 0) st.run = nlohmann::json::parse(read_attr_str(f, "run", path));
+    if (H5Aexists(f, "identity") > 0) st.identity = nlohmann::json::parse(read_attr_str(f, "identity", path));
   } catch (const nlohmann::json::exception& e) {
     throw Error(cat(path, ": corrupt JSON attribute in training state: ", e.what()));
   }
-  st.params = read_group(f, "params", path);
-  st.optimizer = read_group(f, "optimizer", path);
+  if (tensors) {
+    st.params = read_group(f, "params", path);
+    st.optimizer = read_group(f, "optimizer", path);
+  }
   return st;
 }
+}  // namespace
+
+TrainingState load_training_state(const std::string& path) { return read_state(path, true); }
+TrainingState read_training_state_header(const std::string& path) { return read_state(path, false); }
 
 }  // namespace ft

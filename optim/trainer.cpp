@@ -26,8 +26,10 @@
 #include "models/loss.h"
 #include "models/model.h"
 #include "optim/grad_scaler.h"
+#include "optim/identity.h"
 #include "optim/optimizer.h"
 #include "optim/progress.h"
+#include "optim/run_dir.h"
 #include "optim/state.h"
 
 namespace ft {
@@ -38,152 +40,6 @@ using json = nlohmann::json;
 std::atomic<bool>& train_stop_flag() {
   static std::atomic<bool> f{false};
   return f;
-}
-
-// ---- configuration ------------------------------------------------------------------------------
-
-namespace {
-std::string norm_key(std::string k) {
-  std::replace(k.begin(), k.end(), '-', '_');
-  return k;
-}
-bool parse_bool(const std::string& key, const std::string& v) {
-  if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
-  if (v == "false" || v == "0" || v == "no" || v == "off") return false;
-  throw Error(cat("option '", key, "' expects true or false, got '", v, "'"));
-}
-int64_t parse_int(const std::string& key, const std::string& v) {
-  try {
-    size_t n = 0;
-    long long x = std::stoll(v, &n);
-    if (n == v.size()) return x;
-  } catch (...) {}
-  throw Error(cat("option '", key, "' expects an integer, got '", v, "'"));
-}
-double parse_num(const std::string& key, const std::string& v) {
-  try {
-    size_t n = 0;
-    double x = std::stod(v, &n);
-    if (n == v.size() && std::isfinite(x)) return x;
-  } catch (...) {}
-  throw Error(cat("option '", key, "' expects a number, got '", v, "'"));
-}
-std::vector<std::string> parse_list(const std::string& v) {
-  std::vector<std::string> r;
-  std::string cur;
-  for (char c : v) {
-    if (c == ',' || c == ' ' || c == '[' || c == ']' || c == '"' || c == '\'') {
-      if (!cur.empty()) r.push_back(cur), cur.clear();
-    } else cur += c;
-  }
-  if (!cur.empty()) r.push_back(cur);
-  return r;
-}
-}  // namespace
-
-#define FT_TRAIN_KEYS(X)                                                                          \
-  X(model, str) X(data, str) X(adapter_path, str) X(resume_adapter, str) X(resume, bool)           \
-  X(fine_tune_type, str) X(lora_rank, int) X(lora_alpha, num) X(lora_dropout, num) X(rslora, bool) \
-  X(lora_targets, list) X(lora_init, str) X(num_layers, int) X(full_targets, list)                 \
-  X(optimizer, str) X(learning_rate, num) X(weight_decay, num) X(momentum, num) X(beta1, num)      \
-  X(beta2, num) X(eps, num) X(lr_schedule, str) X(warmup_steps, int) X(max_grad_norm, num)         \
-  X(iters, int) X(epochs, int) X(batch_size, int) X(grad_accumulation, int) X(max_seq_length, int) \
-  X(mask_prompt, bool) X(pack, bool) X(group_by_length, bool) X(use_chat_template, bool)           \
-  X(seed, int) X(dtype, str) X(loss_scale_init, num) X(loss_scale_growth_interval, int)            \
-  X(grad_checkpoint, bool) X(checkpoint_every, int) X(checkpoint_policy, str)                       \
-  X(steps_per_report, int) X(steps_per_eval, int) X(val_batches, int) X(save_every, int)           \
-  X(metrics_file, str) X(progress, bool) X(sample_prompt, str) X(sample_max_tokens, int) X(merged_path, str)       \
-  X(save_dtype, str) X(quantize, int) X(group_size, int)
-
-std::vector<std::string> TrainConfig::keys() {
-  std::vector<std::string> k;
-#define X(name, kind) k.push_back(#name);
-  FT_TRAIN_KEYS(X)
-#undef X
-  return k;
-}
-
-json TrainConfig::to_json() const {
-  json j;
-#define X(name, kind) j[#name] = name;
-  FT_TRAIN_KEYS(X)
-#undef X
-  return j;
-}
-
-void TrainConfig::set(const std::string& key_in, const std::string& v) {
-  std::string key = norm_key(key_in);
-#define str_set(name) name = v;
-#define bool_set(name) name = parse_bool(#name, v);
-#define int_set(name) name = decltype(name)(parse_int(#name, v));
-#define num_set(name) name = parse_num(#name, v);
-#define list_set(name) name = parse_list(v);
-#define X(name, kind) if (key == #name) { kind##_set(name) return; }
-  FT_TRAIN_KEYS(X)
-#undef X
-#undef str_set
-#undef bool_set
-#undef int_set
-#undef num_set
-#undef list_set
-  std::string all;
-  for (auto& k : keys()) all += (all.empty() ? "" : ", ") + k;
-  throw Error(cat("unknown training option '", key_in, "'. Known options: ", all));
-}
-
-void TrainConfig::set_json(const std::string& key, const json& v) {
-  if (v.is_string()) return set(key, v.get<std::string>());
-  if (v.is_boolean()) return set(key, v.get<bool>() ? "true" : "false");
-  if (v.is_number_integer()) return set(key, std::to_string(v.get<int64_t>()));
-  if (v.is_number()) {
-    std::ostringstream s;
-    s.precision(17);
-    s << v.get<double>();
-    return set(key, s.str());
-  }
-  if (v.is_array()) {
-    std::string s;
-    for (auto& x : v) {
-      FT_CHECK(x.is_string() || x.is_number(), "option '", key, "': list entries must be strings or numbers");
-      s += (s.empty() ? "" : ",") + (x.is_string() ? x.get<std::string>() : x.dump());
-    }
-    return set(key, s);
-  }
-  if (v.is_null()) return;
-  throw Error(cat("option '", key, "' has an unsupported value ", v.dump()));
-}
-
-void TrainConfig::validate() const {
-  FT_CHECK(!model.empty(), "no model given: pass --model DIR (a HuggingFace model directory) or set 'model' in the recipe");
-  FT_CHECK(!data.empty(), "no data given: pass --data PATH (a directory with train.jsonl, or a .jsonl file)");
-  FT_CHECK(fine_tune_type == "lora" || fine_tune_type == "dora" || fine_tune_type == "full", "fine_tune_type must be lora, dora or full, got '", fine_tune_type, "'");
-  FT_CHECK(optimizer == "adamw" || optimizer == "sgd", "optimizer must be adamw or sgd, got '", optimizer, "'");
-  FT_CHECK(lr_schedule == "constant" || lr_schedule == "linear" || lr_schedule == "cosine", "lr_schedule must be constant, linear or cosine, got '", lr_schedule, "'");
-  FT_CHECK(dtype == "float32" || dtype == "bfloat16" || dtype == "float16", "dtype must be float32, bfloat16 or float16, got '", dtype, "'");
-  FT_CHECK(loss_scale_init > 0 && loss_scale_init <= 3.4e38, "loss_scale_init must be > 0 and a float32 (<= 3.4e38), got ", loss_scale_init);
-  FT_CHECK(loss_scale_growth_interval > 0, "loss_scale_growth_interval must be > 0, got ", loss_scale_growth_interval);
-  FT_CHECK(lora_rank > 0, "lora_rank must be > 0, got ", lora_rank);
-  FT_CHECK(lora_dropout >= 0 && lora_dropout < 1, "lora_dropout must be in [0, 1), got ", lora_dropout);
-  FT_CHECK(learning_rate >= 0, "learning_rate must be >= 0, got ", learning_rate);
-  FT_CHECK(batch_size > 0, "batch_size must be > 0, got ", batch_size);
-  FT_CHECK(grad_accumulation > 0, "grad_accumulation must be > 0, got ", grad_accumulation);
-  FT_CHECK(max_seq_length > 1, "max_seq_length must be > 1, got ", max_seq_length);
-  FT_CHECK(iters > 0 || epochs > 0, "set the training length with --iters N or --epochs N");
-  FT_CHECK(iters >= 0 && epochs >= 0, "iters and epochs must be >= 0");
-  FT_CHECK(steps_per_report > 0, "steps_per_report must be > 0");
-  FT_CHECK(steps_per_eval >= 0 && save_every >= 0 && val_batches >= 0, "steps_per_eval, save_every and val_batches must be >= 0");
-  FT_CHECK(checkpoint_every > 0, "checkpoint_every must be > 0");
-  FT_CHECK(checkpoint_policy == "selective" || checkpoint_policy == "full",
-           "checkpoint_policy must be selective (keep q/k/v, faster) or full (keep only block inputs, least memory), "
-           "got '", checkpoint_policy, "'");
-  FT_CHECK(max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 = off)");
-  FT_CHECK(quantize == 0 || quantize == 2 || quantize == 3 || quantize == 4 || quantize == 5 || quantize == 6 || quantize == 8,
-           "quantize must be 4 or 8 (2, 3, 5, 6 also work; 0 = off), got ", quantize);
-  FT_CHECK(group_size == 32 || group_size == 64 || group_size == 128, "group_size must be 32, 64 or 128, got ", group_size);
-  FT_CHECK(quantize == 0 || fine_tune_type != "full", "full fine-tuning of a quantized base is not possible (quantized weights are frozen): "
-           "train a LoRA/DoRA adapter on it (fine_tune_type lora or dora), or drop quantize");
-  FT_CHECK(save_dtype.empty() || save_dtype == "float32" || save_dtype == "bfloat16" || save_dtype == "float16",
-           "save_dtype must be float32, bfloat16 or float16, got '", save_dtype, "'");
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
@@ -300,22 +156,36 @@ TrainResult train(const TrainConfig& c_in) {
   TrainConfig c = c_in;
   c.validate();
   const bool full = c.fine_tune_type == "full";
+  // The adapter path belongs to this run until it returns (a second run into it stops here).
+  RunLock lock(c.adapter_path);
+  const json given_settings = identity_settings(c);  // as given: before a state or an adapter changes c
 
-  // Resume: the newest complete state decides the settings that shape the run.
+  // Resume: the newest complete state, if its identity matches this run's (checked below, once the
+  // model and data are read); its settings then also fill in what an adapter derived (rank, alpha).
   TrainingState resume_state;
   bool resuming = false;
+  std::string resume_path;
   if (c.resume) {
-    std::string st = newest_state(c.adapter_path);
-    if (st.empty()) {
+    resume_path = newest_state(c.adapter_path);
+    if (resume_path.empty()) {
       std::cerr << "note: --resume: no training state in " << c.adapter_path << ", starting from scratch\n";
     } else {
-      resume_state = load_training_state(st);
+      resume_state = load_training_state(resume_path);
       resuming = true;
-      std::cerr << "Resuming from " << st << " (step " << resume_state.step << ")\n";
-      // The run's settings come from the state; only progress/report knobs may change.
-      json saved = resume_state.settings;
-      for (auto& [k, v] : saved.items())
-        if (k != "progress" && k != "metrics_file" && k != "resume" && k != "iters" && k != "steps_per_report") c.set_json(k, v);
+      std::cerr << "Resuming from " << resume_path << " (step " << resume_state.step << ")\n";
+      const auto& keep = resumable_keys();
+      for (auto& [k, v] : resume_state.settings.items())
+        if (std::find(keep.begin(), keep.end(), k) == keep.end()) c.set_json(k, v);
+    }
+  }
+  // A new run never writes over another run's files without --overwrite.
+  OldRunFiles old_run;
+  if (!resuming) {
+    RunDirContents there = inspect_run_dir(c.adapter_path);
+    if (!there.empty()) {
+      FT_CHECK(c.overwrite, there.refusal(c.adapter_path));
+      old_run.snapshot(c.adapter_path);
+      std::cerr << "--overwrite: the run already in " << c.adapter_path << " is replaced; its files stay until this run's first training state is saved\n";
     }
   }
 
@@ -342,6 +212,13 @@ TrainResult train(const TrainConfig& c_in) {
     for (int32_t id : e.ids)
       FT_CHECK(id >= 0 && id < model.cfg.vocab_size, data.train.source, ": token id ", id, " from the tokenizer is outside the model's vocabulary (", model.cfg.vocab_size, "): tokenizer and model do not match");
   const int32_t pad = padding_id(enc);
+
+  // The run's identity, recorded in every state; a resumed state must have the same.
+  std::vector<std::string> data_files = {data.train.source};
+  if (data.valid) data_files.push_back(data.valid->source);
+  const json identity = {{"model", model_fingerprint(c.model, from_scratch)}, {"data", data_fingerprint(data_files)}, {"settings", given_settings}};
+  if (resuming) check_resume_identity(resume_path, resume_state, identity);
+  const json run_info = resuming && resume_state.run.contains("id") ? resume_state.run : new_run_info();
 
   // Trainable parameters.
   std::vector<NamedParam> params;
@@ -406,6 +283,8 @@ TrainResult train(const TrainConfig& c_in) {
   if (c.dtype == "float16") scaler.emplace(GradScalerConfig{c.loss_scale_init, 2.0, 0.5, c.loss_scale_growth_interval});
 
   int64_t step = 0;
+  double last_val = -1, last_loss = 0;  // the last step's loss, the last validation loss and its step
+  int64_t last_val_step = -1;
   global_rng() = {c.seed, 0};
   std::vector<std::pair<double, double>> hist_train, hist_val;
   double trained_tokens = 0;
@@ -421,6 +300,11 @@ TrainResult train(const TrainConfig& c_in) {
     global_rng() = resume_state.rng;
     it.restore(resume_state.data);
     trained_tokens = resume_state.extra.value("trained_tokens", 0.0);
+    const json& ex = resume_state.extra;
+    const json th = ex.value("train_history", json::array()), vh = ex.value("val_history", json::array());
+    last_loss = ex.contains("last_loss") ? ex["last_loss"].get<double>() : th.empty() ? 0.0 : th.back()[1].get<double>();
+    last_val = ex.contains("last_val_loss") ? ex["last_val_loss"].get<double>() : vh.empty() ? -1.0 : vh.back()[1].get<double>();
+    last_val_step = ex.contains("last_val_step") ? ex["last_val_step"].get<int64_t>() : vh.empty() ? -1 : int64_t(vh.back()[0].get<double>());
     if (scaler) {
       FT_CHECK(resume_state.extra.contains("grad_scaler"), "training state of a float16 run lacks its loss scale ('grad_scaler')");
       scaler->load_state(resume_state.extra["grad_scaler"]);
@@ -439,9 +323,17 @@ TrainResult train(const TrainConfig& c_in) {
             << "; " << it.batches_per_epoch() << " batches/epoch, padding " << 100.0 * it.padding_fraction() << "%\n"
             << "Steps: " << total << " (batch " << c.batch_size << " x accumulation " << c.grad_accumulation << ")\n";
 
-  // Everything is validated (data, model, adapter): only now create the output directory, so a run
-  // that fails on bad input leaves nothing behind.
-  fs::create_directories(c.adapter_path);
+  // Before the first save: one more training state and the adapter (or model) must fit on the disk.
+  const bool already_done = resuming && step >= total;
+  if (!already_done) {
+    uint64_t param_bytes = 0, moment_bytes = 0;
+    for (auto& p : params) param_bytes += uint64_t(p.value.numel()) * 4;
+    for (auto& [n, t] : opt.state()) moment_bytes += uint64_t(t.numel()) * 4;
+    const uint64_t meta = (uint64_t(1) << 20) + identity.dump().size();  // HDF5 structure, JSON attributes
+    const uint64_t out = full ? uint64_t(model.checkpoint_parameters) * (c.save_dtype == "float32" || (c.save_dtype.empty() && base_dtype_name(model) == "float32") ? 4 : 2) + (uint64_t(1) << 20)
+                              : param_bytes + (uint64_t(64) << 10);
+    check_free_space(c.adapter_path, param_bytes + moment_bytes + meta, out);
+  }
   std::ofstream metrics;
   if (!c.metrics_file.empty()) {
     metrics.open(c.metrics_file, resuming ? std::ios::app : std::ios::trunc);
@@ -461,6 +353,10 @@ TrainResult train(const TrainConfig& c_in) {
     else save_peft_adapter(c.adapter_path, model, lc);
     write_loss_svg((fs::path(c.adapter_path) / "loss.svg").string(), hist_train, hist_val);
   };
+  ProgressBar bar(total, c.progress);
+  auto progress_log = [&](const std::string& line) { bar.log(line); };
+  std::vector<std::pair<int64_t, std::string>> my_states;
+  if (resuming) my_states = states_of_run(c.adapter_path, resume_state.run, resume_state.run.empty());
   auto save_state = [&]() {
     TrainingState st;
     st.step = step;
@@ -475,16 +371,28 @@ TrainResult train(const TrainConfig& c_in) {
     for (auto& [x, y] : hist_val) vh.push_back({x, y});
     st.extra = {{"trained_tokens", trained_tokens}, {"train_history", th}, {"val_history", vh}};
     if (scaler) st.extra["grad_scaler"] = scaler->state();
+    st.extra["last_loss"] = last_loss;
+    st.extra["last_val_loss"] = last_val;
+    st.extra["last_val_step"] = last_val_step;
+    st.run = run_info;
+    st.identity = identity;
+    // The state first: an adapter is only ever replaced once the state of its step is safe on disk.
+    const std::string path = (fs::path(c.adapter_path) / state_name(step)).string();
+    save_training_state(path, st);
     save_adapter();
-    save_training_state((fs::path(c.adapter_path) / state_name(step)).string(), st);
-    // Keep the two newest states.
-    std::vector<std::string> states;
-    for (auto& e : fs::directory_iterator(c.adapter_path)) {
-      std::string n = e.path().filename().string();
-      if (n.rfind("state-", 0) == 0 && n.size() > 3 && n.substr(n.size() - 3) == ".h5") states.push_back(e.path().string());
+    // Keep this run's two newest states (another run's are not this run's to rotate).
+    my_states.erase(std::remove_if(my_states.begin(), my_states.end(), [&](auto& s) { return s.second == path; }), my_states.end());
+    my_states.push_back({step, path});
+    std::sort(my_states.begin(), my_states.end());
+    while (my_states.size() > 2) {
+      std::error_code ec;
+      fs::remove(my_states.front().second, ec);
+      my_states.erase(my_states.begin());
     }
-    std::sort(states.begin(), states.end());
-    for (size_t i = 0; i + 2 < states.size(); ++i) fs::remove(states[i]);
+    if (!old_run.empty()) {
+      const int n = old_run.remove_unreplaced();
+      progress_log(cat("--overwrite: this run's first state is saved; removed ", n, " file(s) of the earlier run in ", c.adapter_path));
+    }
   };
 
   auto show_sample = [&](const char* when) {
@@ -494,10 +402,14 @@ TrainResult train(const TrainConfig& c_in) {
   };
   if (!resuming || step == 0) show_sample("before training");
 
-  ProgressBar bar(total, c.progress);
   TrainResult res;
+  if (already_done) {
+    std::cerr << "Nothing to train: " << resume_path << " is at step " << step << ", at or past the " << total
+              << " steps this run asks for (" << (c.iters > 0 ? cat("--iters ", c.iters) : cat("--epochs ", c.epochs))
+              << "). To train further, raise --iters above " << step << ".\n";
+    save_adapter();  // that step's adapter (a crash between saving the state and the adapter leaves an older one)
+  }
   double window_loss = 0, window_targets = 0, window_tokens = 0, window_time = 0;
-  double last_val = -1, last_loss = 0;
   int64_t window_act = 0;  // peak activation bytes of the steps since the last report
   bool memory_reported = false;
   auto mib = [](int64_t bytes) { return (bytes + 524288) / 1048576; };
@@ -597,6 +509,7 @@ TrainResult train(const TrainConfig& c_in) {
       double t1 = now_s();
       auto [vl, vn] = evaluate_loss(model, *data.valid, c.batch_size, pad, c.val_batches);
       last_val = vl;
+      last_val_step = step;
       hist_val.push_back({double(step), vl});
       emit({{"step", step}, {"val_loss", vl}, {"val_tokens", vn}, {"val_time", now_s() - t1}});
       bar.log(cat("step ", step, ": validation loss ", vl, " (", vn, " tokens)"));
@@ -625,8 +538,11 @@ TrainResult train(const TrainConfig& c_in) {
     }
   }
   res.steps = step;
+  res.requested_steps = total;
+  res.already_done = already_done;
   res.final_loss = last_loss;
   res.final_val_loss = last_val;
+  res.final_val_step = last_val_step;
   res.adapter_path = c.adapter_path;
   return res;
 }

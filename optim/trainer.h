@@ -8,8 +8,11 @@
 //
 // Files in adapter_path:
 //   adapter_config.json + adapter_model.safetensors   the final (and latest saved) PEFT adapter
-//   state-<step>.h5                                   training states (the two newest are kept)
+//   state-<step>.h5                                   training states (this run's two newest are kept)
 //   loss.svg                                          training / validation loss curves
+//   .ft-train.lock                                    held (flock) while a run trains (optim/run_dir.h)
+// A new run refuses a folder that holds another run's states or adapter unless `overwrite` is set;
+// `resume` continues only a state whose identity (optim/identity.h) matches this run's.
 //   (full fine-tuning: the whole model in HF layout instead of the adapter)
 #include <atomic>
 #include <functional>
@@ -31,6 +34,7 @@ class Model;
 struct TrainConfig {
   std::string model, data, adapter_path = "adapters", resume_adapter;
   bool resume = false;
+  bool overwrite = false;               // replace the run already in adapter_path (after this run's first save)
   std::string fine_tune_type = "lora";  // lora | dora | full
   int64_t lora_rank = 8;
   double lora_alpha = 16, lora_dropout = 0.0;
@@ -76,7 +80,10 @@ struct TrainConfig {
 
 struct TrainResult {
   int64_t steps = 0;
+  int64_t requested_steps = 0;          // the run's length (iters, or epochs x steps per epoch)
   double final_loss = 0, final_val_loss = -1;
+  int64_t final_val_step = -1;          // the step of final_val_loss
+  bool already_done = false;            // resumed from a state at or past requested_steps: nothing trained
   double tokens_per_second = 0;
   std::string adapter_path;
   bool interrupted = false;

@@ -2,7 +2,7 @@
 //
 // Bad input: for `ft load`, `ft eval` and `ft generate`, every broken model directory (built here by copying
 // the llama fixture and corrupting one thing) gives exit status 1, an "error: " line that names the file and
-// the tensor or key, no signal, no sanitizer report, and takes under a second of CPU. For `ft train`, bad
+// the tensor or key, no signal, no sanitizer report, and no hang. For `ft train`, bad
 // data, adapters, flags and recipes are reported before the first step and leave nothing in --adapter-path.
 //
 // Happy path on the llama fixture (tests/fixtures/models/llama, HF transformers 5.17 references):
@@ -204,7 +204,8 @@ fs::path write_fixture_texts(const fs::path& dir, const std::string& fam = "llam
 }
 
 // Exit status 1 with an error message holding every `want` substring; no signal, no sanitizer report,
-// no hang, under a second of CPU.
+// no hang (run_ft's timeout, far above the ~0.05 s these take: a guard, not a speed test; no test
+// asserts a time).
 void expect_clean_failure(const std::vector<std::string>& args, const RunResult& r, const std::vector<std::string>& want) {
   std::string what = describe(args, r);
   EXPECT_FALSE(r.timed_out) << what;
@@ -214,8 +215,6 @@ void expect_clean_failure(const std::vector<std::string>& args, const RunResult&
   for (const char* bad : {"Sanitizer", "runtime error:", "terminate called", "Segmentation", "Aborted"})
     EXPECT_EQ(r.err.find(bad), std::string::npos) << "found '" << bad << "': " << what;
   for (auto& w : want) EXPECT_NE(r.err.find(w), std::string::npos) << "the message lacks '" << w << "': " << what;
-  EXPECT_LT(r.cpu_s, 1.0) << what;
-  EXPECT_LT(r.wall_s, 5.0) << what;  // typically ~0.05 s; the bound leaves room for a loaded machine
   if (std::getenv("FT_TEST_SHOW_ERRORS")) std::cout << "[ft " << args[0] << "] " << r.err;
 }
 

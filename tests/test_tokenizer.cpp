@@ -226,33 +226,14 @@ TEST(Tokenizer, StreamDecoderSurvivesAByteRunTurningInvalid) {
   EXPECT_EQ(got, "H\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD Hello");
 }
 
-// The time limit holds for optimised builds; sanitizer and debug builds only check the result.
-// It is on the thread's CPU time: the test machines are shared, so wall time says little.
-#if defined(__SANITIZE_ADDRESS__) || !defined(NDEBUG)
-constexpr bool kTimed = false;
-#else
-constexpr bool kTimed = true;
-#endif
-
-static double thread_cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-TEST(Tokenizer, OneMegabyteUnderOneSecond) {
+// 1 MB of plain text encodes losslessly (no time limit here: bench/bench_tokenizer times it).
+TEST(Tokenizer, OneMegabyteEncodesLosslessly) {
   std::string text = read(kDir + "tinyshakespeare.txt");
   ASSERT_GT(text.size(), 1000000u);
   for (const char* w : {"gpt2", "llama2"}) {
     Tokenizer t = tok(w);
     t.set_clean_up_tokenization_spaces(false);
-    auto t0 = std::chrono::steady_clock::now();
-    double c0 = thread_cpu_seconds();
     auto ids = t.encode(text, false);
-    double cpu = thread_cpu_seconds() - c0;
-    double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("%s: %zu bytes -> %zu tokens in %.3f s CPU (%.3f s wall)\n", w, text.size(), ids.size(), cpu, wall);
-    if (kTimed) EXPECT_LT(cpu, 1.0) << w;
     EXPECT_GT(ids.size(), text.size() / 6);
     EXPECT_TRUE(t.decode(ids) == text) << w;  // lossless on plain text
   }

@@ -1,0 +1,46 @@
+#pragma once
+// The identity of a training run, recorded in every training state so that `--resume` continues only
+// the run that wrote the state (see README "Runs and their folders"):
+//   model     config.json and tokenizer files (content hashes), and every weight's name, dtype, shape
+//             and a hash of its bytes (read through the mapping: one pass at memory speed, in parallel)
+//   data      the files the run reads (train, valid): name, size, content hash
+//   settings  every training option that changes the numbers (resumable_keys() are the others)
+// identity_differences() names each difference between a state's identity and this run's.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ft {
+
+struct TrainConfig;
+struct TrainingState;
+
+// 64-bit content hash of a byte range (XXH64 over 1 MiB chunks, then over the chunk hashes; the chunks
+// are hashed in parallel, the result does not depend on the thread count). Hex, 16 digits.
+std::string content_hash(const void* data, size_t n);
+// content_hash of a whole file (mmap'd); ft::Error naming the file when it cannot be read.
+std::string file_hash(const std::string& path);
+
+// {"config": {file: hash}, "weights": [[name, dtype, shape, hash], ...]} (weights sorted by name), or
+// "weights": "random init" for a model trained from scratch (no weights in the directory).
+nlohmann::json model_fingerprint(const std::string& model_dir, bool from_scratch);
+// [{"name", "bytes", "hash"}, ...] of the given files, in order.
+nlohmann::json data_fingerprint(const std::vector<std::string>& files);
+
+// Options that may differ between a run and its resumption (they do not change the trained numbers,
+// or, for iters/epochs, set where the run ends).
+const std::vector<std::string>& resumable_keys();
+// The options of `c` that change the numbers (every key not in resumable_keys()).
+nlohmann::json identity_settings(const TrainConfig& c);
+
+// One line per difference ("learning_rate: 0.001 in the state, 0.0001 now"; "model weight
+// model.layers.0.mlp.up_proj.weight: different bytes"), empty when the identities match.
+std::vector<std::string> identity_differences(const nlohmann::json& saved, const nlohmann::json& now);
+// --resume: ft::Error naming every difference between the state at `path` and this run's identity; a
+// state of an older ft (no identity recorded) only gets a warning on stderr.
+void check_resume_identity(const std::string& path, const TrainingState& st, const nlohmann::json& identity);
+
+}  // namespace ft
