@@ -99,7 +99,7 @@ void run(const GenArgs& a) {
     nlohmann::json j = {{"prompt_tokens", ids},          {"tokens", out},
                         {"text", text},                  {"prompt_tps", st.prompt_tps()},
                         {"generation_tps", st.generation_tps()}, {"peak_memory_mb", peak},
-                        {"finish_reason", st.finish_reason}};
+                        {"finish_reason", st.finish_reason}, {"margins", st.margins}};
     std::cout << j.dump() << "\n";
   } else {
     std::cout << "\n" << std::flush;
@@ -144,7 +144,7 @@ void add_generate(CLI::App& app) {
   sub->add_option("--kv-cache", a->kv_cache, "KV cache dtype: float32 or bfloat16 (half the cache memory, faster at long contexts)")
       ->default_val("float32")
       ->check(CLI::IsMember({"float32", "bfloat16"}));
-  sub->add_flag("--json", a->json, "Print one JSON object: prompt_tokens, tokens, text, prompt_tps, generation_tps, peak_memory_mb");
+  sub->add_flag("--json", a->json, "Print one JSON object: prompt_tokens, tokens, text, prompt_tps, generation_tps, peak_memory_mb, margins (top-1 minus top-2 logit per step)");
   sub->callback([a] { run(*a); });
 }
 

@@ -6,6 +6,7 @@
 
 #include "autograd/quant.h"
 
+
 namespace ft::cli {
 
 namespace fs = std::filesystem;

@@ -8,6 +8,7 @@
 #include "autograd/file_io.h"
 #include "autograd/json_file.h"
 #include "autograd/quant.h"
+#include "models/gguf_load.h"
 #include "models/safetensors.h"
 
 namespace ft {
@@ -64,7 +65,12 @@ void export_model(const Model& m, const std::string& dir, const ExportOptions& o
   write_safetensors_sharded(dir, recs, opt.max_shard_bytes, {{"format", "pt"}});
 
   // config.json: the source's, with the dtype updated (both v4 and v5 spellings when present).
-  nlohmann::ordered_json cfg = read_ordered_json_file((fs::path(m.dir) / "config.json").string());
+  // A GGUF source: its metadata as HF files (models/gguf_load.h).
+  const bool gguf = is_gguf_file(m.dir);
+  GgufHfTexts texts;
+  if (gguf) texts = gguf_hf_texts(*GgufFile::open(m.dir));
+  nlohmann::ordered_json cfg = gguf ? nlohmann::ordered_json::parse(texts.config_json)
+                                    : read_ordered_json_file((fs::path(m.dir) / "config.json").string());
   const char* dn = main_dt == DType::BF16 ? "bfloat16" : main_dt == DType::F16 ? "float16" : "float32";
   if (cfg.contains("dtype")) cfg["dtype"] = dn;
   cfg["torch_dtype"] = dn;
@@ -75,6 +81,11 @@ void export_model(const Model& m, const std::string& dir, const ExportOptions& o
     cfg["quantization_config"] = quant;
   }
   write_file_atomic((fs::path(dir) / "config.json").string(), cfg.dump(2) + "\n");
+  if (gguf) {
+    write_file_atomic((fs::path(dir) / "tokenizer.json").string(), texts.tokenizer_json);
+    write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(), texts.tokenizer_config_json + "\n");
+    return;
+  }
   for (const char* name : {"generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                            "tokenizer.model", "chat_template.jinja", "vocab.json", "merges.txt", "added_tokens.json"}) {
     fs::path src = fs::path(m.dir) / name;

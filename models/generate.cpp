@@ -1,5 +1,7 @@
 #include "models/generate.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <chrono>
 #include <set>
@@ -46,6 +48,11 @@ std::vector<int32_t> generate(const Model& model, const std::vector<int32_t>& pr
   st.finish_reason = "length";
   for (int64_t step = 0; step < opt.max_tokens; ++step) {
     std::vector<float> lg = last.to_vector();
+    float t1v = -INFINITY, t2v = -INFINITY;
+    for (float x : lg)
+      if (x > t1v) t2v = t1v, t1v = x;
+      else if (x > t2v) t2v = x;
+    st.margins.push_back(t1v - t2v);
     int32_t id = sampler.sample(lg.data(), V, context);
     if (is_eos(opt, id)) { st.finish_reason = "eos"; break; }
     out.push_back(id);

@@ -27,6 +27,7 @@ struct GenerateStats {
   double prompt_tps() const { return prompt_seconds > 0 ? double(prompt_tokens) / prompt_seconds : 0; }
   double generation_tps() const { return generation_seconds > 0 ? double(generated_tokens) / generation_seconds : 0; }
   std::string finish_reason;  // "eos", "length", "stop"
+  std::vector<float> margins;  // generate(): top-1 minus top-2 logit of each step (how firm a greedy choice was)
 };
 
 // The ids that end a generation, one list for generate, eval and training samples: the model

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/tokenizer.h"
+#include "models/gguf_load.h"
 #include "models/gguf_quant.h"
 #include "models/rope.h"
 
@@ -278,7 +279,7 @@ std::vector<std::string> export_gguf(const Model& m, const std::string& path, co
   o.mat = *gt;
   GgufWriter& w = o.w;
   const std::string A = arch + ".";
-  std::string name = opt.name.empty() ? fs::path(m.dir).filename().string() : opt.name;
+  std::string name = opt.name.empty() ? (is_gguf_file(m.dir) ? fs::path(m.dir).stem() : fs::path(m.dir).filename()).string() : opt.name;
   if (name.empty()) name = fs::path(m.dir).parent_path().filename().string();
 
   {
@@ -287,7 +288,7 @@ std::vector<std::string> export_gguf(const Model& m, const std::string& path, co
     std::string lower;
     for (char ch : name) lower += char(std::tolower(static_cast<unsigned char>(ch)));
     if (lower.find("phi3") != std::string::npos || lower.find("phi-3") != std::string::npos) {
-      Tokenizer tk = Tokenizer::from_dir(m.dir);
+      Tokenizer tk = load_model_tokenizer(m.dir);
       std::string missing;
       for (const char* s : {"</s>", "<unk>", "<s>", "<|endoftext|>"})
         if (tk.token_to_id(s) < 0) missing += std::string(missing.empty() ? "" : ", ") + s;
@@ -367,7 +368,9 @@ std::vector<std::string> export_gguf(const Model& m, const std::string& path, co
     for (const auto& l : c.layers)
       if (l.sliding && l.window < c.max_position_embeddings) {
         notes.push_back(cat("sliding-window attention (", l.window, " tokens) is not applied by llama.cpp's ", arch,
-                            " architecture: outputs differ once a sequence exceeds the window"));
+                            " architecture: outputs differ once a sequence exceeds the window (ft reads it back from ",
+                            arch, ".attention.sliding_window)"));
+        if (arch == "llama") w.set(A + "attention.sliding_window", GgufValue::u32(uint32_t(l.window)));
         break;
       }
   }
@@ -375,7 +378,7 @@ std::vector<std::string> export_gguf(const Model& m, const std::string& path, co
   if (arch == "gemma2" || arch == "gemma3") {
     // llama.cpp: layer il is sliding when il % period < period - 1.
     int64_t period = 0;
-    for (int64_t p = 1; p <= c.num_layers && !period; ++p) {
+    for (int64_t p = 1; p <= c.num_layers + 1 && !period; ++p) {
       bool ok = true;
       for (int64_t i = 0; i < c.num_layers; ++i) ok = ok && (c.layers[size_t(i)].sliding == (i % p < p - 1));
       if (ok) period = p;
@@ -394,7 +397,13 @@ std::vector<std::string> export_gguf(const Model& m, const std::string& path, co
   }
   w.set("general.file_type", GgufValue::u32(file_type(o.mat)));
   if (ggml_is_quantized(o.mat)) w.set("general.quantization_version", GgufValue::u32(2));
-  gguf_add_tokenizer(w, m.dir, c.vocab_size, notes);
+  if (is_gguf_file(m.dir)) {  // a GGUF source: its tokenizer keys as they are
+    auto src = GgufFile::open(m.dir);
+    for (const auto& [k, v] : src->metadata())
+      if (k.rfind("tokenizer.", 0) == 0) w.set(k, v);
+  } else {
+    gguf_add_tokenizer(w, m.dir, c.vocab_size, notes);
+  }
 
   // tensors
   const bool gemma = c.norm_plus_one;

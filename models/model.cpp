@@ -13,6 +13,7 @@
 #include "autograd/random.h"
 #include "autograd/quant.h"
 #include "models/quant_config.h"
+#include "models/gguf_load.h"
 #include "models/safetensors.h"
 
 namespace ft {
@@ -81,6 +82,7 @@ struct Loader {
 Model Model::load(const std::string& dir, const LoadOptions& opt) {
   FT_CHECK(opt.dtype.empty() || opt.dtype == "float32" || opt.dtype == "bfloat16" || opt.dtype == "float16",
            "unsupported model dtype '", opt.dtype, "' (use float32, bfloat16 or float16)");
+  if (is_gguf_file(dir)) return load_gguf_model(dir, opt);
   Model m;
   m.dir = dir;
   m.cfg = load_model_config(dir);
@@ -115,6 +117,7 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
 }
 
 bool Model::has_weights(const std::string& dir) {
+  if (is_gguf_file(dir)) return true;
   namespace fs = std::filesystem;
   return fs::exists(fs::path(dir) / "model.safetensors") || fs::exists(fs::path(dir) / "model.safetensors.index.json") ||
          (fs::is_regular_file(dir) && dir.size() > 12 && dir.substr(dir.size() - 12) == ".safetensors");

@@ -21,6 +21,7 @@
 #include "data/dataset.h"
 #include "data/tokenizer.h"
 #include "lora/adapter.h"
+#include "models/gguf_load.h"
 #include "models/export.h"
 #include "models/generate.h"
 #include "models/loss.h"
@@ -198,7 +199,7 @@ TrainResult train(const TrainConfig& c_in) {
   if (from_scratch) std::cerr << "No weights in " << c.model << ": initialising a new model from its config.json (training from scratch)\n";
   FT_CHECK(full || Model::has_weights(c.model), c.model, " holds no model.safetensors (or sharded index); LoRA needs a base model's weights");
   Model model = from_scratch ? Model::init_random(c.model, c.seed) : Model::load(c.model, lo);
-  Tokenizer tok = Tokenizer::from_dir(c.model);
+  Tokenizer tok = load_model_tokenizer(c.model);
   std::unique_ptr<ChatRenderer> renderer = chat_renderer_for(tok);  // null without a chat template
   TokenizerEncoder enc(tok);
   DatasetOptions dopt;

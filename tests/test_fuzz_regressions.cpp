@@ -49,6 +49,7 @@ void replay(const std::string& target, bool corpus) {
 
 TEST(FuzzCorpus, Safetensors) { replay("safetensors", true); }
 TEST(FuzzCorpus, Config) { replay("config", true); }
+TEST(FuzzCorpus, Gguf) { replay("gguf", true); }
 TEST(FuzzCorpus, TokenizerLoad) { replay("tokenizer_load", true); }
 TEST(FuzzCorpus, TokenizerEncode) { replay("tokenizer_encode", true); }
 TEST(FuzzCorpus, ChatTemplate) { replay("chat_template", true); }

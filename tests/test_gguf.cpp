@@ -205,3 +205,147 @@ TEST(GgufExport, PermutationRoundTripsAndInterleavesPairs) {
 
 }  // namespace
 }  // namespace ft
+
+// ---------------------------------------------------------------------------------------- reading
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+#include <nlohmann/json.hpp>
+
+#include "autograd/autograd.h"
+#include "autograd/ops.h"
+#include "data/tokenizer.h"
+#include "models/gguf_load.h"
+
+namespace ft {
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kModels = fs::path(FT_TEST_DATA).parent_path() / "fixtures" / "models";
+
+double seq_loss(const Model& m, const std::vector<int32_t>& ids) {
+  NoGradGuard ng;
+  int64_t T = int64_t(ids.size());
+  Tensor logits = m.forward(Tensor::from_ids(ids, {1, T}));
+  std::vector<int32_t> tgt(ids.begin() + 1, ids.end());
+  tgt.push_back(-100);
+  return cross_entropy(reshape(logits, {T, logits.size(-1)}), Tensor::from_ids(tgt, {T})).item();
+}
+
+fs::path tmp_path(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("ft_gguf_test_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  return d / name;
+}
+
+class GgufFamily : public ::testing::TestWithParam<std::string> {};
+
+// ft reading its own f32 GGUF: the HF directory's losses within 1e-5, the same tokenizer.
+TEST_P(GgufFamily, OwnF32FileGivesTheHfDirectorysLossAndTokens) {
+  const std::string fam = GetParam();
+  nlohmann::json exp = nlohmann::json::parse(std::ifstream(kModels / fam / "expected.json"));
+  Model hf = Model::load((kModels / fam).string(), LoadOptions{"float32"});
+  fs::path g = tmp_path(fam + ".gguf");
+  export_gguf(hf, g.string(), GgufExportOptions{"f32", ""});
+  ASSERT_TRUE(is_gguf_file(g.string()));
+  Model m = Model::load(g.string());
+  EXPECT_EQ(m.cfg.vocab_size, hf.cfg.vocab_size);
+  EXPECT_EQ(m.cfg.num_layers, hf.cfg.num_layers);
+  for (size_t i = 0; i < exp["input_ids"].size(); ++i) {
+    auto ids = exp["input_ids"][i].get<std::vector<int32_t>>();
+    double a = seq_loss(hf, ids), b = seq_loss(m, ids);
+    EXPECT_NEAR(b, a, 1e-5) << fam << " text " << i;
+  }
+  Tokenizer th = Tokenizer::from_dir((kModels / fam).string()), tg = load_model_tokenizer(g.string());
+  EXPECT_EQ(tg.bos_id(), th.bos_id());
+  EXPECT_EQ(tg.eos_id(), th.eos_id());
+  EXPECT_EQ(tg.chat_template(), th.chat_template());
+  for (const auto& t : exp["texts"]) {
+    std::string s = t.get<std::string>();
+    EXPECT_EQ(tg.encode(s, true), th.encode(s, true)) << s;
+    EXPECT_EQ(tg.decode(tg.encode(s, false)), s);
+  }
+  for (std::string s : {std::string("  two  spaces\n\nand <s> a </s> token 123456"), std::string("h\xc3\xa9llo \xf0\x9f\x98\x80")})
+    EXPECT_EQ(tg.encode(s, true), th.encode(s, true)) << s;
+  fs::remove(g);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, GgufFamily,
+                         ::testing::Values("llama", "llama_yarn", "llama_linear", "mistral", "qwen2", "qwen3", "gemma2",
+                                           "gemma3_text", "phi3"));
+
+// Quantised files are read too (dequantised): q8_0 stays close to the float model.
+TEST(GgufRead, Q8_0FileIsCloseToTheFloatModel) {
+  nlohmann::json exp = nlohmann::json::parse(std::ifstream(kModels / "qwen3" / "expected.json"));
+  Model hf = Model::load((kModels / "qwen3").string(), LoadOptions{"float32"});
+  fs::path g = tmp_path("qwen3-q8_0.gguf");
+  export_gguf(hf, g.string(), GgufExportOptions{"q8_0", ""});
+  Model m = Model::load(g.string());
+  auto ids = exp["input_ids"][0].get<std::vector<int32_t>>();
+  double a = seq_loss(hf, ids), b = seq_loss(m, ids);
+  EXPECT_NEAR(b, a, 0.02 * a);
+  EXPECT_NE(b, a);  // really quantised
+  fs::remove(g);
+}
+
+std::string rewrite(const GgufFile& f, const std::function<void(GgufWriter&, const GgufTensorInfo*)>& edit_tensor,
+                    const std::function<void(GgufWriter&)>& edit_kv) {
+  GgufWriter w;
+  for (const auto& [k, v] : f.metadata()) w.set(k, v);
+  edit_kv(w);
+  for (const auto& t : f.tensors()) edit_tensor(w, &t);
+  return w.serialize();
+}
+
+void expect_load_error(const std::string& bytes, const std::string& needle) {
+  fs::path p = tmp_path("bad.gguf");
+  std::ofstream(p, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+  try {
+    Model::load(p.string());
+    ADD_FAILURE() << "no error; expected '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+  try {
+    load_model_tokenizer(p.string());
+  } catch (const Error&) {
+  }
+  fs::remove(p);
+}
+
+TEST(GgufRead, InconsistentFilesNameTheKeyOrTensor) {
+  Model hf = Model::load((kModels / "llama").string(), LoadOptions{"float32"});
+  fs::path g = tmp_path("llama-src.gguf");
+  export_gguf(hf, g.string(), GgufExportOptions{"f32", ""});
+  auto f = GgufFile::open(g.string());
+  auto copy = [](GgufWriter& w, const GgufTensorInfo* t) { w.add_tensor(t->name, t->ne, t->type, t->data, t->nbytes); };
+  auto none = [](GgufWriter&) {};
+  // a tensor shape that disagrees with the architecture keys
+  expect_load_error(rewrite(*f, copy, [](GgufWriter& w) { w.set("llama.feed_forward_length", GgufValue::u32(95)); }),
+                    "tensor 'blk.0.ffn_gate.weight' has shape");
+  // a missing tensor
+  expect_load_error(rewrite(*f, [&](GgufWriter& w, const GgufTensorInfo* t) { if (t->name != "blk.1.attn_v.weight") copy(w, t); }, none),
+                    "tensor 'blk.1.attn_v.weight' is missing");
+  // a tokenizer without merges
+  GgufWriter w0;
+  for (const auto& [k, v] : f->metadata())
+    if (k != "tokenizer.ggml.merges") w0.set(k, v);
+  for (const auto& t : f->tensors()) copy(w0, &t);
+  expect_load_error(w0.serialize(), "tokenizer.ggml.merges is missing");
+  // an unknown architecture, a missing key
+  expect_load_error(rewrite(*f, copy, [](GgufWriter& w) { w.set("general.architecture", GgufValue::str("mamba")); }),
+                    "general.architecture 'mamba' is not one ft runs");
+  GgufWriter w1;
+  for (const auto& [k, v] : f->metadata())
+    if (k != "llama.block_count") w1.set(k, v);
+  for (const auto& t : f->tensors()) copy(w1, &t);
+  expect_load_error(w1.serialize(), "'llama.block_count' is missing");
+  fs::remove(g);
+}
+
+}  // namespace
+}  // namespace ft

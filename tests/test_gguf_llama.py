@@ -10,11 +10,14 @@ tests/llama/node_modules) loads it and
 Where llama.cpp cannot represent a fixture's configuration the comparison is limited to what it
 can (e.g. mistral: the steps before the sliding window fills) and the limit is printed.
 
-usage: test_gguf_llama.py FT_BINARY REPO_ROOT [family ... | roundtrip]
+usage: test_gguf_llama.py FT_BINARY REPO_ROOT [family ... | roundtrip | quant]
 Exit 77 (ctest: skipped) when node-llama-cpp is not installed — loudly.
 """
 import json
 import os
+import random
+import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -59,6 +62,44 @@ def run_ft_out(*args):
     return r.stdout
 
 
+def write_quant_model(d):
+    """A seeded random Llama whose matrices fill 256-element quantisation blocks (K-quants need rows
+    of 256): hidden 256, 4 heads of 64 (2 KV heads), MLP 512, 2 layers, the fixture tokenizer."""
+    os.makedirs(d, exist_ok=True)
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(os.path.join(FIX, "tokenizer", f), d)
+    H, I, V, L = 256, 512, 512, 2
+    json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": V, "hidden_size": H,
+               "intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": 4, "num_key_value_heads": 2,
+               "head_dim": 64, "rms_norm_eps": 1e-5, "max_position_embeddings": 256, "rope_theta": 10000.0,
+               "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"},
+              open(os.path.join(d, "config.json"), "w"))
+    rng = random.Random(13)
+    shapes = {"model.embed_tokens.weight": (V, H), "model.norm.weight": (H,)}
+    for l in range(L):
+        p = f"model.layers.{l}."
+        shapes.update({p + "input_layernorm.weight": (H,), p + "post_attention_layernorm.weight": (H,),
+                       p + "self_attn.q_proj.weight": (256, H), p + "self_attn.k_proj.weight": (128, H),
+                       p + "self_attn.v_proj.weight": (128, H), p + "self_attn.o_proj.weight": (H, 256),
+                       p + "mlp.gate_proj.weight": (I, H), p + "mlp.up_proj.weight": (I, H), p + "mlp.down_proj.weight": (H, I)})
+    header, blobs, off = {}, [], 0
+    for name, shape in shapes.items():
+        n = shape[0] * (shape[1] if len(shape) > 1 else 1)
+        if len(shape) == 1:
+            vals = [1.0 + rng.gauss(0, 0.1) for _ in range(n)]
+        else:
+            std = 1.0 if "embed" in name else 1.5 / shape[1] ** 0.5
+            vals = [rng.gauss(0, std) for _ in range(n)]
+        b = struct.pack(f"<{n}f", *vals)
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(os.path.join(d, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
 def compare_greedy(got, want, margins, limit=None, margin=MARGIN):
     """Number of steps compared; raises when a step before the first low-margin step differs."""
     n = len(want) if limit is None else min(limit, len(want))
@@ -81,7 +122,7 @@ def main():
     failures = []
     checked = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for fam in [f for f in ONLY or FAMILIES if f != "roundtrip"]:
+        for fam in [f for f in ONLY or FAMILIES if f not in ("roundtrip", "quant")]:
             d = os.path.join(FIX, "models", fam)
             peft = os.path.join(d, "peft")
             exp = json.load(open(os.path.join(d, "expected.json")))
@@ -156,6 +197,31 @@ def main():
                 except AssertionError as e:
                     failures.append(f"{fam} {label}: {e}")
                     print(f"FAIL {fam} {label}: {e}", flush=True)
+        # Quantised files: llama.cpp and ft each read the same file (ft dequantises exactly, llama.cpp
+        # rounds activations to 8 bits inside its dot products): the same greedy tokens except after a
+        # step whose top-2 margin, as ft computes it, is below 0.05.
+        qdir = os.path.join(tmp, "quant-model")
+        if not ONLY or "quant" in ONLY:
+            write_quant_model(qdir)
+        for model_dir, qtypes in ([(qdir, ["q8_0", "q4_0", "q4_k", "q6_k"]), (os.path.join(FIX, "models", "qwen3"), ["q8_0", "q4_0"])]
+                                  if not ONLY or "quant" in ONLY else []):
+            for qt in qtypes:
+                gguf = os.path.join(tmp, f"{os.path.basename(model_dir)}-{qt}.gguf")
+                notes = run_ft("save", "--model", model_dir, "--format", "gguf", "--outtype", qt, "--out", gguf)
+                assert "not a multiple" not in notes, notes  # every matrix really is in this type
+                refs = [json.loads(run_ft_out("generate", "--model", gguf, "--prompt", p, "--max-tokens", "16", "--json"))
+                        for p in ["ROMEO:", "The king said"]]
+                out = referee({"model": gguf, "context_size": 64, "threads": 1, "tokenize": [],
+                               "generate": [{"prompt_ids": g["prompt_tokens"], "max_tokens": 16} for g in refs]}, tmp)
+                try:
+                    steps = [compare_greedy(got, g["tokens"], g["margins"], None, MARGIN_8BIT) for g, got in zip(refs, out["generated"])]
+                    checked += 1
+                    print(f"quantised {os.path.basename(model_dir)} {qt}: llama.cpp greedy == ft reading the same file "
+                          f"({'+'.join(map(str, steps))} steps before a margin < {MARGIN_8BIT})", flush=True)
+                except AssertionError as e:
+                    failures.append(f"quantised {qt}: {e}")
+                    print(f"FAIL quantised {os.path.basename(model_dir)} {qt}: {e}", flush=True)
+
         # ft's own trained adapters (tests/fixtures/roundtrip): rsLoRA on the last layer only (its
         # alpha·sqrt(r) scaling must reach llama.cpp's alpha / r), a LoRA on the bf16 tiny Llama, and
         # DoRA, which has no llama.cpp form: refused with the advice to merge, and merged instead.
@@ -180,8 +246,20 @@ def main():
                    "generate": [{"prompt_ids": p["ids"], "max_tokens": case["max_new_tokens"]} for p in case["prompts"]]}
             if lora:
                 req["lora"] = lora
+            spm_texts = []
+            if case["name"] == "tiny_lora":
+                # tiny-base has a SentencePiece-style tokenizer (tokenizer.ggml.model = llama): llama.cpp's
+                # tokenisation of ft's file equals ft's, from the HF directory and from the GGUF file.
+                spm_texts = ["ROMEO:", "Hello  world\n\nnew line", " leading space", "h\u00e9llo \U0001F600 emoji",
+                             "SELECT MIN 1-1001112-11", "  two", "\ttab", "1234567 numbers"]
+                req["tokenize"] = spm_texts
+                req["parse_special"] = True
             out = referee(req, tmp)
             try:
+                for text, got in zip(spm_texts, out["tokens"]):
+                    for model in (base_dir, gguf):
+                        g = json.loads(run_ft_out("generate", "--model", model, "--prompt", text, "--max-tokens", "0", "--json"))
+                        assert got == g["prompt_tokens"][1:], f"tokenisation of {text!r}: llama.cpp {got} != ft ({model}) {g['prompt_tokens'][1:]}"
                 steps = [compare_greedy(got, g["new_ids"], g["margins"]) for g, got in zip(case["peft"]["greedy"], out["generated"])]
                 checked += 1
                 what = "merged DoRA (GGUF adapter refused)" if lora is None else "GGUF adapter on f32 GGUF base"

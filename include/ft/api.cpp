@@ -15,6 +15,7 @@
 #include "ft/ft.h"
 #include "models/export.h"
 #include "models/generate.h"
+#include "models/gguf_load.h"
 #include "models/loss.h"
 #include "optim/trainer.h"
 
@@ -135,15 +136,16 @@ bool Session::has_chat_template() const { return s_->chat.has_value(); }
 
 detail::SessionState detail::load_state(const std::string& dir, const std::string& adapter, const std::string& dtype,
                                         bool need_tokenizer, int quantize, int group_size) {
-  FT_CHECK(fs::is_directory(dir), "model directory '", dir,
-           "' does not exist (expected a HuggingFace model directory with config.json and *.safetensors)");
+  const bool gguf = is_gguf_file(dir);
+  FT_CHECK(gguf || fs::is_directory(dir), "model directory '", dir,
+           "' does not exist (expected a HuggingFace model directory with config.json and *.safetensors, or a .gguf file)");
   ft::LoadOptions lo;
   lo.dtype = dtype;
   lo.quantize = quantize;
   lo.group_size = group_size;
   SessionState L{Model::load(dir, lo), {}, {}, {}, {}, {}};
   try {
-    L.tok.emplace(Tokenizer::from_dir(dir));
+    L.tok.emplace(load_model_tokenizer(dir));
   } catch (const ft::Error& e) {
     if (need_tokenizer) throw;
     L.tokenizer_error = e.what();
@@ -151,7 +153,8 @@ detail::SessionState detail::load_state(const std::string& dir, const std::strin
   if (L.tok && !L.tok->chat_template().empty()) {
     try {
       nlohmann::ordered_json sp = {{"bos_token", L.tok->bos_token()}, {"eos_token", L.tok->eos_token()}};
-      L.chat.emplace(L.tok->chat_template(), (fs::path(dir) / "tokenizer_config.json").string(), sp);
+      L.chat.emplace(L.tok->chat_template(),
+                     gguf ? dir + " (tokenizer.chat_template)" : (fs::path(dir) / "tokenizer_config.json").string(), sp);
     } catch (const ft::Error& e) {
       L.chat_error = e.what();
     }

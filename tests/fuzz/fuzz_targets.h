@@ -20,6 +20,7 @@ int tokenizer_load(const uint8_t* data, size_t size);    // tokenizer.json [NUL 
 int tokenizer_encode(const uint8_t* data, size_t size);  // text through fixed tokenizers (encode/decode/stream)
 int chat_template(const uint8_t* data, size_t size);     // a template source rendered with fixed messages
 int jsonl(const uint8_t* data, size_t size);             // dataset rows: read_rows + detect_format + make_dataset
+int gguf(const uint8_t* data, size_t size);              // GgufFile::from_bytes + writer round trip + model loader
 
 struct Target {
   const char* name;
@@ -31,7 +32,8 @@ inline const std::vector<Target>& targets() {
                                         {"tokenizer_load", tokenizer_load},
                                         {"tokenizer_encode", tokenizer_encode},
                                         {"chat_template", chat_template},
-                                        {"jsonl", jsonl}};
+                                        {"jsonl", jsonl},
+                                        {"gguf", gguf}};
   return t;
 }
 

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # Inputs per target in --runs mode (each about 45-60 s on a 2-core CI machine).
 declare -A RUNS=([chat_template]=150000 [config]=500000 [jsonl]=20000 [safetensors]=800000
-                 [tokenizer_load]=60000 [tokenizer_encode]=30000)
+                 [tokenizer_load]=60000 [tokenizer_encode]=30000 [gguf]=20000)
 limit=${1:-60}; shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
