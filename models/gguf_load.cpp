@@ -7,6 +7,7 @@
 #include <fstream>
 #include <algorithm>
 #include <map>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -44,18 +45,23 @@ ojson byte_level(bool use_regex) {
 
 // Merges equivalent to llama.cpp's score-ordered SentencePiece merging: every split of a token into
 // two tokens of the vocabulary, the splits of higher-scoring tokens first (ties: lower token id).
+// Tokens longer than kMaxSpmToken bytes are not split (real vocabularies' are far shorter; the bound
+// keeps a hostile file from costing time quadratic in a token's length).
+constexpr size_t kMaxSpmToken = 512;
 std::vector<std::string> spm_merges(const GgufValue& toks, const GgufValue& scores, const GgufValue* types) {
-  std::map<std::string, size_t> index;
+  std::map<std::string, size_t, std::less<>> index;
   for (size_t i = 0; i < toks.strs.size(); ++i) index.emplace(toks.strs[i], i);
   struct M { double score; size_t id; std::string text; };
   std::vector<M> ms;
   for (size_t i = 0; i < toks.strs.size(); ++i) {
     if (types && types->ints[i] != 1) continue;  // normal tokens only
     const std::string& s = toks.strs[i];
+    if (s.size() > kMaxSpmToken) continue;
+    const std::string_view sv(s);
     for (size_t k = 1; k < s.size(); ++k) {
       if ((static_cast<unsigned char>(s[k]) & 0xC0) == 0x80) continue;  // inside a UTF-8 character
-      std::string a = s.substr(0, k), b = s.substr(k);
-      if (index.count(a) && index.count(b)) ms.push_back({scores.floats[i], i, a + " " + b});
+      if (index.find(sv.substr(0, k)) != index.end() && index.find(sv.substr(k)) != index.end())
+        ms.push_back({scores.floats[i], i, s.substr(0, k) + " " + s.substr(k)});
     }
   }
   std::stable_sort(ms.begin(), ms.end(), [](const M& x, const M& y) { return x.score != y.score ? x.score > y.score : x.id < y.id; });
@@ -90,7 +96,10 @@ GgufHfTexts gguf_hf_texts(const GgufFile& f) {
   c["vocab_size"] = embd->ne[1];
   c["hidden_size"] = hidden;
   c["intermediate_size"] = f.get_int(A + "feed_forward_length");
-  c["num_hidden_layers"] = f.get_int(A + "block_count");
+  const int64_t n_layers = f.get_int(A + "block_count");
+  FT_CHECK(n_layers >= 1 && n_layers <= int64_t(f.tensors().size()), F, ": ", A, "block_count is ", n_layers, " but the file has ",
+           f.tensors().size(), " tensors (each layer has several)");
+  c["num_hidden_layers"] = n_layers;
   c["num_attention_heads"] = heads;
   c["num_key_value_heads"] = f.opt_int(A + "attention.head_count_kv").value_or(heads);
   c["head_dim"] = head_dim;
