@@ -6,7 +6,6 @@
 
 #include "autograd/quant.h"
 
-
 namespace ft::cli {
 
 namespace fs = std::filesystem;
