@@ -16,6 +16,8 @@
 #include <tbb/parallel_for.h>
 
 #include "autograd/error.h"
+#include "models/gguf.h"
+#include "models/gguf_load.h"
 #include "models/safetensors.h"
 #include "optim/state.h"
 #include "optim/trainer.h"
@@ -109,7 +111,27 @@ std::string file_hash(const std::string& path) {
 
 // ---- fingerprints -------------------------------------------------------------------------------
 
+namespace {
+
+// A GGUF file: its metadata (config, tokenizer, chat template) as one "file", every tensor by name,
+// ggml type, shape and bytes.
+json gguf_fingerprint(const std::string& path) {
+  auto f = GgufFile::open(path);
+  json meta = json::array();
+  for (const auto& [k, v] : f->metadata())
+    meta.push_back({k, int(v.type), int(v.elem), v.i, v.u, v.f, v.s, v.strs, v.ints, v.floats});
+  const std::string m = meta.dump();
+  json cfg = {{fs::path(path).filename().string() + " (metadata)", content_hash(m.data(), m.size())}};
+  json w = json::array();
+  for (const GgufTensorInfo& t : f->tensors())
+    w.push_back({t.name, ggml_type_name(t.type), t.shape(), content_hash(t.data, t.nbytes)});
+  return {{"config", cfg}, {"weights", w}};
+}
+
+}  // namespace
+
 json model_fingerprint(const std::string& model_dir, bool from_scratch) {
+  if (!from_scratch && is_gguf_file(model_dir)) return gguf_fingerprint(model_dir);
   json cfg = json::object();
   for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                         "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "added_tokens.json"}) {
