@@ -10,8 +10,10 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libeigen3-dev libtbb-dev libcli11-dev nlohmann-json3-dev libhdf5-dev
       libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libyaml-cpp-dev
       libopenblas-dev
-      python3 python3-numpy
-      nodejs npm)  # test-only: llama.cpp (node-llama-cpp) referees ft's GGUF files
+      python3 python3-numpy)
+# Test-only: llama.cpp (node-llama-cpp) referees ft's GGUF files. A machine that already has Node.js and
+# npm (Debian's, or NodeSource's nodejs which bundles npm and conflicts with Debian's npm) keeps them.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then PKGS+=(nodejs npm); fi
 if [ "${FT_FUZZ:-0}" = 1 ]; then PKGS+=(clang libclang-rt-14-dev); fi  # clang + its libFuzzer runtime
 missing=()
 for p in "${PKGS[@]}"; do
