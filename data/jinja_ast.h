@@ -2,6 +2,7 @@
 // Internal: the AST shared by jinja_parse.cpp (builds it) and jinja_eval.cpp (walks it).
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -43,5 +44,9 @@ struct Node {
 };
 
 Body parse_template(const std::string& source, const std::string& name);
+
+// Whether the evaluator has this filter / test (jinja_filters.cpp): the parser refuses others.
+bool is_filter(std::string_view name);
+bool is_test(std::string_view name);
 
 }  // namespace ft::jinja
