@@ -41,13 +41,15 @@ const QuantParams& quant_params(const Tensor& t) {
 
 bool quant_bits_supported(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8; }
 bool quant_group_supported(int g) { return g == 32 || g == 64 || g == 128; }
+bool quant_group_valid(int g) { return g == 16 || quant_group_supported(g); }
 
 void check_quant_params(const QuantParams& p, const std::string& what) {
   FT_CHECK(p.format == QuantFormat::MlxAffine, what, ": unsupported quantization format");
   FT_CHECK(quant_bits_supported(p.bits), what, ": ", p.bits, "-bit quantization is not supported (affine: 2, 3, 4, 5, 6 or 8 bits)");
-  FT_CHECK(quant_group_supported(p.group_size), what, ": group size ", p.group_size, " is not supported (32, 64 or 128)");
+  FT_CHECK(quant_group_valid(p.group_size), what, ": group size ", p.group_size, " is not supported (16, 32, 64 or 128)");
   FT_CHECK(p.rows >= 0 && p.cols > 0, what, ": bad quantized shape [", p.rows, ", ", p.cols, "]");
   FT_CHECK(p.cols % p.group_size == 0, what, ": the input dimension ", p.cols, " is not a multiple of the group size ", p.group_size);
+  FT_CHECK(p.cols % 32 == 0, what, ": the input dimension ", p.cols, " is not a multiple of 32 (the kernels' step)");
   const Shape ws{p.rows, p.words_per_row()}, gs{p.rows, p.groups_per_row()};
   FT_CHECK(p.packed.defined() && p.packed.dtype() == DType::I32 && p.packed.is_contiguous(), what,
            ": packed weights must be contiguous uint32 words");
@@ -194,7 +196,8 @@ Tensor quantize_affine(const Tensor& w_in, int bits, int group_size, DType scale
   p.cols = w_in.size(1);
   p.scale_dtype = scale_dtype;
   FT_CHECK(quant_bits_supported(bits), what, ": ", bits, "-bit quantization is not supported (2, 3, 4, 5, 6 or 8)");
-  FT_CHECK(quant_group_supported(group_size), what, ": group size ", group_size, " is not supported (32, 64 or 128)");
+  FT_CHECK(quant_group_valid(group_size), what, ": group size ", group_size, " is not supported (16, 32, 64 or 128)");
+  FT_CHECK(p.cols % 32 == 0, what, ": the input dimension ", p.cols, " is not a multiple of 32");
   FT_CHECK(p.cols % group_size == 0, what, ": the input dimension ", p.cols, " is not a multiple of the group size ", group_size);
   p.packed = Tensor::zeros({p.rows, p.words_per_row()}, DType::I32);
   p.scales = Tensor::empty({p.rows, p.groups_per_row()});

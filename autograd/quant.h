@@ -12,14 +12,16 @@
 // 2025; docs: ../shared/docs/formats.md "MLX quantised weights"):
 //   packed  uint32 [rows, cols·bits/32]: each row one little-endian, LSB-first bit stream of
 //           `bits`-bit codes q (element c at bit c·bits of the row), bits 2, 3, 4, 5, 6, 8.
-//   scales, biases [rows, cols/group_size] (group_size 32, 64, 128; groups run along a row):
+//   scales, biases [rows, cols/group_size] (group_size 32, 64, 128 — MLX's sizes — or 16, which
+//           MLX does not write but GGUF's Q6_K needs; groups run along a row; cols a multiple of 32):
 //           w[r][c] = scale·q + bias, evaluated in fp32 as MLX's float kernels do: the product
 //           rounded, then the sum rounded (never fused: the quant kernels are built with
 //           -ffp-contract=off).
 // Scales and biases are held as fp32 (exact widenings of the checkpoint's bf16/fp16 values);
 // scale_dtype records the dtype they are written back in.
-// Other block formats (GGUF Q8_0, Q4_0, Q4_K: scales inside the blocks) plug in as further
-// QuantFormat values with their own dequantise-a-row-segment and row-dot kernels.
+// GGUF's block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are re-expressed exactly
+// in this format when a GGUF file is read (models/gguf_packed.h): every block is groups of 16 or 32
+// codes with one scale and one offset each.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -48,12 +50,13 @@ inline bool is_quantized(const Tensor& t) { return t.defined() && t.dtype() == D
 // The parameters of a quantised tensor (throws ft::Error when t is not quantised).
 const QuantParams& quant_params(const Tensor& t);
 
-// Checks bits (2, 3, 4, 5, 6, 8), group size (32, 64, 128), cols divisible by the group and by
+// Checks bits (2, 3, 4, 5, 6, 8), group size (16, 32, 64, 128), cols divisible by the group and by
 // 32, and the shapes/dtypes of packed/scales/biases against rows × cols; `what` (a tensor name)
 // starts every error message.
 void check_quant_params(const QuantParams& p, const std::string& what);
 bool quant_bits_supported(int bits);
-bool quant_group_supported(int group_size);
+bool quant_group_supported(int group_size);  // MLX's group sizes (checkpoints, --group-size): 32, 64, 128
+bool quant_group_valid(int group_size);      // what the kernels run: 16 (GGUF Q6_K) and MLX's
 
 // Wraps checked params as a DType::Q tensor [rows, cols]. packed must be 4-byte aligned.
 Tensor make_quantized(QuantParams p, const std::string& what = "quantized weight");
@@ -64,6 +67,7 @@ Tensor make_quantized(QuantParams p, const std::string& what = "quantized weight
 // scale = edge/q0, bias = edge, else bias = 0; q = clamp(rint((w − bias)/scale), 0, 2^bits − 1)
 // with that fp32 scale/bias; the stored scale/bias are then rounded to scale_dtype (as MLX stores
 // them in the input's dtype). Works row block by row block (no float copy of w is made).
+// group_size: quant_group_valid.
 Tensor quantize_affine(const Tensor& w, int bits, int group_size, DType scale_dtype, const std::string& what = "weight");
 
 // Dequantises rows [r0, r1) × columns [c0, c1) into out (row stride ldo), any bounds.

@@ -16,7 +16,7 @@ struct View {
 };
 
 // out[c - c0] = W[r][c] for c in [c0, c1); c0 and c1 multiples of 8 (an 8-chunk never straddles a
-// group: groups are multiples of 32). w = scale·q + bias: product rounded, then sum rounded.
+// group, nor does a 16-chunk starting at a multiple of 16: groups are 16, 32, 64 or 128). w = scale·q + bias: product rounded, then sum rounded.
 using DequantFn = void (*)(const View& v, int64_t r, int64_t c0, int64_t c1, float* out);
 
 // Rows j0 .. j0+n-1 of W, m (1..4) rows of A (row i at A + i·lda, K = cols, a multiple of 32):

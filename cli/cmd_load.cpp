@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "autograd/quant.h"
+#include "models/gguf_load.h"
 
 namespace ft::cli {
 
@@ -28,6 +29,7 @@ void add_load(CLI::App& app) {
     fs::path d(*model);
     Loaded L = load_all(*model, *adapter, "", fs::exists(d / "tokenizer.json") || fs::exists(d / "tokenizer.model"), *quantize, *group);
     const std::string quant = quant_summary(L.model);
+    const bool is_gguf = is_gguf_file(*model);
     const ModelConfig& c = L.model.cfg;
     int64_t adapter_params = 0;
     for (auto& p : lora_parameters(L.model)) adapter_params += p.value.numel();
@@ -65,7 +67,7 @@ void add_load(CLI::App& app) {
               << "family       " << c.model_type << (c.architecture.empty() ? "" : " (" + c.architecture + ")") << "\n"
               << "parameters   " << L.model.checkpoint_parameters << " (" << human_count(double(L.model.checkpoint_parameters)) << ")\n"
               << "dtype        " << L.model.checkpoint_dtype << "\n"
-              << (quant.empty() ? "" : "quantized    " + quant + ", MLX affine\n")
+              << (quant.empty() ? "" : "quantized    " + quant + (is_gguf ? ", GGUF " + L.model.checkpoint_dtype + " blocks held as affine groups, exactly" : ", MLX affine") + "\n")
               << "layers       " << c.num_layers << " (hidden " << c.hidden_size << ", heads " << c.num_heads << "/" << c.num_kv_heads
               << " kv, head_dim " << c.head_dim << ", mlp " << c.intermediate_size << ")\n"
               << "vocab        " << c.vocab_size << (c.tie_word_embeddings ? " (tied embeddings)" : "") << "\n"

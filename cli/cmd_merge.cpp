@@ -36,15 +36,21 @@ void add_merge(CLI::App& app) {
   sub->callback([=] {
     Loaded L = load_all(*model, *adapter, "float32", false, *quantize, *group);
     std::string dt = *dtype;
-    const bool requant = L.model.quantized() && dt.empty();  // mlx-lm fuse's default; --dtype dequantizes
+    // A quantized base: re-quantized with its own settings (mlx-lm fuse's default); --dtype dequantizes.
+    // GGUF output: merged in float32, then quantized once to --outtype (default: a quantized GGUF
+    // base's own type when ft writes it, else the base's float type).
+    const bool quantized = L.model.quantized();
+    const bool requant = quantized && dt.empty() && *format != "gguf";
     if (dt.empty()) dt = L.model.checkpoint_dtype == "BF16" ? "bfloat16" : L.model.checkpoint_dtype == "F16" ? "float16" : "float32";
     FT_CHECK(outtype->empty() || *format == "gguf", "--outtype is for --format gguf (use --dtype for a HF directory)");
-    FT_CHECK(*format != "gguf" || !L.model.quantized(), "--format gguf from a quantized base is not supported yet: merge with ",
-             "--dtype float32 first, then write GGUF from the merged model");
+    std::string ot = *outtype;
+    if (ot.empty()) {
+      ot = dt == "bfloat16" ? "bf16" : dt == "float16" ? "f16" : "f32";
+      for (auto [gt, name] : {std::pair{"Q8_0", "q8_0"}, {"Q4_0", "q4_0"}, {"Q4_K", "q4_k"}, {"Q6_K", "q6_k"}})
+        if (quantized && L.model.checkpoint_dtype == gt && dtype->empty()) ot = name;
+    }
     merge_lora(L.model, DType::F32, requant);
     if (*format == "gguf") {
-      std::string ot = *outtype;
-      if (ot.empty()) ot = dt == "bfloat16" ? "bf16" : dt == "float16" ? "f16" : "f32";
       for (const std::string& n : export_gguf(L.model, *out, GgufExportOptions{ot, ""})) std::cerr << "note: " << n << "\n";
       std::cerr << "Merged " << *adapter << " into " << *model << " -> " << *out << " (GGUF " << ot << ")\n";
       return;

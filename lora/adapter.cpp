@@ -430,7 +430,8 @@ void merge_lora(Model& model, DType dtype, bool requantize) {
           for (int64_t i = 0; i < in; ++i) pw[o * in + i] *= f;
         }
       }
-      p->weight = base_q && requantize ? quantize_affine(w, base_q->bits, base_q->group_size, base_q->scale_dtype, p->name + ".weight")
+      // (a GGUF Q6_K base's groups of 16 are not MLX's: its merged matrices stay float)
+      p->weight = base_q && requantize && quant_group_supported(base_q->group_size) ? quantize_affine(w, base_q->bits, base_q->group_size, base_q->scale_dtype, p->name + ".weight")
                                        : w.to(dtype);
       p->lora.reset();
     } else if (p->weight.dtype() != dtype && !is_quantized(p->weight)) {

@@ -65,7 +65,8 @@ LoraConfig load_adapter(const std::string& dir, Model& model, bool trainable = f
 // Folds every adapter into its base weight (W += s·B·A; DoRA: W = m/‖W+s·B·A‖·(W+s·B·A)), in float32,
 // then stores the result in `dtype` (F32/BF16/F16). Adapters are removed. Quantized base weights:
 // the merged matrix is dequantized + update, then re-quantized with the base's bits, group size and
-// scale dtype when `requantize` (what mlx-lm's fuse does by default), else stored in `dtype`;
+// scale dtype when `requantize` (what mlx-lm's fuse does by default; not for groups of 16 — a GGUF
+// Q6_K base — which MLX does not write), else stored in `dtype`;
 // quantized weights without an adapter stay as they are.
 void merge_lora(Model& model, DType dtype, bool requantize = false);
 

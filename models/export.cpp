@@ -37,7 +37,9 @@ void export_model(const Model& m, const std::string& dir, const ExportOptions& o
   std::vector<TensorRecord> recs;
   nlohmann::ordered_json quant;  // MLX's config block, when quantized matrices are written as they are
   for (auto& [name, t] : ts) {
-    if (is_quantized(t) && !want) {  // MLX layout: module.weight uint32, module.scales, module.biases
+    // MLX layout (module.weight uint32, module.scales, module.biases) for MLX's group sizes; a GGUF
+    // Q6_K matrix (groups of 16, which MLX does not read) is written dequantised (float32).
+    if (is_quantized(t) && !want && quant_group_supported(quant_params(t).group_size)) {
       const QuantParams& q = quant_params(t);
       const std::string module = name.substr(0, name.size() - 7);  // strip ".weight"
       TensorRecord w = TensorRecord::view(name, DType::I32, q.packed.shape(), q.packed.raw());
@@ -53,7 +55,7 @@ void export_model(const Model& m, const std::string& dir, const ExportOptions& o
         quant[module] = {{"group_size", q.group_size}, {"bits", q.bits}};
       continue;
     }
-    Tensor x = t.detach().contiguous().to(want ? *want : (t.dim() == 1 ? main_dt : t.dtype()));
+    Tensor x = t.detach().contiguous().to(want ? *want : (t.dim() == 1 ? main_dt : is_quantized(t) ? DType::F32 : t.dtype()));
     keep.push_back(x);
     recs.push_back(TensorRecord::view(name, x.dtype(), x.shape(), x.raw()));
   }

@@ -143,6 +143,16 @@ GgufFile::~GgufFile() {
   if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_);
 }
 
+void GgufFile::release(const GgufTensorInfo& t) const {
+  if (!mapped_ || t.nbytes == 0) return;
+  // A read-only private mapping has no dirty pages: dropped pages are re-read from the file if
+  // touched again, so this only changes what stays resident (the whole pages inside the tensor).
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(t.data) + page - 1) / page * page;
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes) / page * page;
+  if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
+}
+
 namespace {
 
 // Bounds-checked little-endian cursor over the file image.

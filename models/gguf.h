@@ -88,6 +88,9 @@ class GgufFile : public std::enable_shared_from_this<GgufFile> {
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const GgufTensorInfo* tensor(const std::string& name) const;
   std::shared_ptr<const void> keep_alive() const { return shared_from_this(); }
+  // Tells the kernel that t's bytes will not be read again soon (a mapped file: its whole pages
+  // leave this process's resident memory; they are read back from the file if touched again).
+  void release(const GgufTensorInfo& t) const;
 
   // Typed getters: throw "<file>: metadata key 'K' is missing" / "... must be <type>, got <type>".
   std::string get_str(const std::string& key) const;

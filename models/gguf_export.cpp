@@ -68,6 +68,17 @@ std::vector<float> gguf_permute_rows(const std::vector<float>& w, int64_t rows, 
   return o;
 }
 
+std::vector<int64_t> gguf_unpermute_order(int64_t rows, int64_t n_head) {
+  FT_CHECK(n_head > 0 && rows % (2 * n_head) == 0, "GGUF q/k permutation: ", rows, " rows do not split into ", n_head,
+           " heads of rotary pairs");
+  const int64_t hd = rows / n_head, half = hd / 2;
+  std::vector<int64_t> o(static_cast<size_t>(rows));
+  for (int64_t h = 0; h < n_head; ++h)
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j) o[size_t(h * hd + j * half + i)] = h * hd + 2 * i + j;  // HF row <- llama.cpp row
+  return o;
+}
+
 namespace {
 
 std::vector<float> floats(const Tensor& t) { return t.detach().contiguous().to(DType::F32).to_vector(); }
@@ -272,6 +283,11 @@ std::vector<std::string> export_gguf(const Model& m, const std::string& path, co
   Out o;
   std::string ot = opt.outtype;
   if (ot.empty()) ot = m.embed.dtype() == DType::BF16 ? "bf16" : m.embed.dtype() == DType::F16 ? "f16" : "f32";
+  if (opt.outtype.empty() && m.quantized()) {  // a quantised GGUF source: its own type when ft writes it
+    const std::string src = m.checkpoint_dtype;
+    for (const char* q : {"Q8_0", "Q4_0", "Q4_K", "Q6_K"})
+      if (src == q) ot = src;
+  }
   auto gt = ggml_type_from_name(ot);
   FT_CHECK(gt && (*gt == GgmlType::F32 || *gt == GgmlType::F16 || *gt == GgmlType::BF16 || *gt == GgmlType::Q8_0 ||
                   *gt == GgmlType::Q4_0 || *gt == GgmlType::Q4_K || *gt == GgmlType::Q6_K),
@@ -350,7 +366,13 @@ std::vector<std::string> export_gguf(const Model& m, const std::string& path, co
       break;
     }
     case RopeType::LongRope: {
-      FT_CHECK(arch == "phi3", "GGUF: longrope is written for phi3 only");
+      if (arch != "phi3" && rp.long_factor == rp.short_factor && rope_inv_freq(rp, int(c.head_dim), 0).attention_scaling == 1.0) {
+        // one set of per-frequency divisors and no attention scaling (how a GGUF's rope_freqs is read
+        // back, models/gguf_load.cpp): rope_freqs again
+        rope_freqs.assign(rp.long_factor.begin(), rp.long_factor.end());
+        break;
+      }
+      FT_CHECK(arch == "phi3", "GGUF: longrope is written for phi3 only (other architectures: one set of factors, no attention scaling)");
       rope_long.assign(rp.long_factor.begin(), rp.long_factor.end());
       rope_short.assign(rp.short_factor.begin(), rp.short_factor.end());
       w.set(A + "rope.scaling.original_context_length", GgufValue::u32(uint32_t(rp.original_max_position_embeddings)));

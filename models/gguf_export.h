@@ -30,11 +30,16 @@ bool gguf_permutes_qk(const ModelConfig& c);
 // rotate-half layout to llama.cpp's interleaved one, per head of rows / n_head rows. inverse = back.
 std::vector<float> gguf_permute_rows(const std::vector<float>& w, int64_t rows, int64_t cols, int64_t n_head,
                                      bool inverse = false);
+// The row order that undoes gguf_permute_rows: HF row i is llama.cpp row order[i].
+std::vector<int64_t> gguf_unpermute_order(int64_t rows, int64_t n_head);
 // Multiplier folded into the queries so that llama.cpp's head_dim^-0.5 gives ft's attn_scale (1 when equal).
 double gguf_query_fold(const ModelConfig& c);
 
 struct GgufExportOptions {
-  std::string outtype;  // f32, f16, bf16, q8_0, q4_0, q4_k, q6_k; "" = the checkpoint's float type
+  // f32, f16, bf16, q8_0, q4_0, q4_k, q6_k; "" = the checkpoint's float type (a quantised model: a
+  // GGUF source's own type when it is one of these, else f32). Quantised matrices are dequantised
+  // one at a time and re-quantised to this type.
+  std::string outtype;
   std::string name;     // general.name ("" = the model directory's name)
 };
 

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/gguf_export.h"
+#include "models/gguf_packed.h"
 #include "models/gguf_quant.h"
 
 namespace ft {
@@ -288,6 +289,10 @@ Tokenizer load_model_tokenizer(const std::string& path) {
 }
 
 Model load_gguf_model(const std::string& path, const LoadOptions& opt) {
+  if (opt.quantize) {
+    FT_CHECK(quant_bits_supported(opt.quantize), "--quantize ", opt.quantize, ": unsupported bit width (4 or 8; 2, 3, 5, 6 also work)");
+    FT_CHECK(quant_group_supported(opt.group_size), "--group-size ", opt.group_size, ": unsupported (32, 64 or 128)");
+  }
   auto f = GgufFile::open(path);
   const std::string& F = path;
   GgufHfTexts texts = gguf_hf_texts(*f);
@@ -296,7 +301,8 @@ Model load_gguf_model(const std::string& path, const LoadOptions& opt) {
   m.cfg = parse_model_config(texts.config_json, path + " (GGUF metadata)");
   const ModelConfig& c = m.cfg;
   const bool permute = gguf_permutes_qk(c);
-  // Storage: --dtype, else BF16 for BF16 files and float32 for everything else (as safetensors F16).
+  // Storage: quantised matrices stay packed (gguf_packed.h); float ones in --dtype, else BF16 for BF16
+  // files and float32 for everything else (as safetensors F16).
   std::map<std::string, int64_t> bytes;
   for (const auto& t : f->tensors()) bytes[ggml_type_name(t.type)] += int64_t(t.nbytes), m.checkpoint_parameters += t.numel();
   int64_t best = -1;
@@ -319,9 +325,18 @@ Model load_gguf_model(const std::string& path, const LoadOptions& opt) {
     FT_CHECK(t, F, ": tensor '", g, "' is missing (", c.model_type, " with ", c.num_layers, " layers per the metadata)");
     FT_CHECK(t->shape() == shape, F, ": tensor '", g, "' has shape ", shape_str(t->shape()), " but the architecture keys imply ",
              shape_str(shape));
-    std::vector<float> v = read_f32(*t);
     const bool is_q = stem.size() > 7 && stem.compare(stem.size() - 7, 7, ".q_proj") == 0;
     const bool is_k = stem.size() > 7 && stem.compare(stem.size() - 7, 7, ".k_proj") == 0;
+    if (matrix && shape.size() == 2 && gguf_affine_of(t->type).bits) {
+      // Kept packed: the blocks re-expressed as affine groups (exact, gguf_packed.h), rows in HF order.
+      FT_CHECK(!opt.quantize, F, ": tensor '", g, "' is already quantised (", ggml_type_name(t->type), "); drop --quantize");
+      std::vector<int64_t> order;
+      if (permute && (is_q || is_k)) order = gguf_unpermute_order(shape[0], is_q ? c.num_heads : c.num_kv_heads);
+      Tensor q = gguf_repack(t->type, t->data, shape[0], shape[1], order.empty() ? nullptr : &order, hf);
+      f->release(*t);  // the file's pages of this tensor are no longer needed in memory
+      return q;
+    }
+    std::vector<float> v = read_f32(*t);
     if (permute && (is_q || is_k)) {
       int64_t cols = shape.size() == 2 ? shape[1] : 1;
       v = gguf_permute_rows(v, shape[0], cols, is_q ? c.num_heads : c.num_kv_heads, true);
@@ -329,6 +344,8 @@ Model load_gguf_model(const std::string& path, const LoadOptions& opt) {
     if (c.norm_plus_one && !matrix && stem.find("norm") != std::string::npos)
       for (float& x : v) x -= 1.f;
     Tensor out = Tensor::from_vector(v, shape);
+    if (matrix && opt.quantize > 0 && shape.size() == 2 && shape[1] % opt.group_size == 0)  // --quantize on a float file
+      return quantize_affine(out, opt.quantize, opt.group_size, mat_dt, hf);
     return matrix ? out.to(mat_dt) : out;
   };
   const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;

@@ -4,8 +4,9 @@
 // tokenizer_config.json from tokenizer.ggml.*, encoding as llama.cpp does for that
 // tokenizer.ggml.pre), and the tensors are mapped back to HF names with the export's conventions
 // undone (llama q/k permutation, Gemma's 1 + w norms; llama3 rope_freqs are read as per-frequency
-// factors). Every type of GgmlType is read; quantised tensors are dequantised at load (to float32,
-// or the --dtype asked for).
+// factors). Every type of GgmlType is read; quantised matrices stay packed (re-expressed exactly as
+// DType::Q affine groups, models/gguf_packed.h; rows of q/k reordered), float ones are stored in
+// --dtype (or quantised with --quantize); 1-D tensors (norms, biases) are float32.
 #include <memory>
 #include <string>
 

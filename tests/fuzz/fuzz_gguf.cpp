@@ -1,11 +1,14 @@
 // GGUF reader: any byte string either parses into tensors that lie inside the image (surviving a
-// writer round trip unchanged, every row decodable) or is an ft::Error; a parsed file then goes
-// through the metadata -> HF texts mapping and the model loader, which may only throw ft::Error.
+// writer round trip unchanged, every row decodable, a quantised row kept packed holding ggml's
+// values) or is an ft::Error; a parsed file then goes through the metadata -> HF texts mapping
+// and the model loader, which may only throw ft::Error.
+#include <cmath>
 #include <cstring>
 
 #include "autograd/error.h"
 #include "models/gguf.h"
 #include "models/gguf_load.h"
+#include "models/gguf_packed.h"
 #include "models/gguf_quant.h"
 #include "tests/fuzz/fuzz_targets.h"
 
@@ -28,6 +31,16 @@ int gguf(const uint8_t* data, size_t size) {
       std::vector<float> row(static_cast<size_t>(t.ne[0]));
       ggml_dequantize_row(t.type, t.data, t.ne[0], row.data());
       decoded += t.ne[0];
+      // kept packed (models/gguf_packed.h): the same values wherever ggml's are finite
+      if (gguf_affine_of(t.type).bits && t.ne[0] % 32 == 0) {
+        const Tensor q = gguf_repack(t.type, t.data, 1, t.ne[0], nullptr, t.name);
+        std::vector<float> got(row.size());
+        dequantize_block(quant_params(q), 0, 1, 0, t.ne[0], got.data(), t.ne[0]);
+        bool finite = true;
+        for (float x : row) finite = finite && std::isfinite(x);
+        for (size_t i = 0; finite && i < row.size(); ++i)
+          FT_FUZZ_ASSERT(got[i] == row[i], "packed '" + t.name + "' differs from ggml's dequantised value");
+      }
     }
   }
   // Round trip through the writer.
