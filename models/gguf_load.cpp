@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <map>
 #include <string_view>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
@@ -216,6 +217,8 @@ GgufHfTexts gguf_hf_texts(const GgufFile& f) {
     throw Error(cat(F, ": tokenizer.ggml.pre '", pre, "' is not read yet (ft reads gpt-2, llama-bpe, qwen2, smollm)"));
   }
   ojson vocab = ojson::object(), added = ojson::array();
+  auto& vocab_obj = static_cast<std::vector<std::pair<const std::string, ojson>>&>(vocab.get_ref<ojson::object_t&>());
+  std::unordered_set<std::string_view> seen;
   for (size_t i = 0; i < toks->strs.size(); ++i) {
     int64_t ty = ttypes ? ttypes->ints[i] : 1;
     const std::string& s = toks->strs[i];
@@ -223,7 +226,8 @@ GgufHfTexts gguf_hf_texts(const GgufFile& f) {
       added.push_back({{"id", i}, {"content", s}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
                        {"normalized", false}, {"special", ty == 3}});
     }
-    if (!vocab.contains(s)) vocab[s] = i;
+    // ordered_json looks keys up linearly: a set keeps this linear in the vocabulary (50k+ tokens)
+    if (seen.insert(s).second) vocab_obj.emplace_back(s, ojson(i));
   }
   auto tok_of = [&](const char* key) -> std::optional<std::pair<int64_t, std::string>> {
     auto id = f.opt_int(key);
