@@ -8,6 +8,7 @@
 //   scaling = alpha / r, or alpha / sqrt(r) with rsLoRA.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "autograd/tensor.h"
 
@@ -37,5 +38,13 @@ struct Projection {
  private:
   Tensor dora_forward(const Tensor& x, const Tensor& xd, bool training) const;
 };
+
+// W + s·B·A in float32 [out, in]: a new tensor (a quantized W is dequantized), no gradient.
+Tensor lora_merged_weight(const Tensor& weight, const LoraAdapter& l);
+// The Euclidean norm of each row of a float32 matrix [out, in], summed in double.
+std::vector<double> row_norms(const Tensor& w);
+// DoRA's weight norm ‖W + s·B·A‖₂ per output row [out], float32, no gradient: the one computation
+// that DoRA's init (lora/adapter.cpp), forward (below) and merge (lora/merge.cpp) use.
+Tensor dora_weight_norm(const Tensor& weight, const LoraAdapter& l);
 
 }  // namespace ft
