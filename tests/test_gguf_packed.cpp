@@ -18,6 +18,7 @@
 #include "autograd/ops.h"
 #include "autograd/quant.h"
 #include "lora/adapter.h"
+#include "models/export.h"
 #include "models/gguf.h"
 #include "models/gguf_export.h"
 #include "models/gguf_load.h"
@@ -216,6 +217,12 @@ TEST(GgufPacked, QuantisedFilesGiveTheLossOfTheirDequantisedWeightsHoldingOnlyPa
     EXPECT_EQ(lq, ld);
     EXPECT_NEAR(lq, lb, 0.05 * lb);  // and close to the float model it was written from
     EXPECT_NE(lq, lb);
+    // as a HF directory: MLX-layout affine groups (fp32 scales), Q6_K's groups of 16 as float32; same loss
+    const fs::path hf = dir / (std::string(ot) + "-hf");
+    export_model(m, hf.string(), ExportOptions{});
+    Model r = Model::load(hf.string());
+    EXPECT_EQ(r.quantized_matrices().size(), std::string(ot) == "q6_k" ? 0u : m.quantized_matrices().size());
+    EXPECT_EQ(seq_loss(r, ids), lq);
   }
   fs::remove_all(dir);
 }

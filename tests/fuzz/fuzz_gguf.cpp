@@ -32,7 +32,7 @@ int gguf(const uint8_t* data, size_t size) {
       ggml_dequantize_row(t.type, t.data, t.ne[0], row.data());
       decoded += t.ne[0];
       // kept packed (models/gguf_packed.h): the same values wherever ggml's are finite
-      if (gguf_affine_of(t.type).bits && t.ne[0] % 32 == 0) {
+      if (gguf_affine_of(t.type).bits && t.ne[0] > 0 && t.ne[0] % 32 == 0) {
         const Tensor q = gguf_repack(t.type, t.data, 1, t.ne[0], nullptr, t.name);
         std::vector<float> got(row.size());
         dequantize_block(quant_params(q), 0, 1, 0, t.ne[0], got.data(), t.ne[0]);
