@@ -6,6 +6,7 @@
 #include <optional>
 #include <vector>
 
+#include "autograd/activation.h"
 #include "autograd/autograd.h"
 
 namespace ft {
@@ -26,8 +27,8 @@ Tensor tanh(const Tensor& x);
 Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
 Tensor softcap(const Tensor& x, float cap);    // cap * tanh(x / cap)
-// Fused gated MLP activation: act(gate) * up (act: "silu", "gelu_pytorch_tanh", "gelu").
-Tensor gated_act(const Tensor& gate, const Tensor& up, const std::string& act);
+// Fused gated MLP activation: act(gate) * up.
+Tensor gated_act(const Tensor& gate, const Tensor& up, Activation act);
 // Inverted dropout: zeroes with probability p and scales by 1/(1-p). Masks come from the global
 // counter-based RNG stream (autograd/random.h): reproducible and recomputable.
 Tensor dropout(const Tensor& x, float p, bool training = true);

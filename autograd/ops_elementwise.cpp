@@ -240,15 +240,9 @@ Tensor softcap(const Tensor& x, float cap) {
 }
 
 namespace {
-enum class Act { Silu, GeluTanh, Gelu };
-Act parse_act(const std::string& a) {
-  if (a == "silu" || a == "swish") return Act::Silu;
-  if (a == "gelu_pytorch_tanh" || a == "gelu_new" || a == "gelu_tanh") return Act::GeluTanh;
-  if (a == "gelu") return Act::Gelu;
-  throw Error(cat("unsupported activation '", a, "' (supported: silu, gelu_pytorch_tanh, gelu_new, gelu)"));
-}
-inline float act_f(Act a, float x) { return a == Act::Silu ? silu_f(x) : a == Act::GeluTanh ? gelu_tanh_f(x) : gelu_f(x); }
-inline float act_d(Act a, float x) { return a == Act::Silu ? silu_d(x) : a == Act::GeluTanh ? gelu_tanh_d(x) : gelu_d(x); }
+using Act = Activation;
+inline float act_f(Act a, float x) { return a == Act::SiLU ? silu_f(x) : a == Act::GeluTanh ? gelu_tanh_f(x) : gelu_f(x); }
+inline float act_d(Act a, float x) { return a == Act::SiLU ? silu_d(x) : a == Act::GeluTanh ? gelu_tanh_d(x) : gelu_d(x); }
 
 // SiLU-gated rows, vectorised (the vector exp of autograd/simd.h; the scalar tail uses std::exp).
 // Forward: o = silu(g)·u. Backward: dg = do·u·σ(g)(1 + g(1 − σ(g))), du = do·silu(g) (either may be null).
@@ -293,7 +287,7 @@ struct GatedActNode : Node {
     float* pgu = gu.defined() ? gu.data<float>() : nullptr;
     Act a = act;
     parallel_range(gate.numel(), 1 << 14, [&](int64_t s, int64_t e) {
-      if (a == Act::Silu)
+      if (a == Act::SiLU)
         return silu_mul_bwd(pgate + s, pup + s, pg + s, pgg ? pgg + s : nullptr, pgu ? pgu + s : nullptr, e - s);
       for (int64_t i = s; i < e; ++i) {
         if (pgg) pgg[i] = pg[i] * pup[i] * act_d(a, pgate[i]);
@@ -305,16 +299,24 @@ struct GatedActNode : Node {
 };
 }  // namespace
 
-Tensor gated_act(const Tensor& gate_in, const Tensor& up_in, const std::string& act_name) {
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::SiLU: return "silu";
+    case Activation::GeluTanh: return "gelu_pytorch_tanh";
+    case Activation::Gelu: return "gelu";
+  }
+  return "?";
+}
+
+Tensor gated_act(const Tensor& gate_in, const Tensor& up_in, Activation a) {
   FT_PROFILE_SCOPE("gated_act");
-  Act a = parse_act(act_name);
   FT_CHECK(gate_in.shape() == up_in.shape(), "gated_act: gate ", gate_in.shape_str(), " and up ", up_in.shape_str(), " differ");
   Tensor gate = f32c(gate_in), up = f32c(up_in);
   Tensor out = Tensor::empty(gate.shape());
   const float *pgate = gate.data<float>(), *pup = up.data<float>();
   float* po = out.data<float>();
   parallel_range(gate.numel(), 1 << 14, [&](int64_t s, int64_t e) {
-    if (a == Act::Silu) return silu_mul(pgate + s, pup + s, po + s, e - s);
+    if (a == Act::SiLU) return silu_mul(pgate + s, pup + s, po + s, e - s);
     for (int64_t i = s; i < e; ++i) po[i] = act_f(a, pgate[i]) * pup[i];
   });
   if (should_record({&gate_in, &up_in})) {

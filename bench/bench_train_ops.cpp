@@ -68,7 +68,7 @@ void GatedSilu(benchmark::State& st) {
   Tensor gate = Tensor::randn({kRows, 1536}, 1).set_requires_grad(), up = Tensor::randn({kRows, 1536}, 2).set_requires_grad();
   Tensor g = Tensor::randn({kRows, 1536}, 3);
   for (auto _ : st) {
-    gated_act(gate, up, "silu").backward(g);
+    gated_act(gate, up, Activation::SiLU).backward(g);
     gate.zero_grad(), up.zero_grad();
   }
 }

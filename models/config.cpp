@@ -387,15 +387,6 @@ ModelConfig parse_text_model(const Obj& o, const Family& F, bool nested) {
 
 }  // namespace
 
-const char* activation_name(Activation a) {
-  switch (a) {
-    case Activation::SiLU: return "silu";
-    case Activation::GeluTanh: return "gelu_pytorch_tanh";
-    case Activation::Gelu: return "gelu";
-  }
-  return "?";
-}
-
 ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {
   json j = parse_json(json_text, source);
   FT_CHECK(j.is_object(), source, ": must be a JSON object");

@@ -10,12 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "autograd/activation.h"
 #include "models/rope.h"
 
 namespace ft {
 
-enum class Activation { SiLU, GeluTanh, Gelu };  // silu; gelu_pytorch_tanh (= gelu_new); exact erf gelu
-const char* activation_name(Activation a);
 
 struct LayerSpec {
   bool sliding = false;  // sliding-window attention: query q sees keys k with q - window < k <= q

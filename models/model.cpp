@@ -20,15 +20,6 @@ namespace ft {
 
 namespace {
 
-const char* act_name(Activation a) {
-  switch (a) {
-    case Activation::SiLU: return "silu";
-    case Activation::GeluTanh: return "gelu_pytorch_tanh";
-    case Activation::Gelu: return "gelu";
-  }
-  return "silu";
-}
-
 struct Loader {
   const CheckpointReader& ck;
   const ModelConfig& cfg;
@@ -334,7 +325,7 @@ Tensor Model::layer_rest(int64_t i, const Tensor& x, Qkv qkv, const ForwardOptio
   } else {
     gate = l.gate.forward(h2, tr), up = l.up.forward(h2, tr);
   }
-  Tensor act = gated_act(gate, up, act_name(cfg.act));
+  Tensor act = gated_act(gate, up, cfg.act);
   if (cfg.sandwich_norms) return add(x1, rms_norm(l.down.forward(act, tr), l.post_ff_norm, eps, p1));
   return l.down.forward(act, tr, x1, graph_only);
 }

@@ -211,7 +211,7 @@ TEST(GatedAct, VectorisedSiluMatchesDoubleOnEveryIsa) {
     set_isa(lvl);
     SCOPED_TRACE(std::string("isa ") + isa_name());
     Tensor G = Tensor::from_vector(g, {n}).set_requires_grad(true), U = Tensor::from_vector(u, {n}).set_requires_grad(true);
-    Tensor y = gated_act(G, U, "silu");
+    Tensor y = gated_act(G, U, Activation::SiLU);
     y.backward(Tensor::from_vector(go, {n}));
     std::vector<float> yv = y.to_vector(), gg = G.grad().to_vector(), gu = U.grad().to_vector();
     for (int64_t i = 0; i < n; ++i) {

@@ -29,7 +29,7 @@ TEST(GradBasic, Unary) {
   check_grad([](auto& v) { return square(v[0]); }, {param(s, 6)});
   check_grad([](auto& v) { return scale(add_scalar(neg(v[0]), 2.f), 0.3f); }, {param(s, 7)});
   check_grad([](auto& v) { return softcap(v[0], 2.f); }, {param(s, 8, 3.f)});
-  for (const char* act : {"silu", "gelu_pytorch_tanh", "gelu"})
+  for (Activation act : {Activation::SiLU, Activation::GeluTanh, Activation::Gelu})
     check_grad([act](auto& v) { return gated_act(v[0], v[1], act); }, {param(s, 9), param(s, 10)});
 }
 
