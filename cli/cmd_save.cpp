@@ -54,12 +54,12 @@ void add_save(CLI::App& app) {
         TrainingState st = load_training_state(*state);
         TrainConfig tc;
         for (auto& [k, v] : st.settings.items()) tc.set_json(k, v);
-        FT_CHECK(tc.fine_tune_type != "full", *state, ": a full fine-tuning state; export it with ft train's output instead");
+        FT_CHECK(tc.fine_tune_type != FineTuneType::Full, *state, ": a full fine-tuning state; export it with ft train's output instead");
         lc.rank = tc.lora_rank;
         lc.alpha = tc.lora_alpha;
         lc.dropout = tc.lora_dropout;
         lc.rslora = tc.rslora;
-        lc.dora = tc.fine_tune_type == "dora";
+        lc.dora = tc.fine_tune_type == FineTuneType::DoRA;
         lc.targets = tc.lora_targets;
         lc.layers = last_layers(L.model.cfg.num_layers, tc.num_layers);
         lc.base_model = tc.model;

@@ -7,11 +7,11 @@
 namespace ft {
 
 Optimizer::Optimizer(std::vector<NamedParam> params, OptimizerConfig cfg) : params_(std::move(params)), cfg_(std::move(cfg)) {
-  FT_CHECK(cfg_.type == "adamw" || cfg_.type == "sgd", "unknown optimizer '", cfg_.type, "' (use adamw or sgd)");
+  parse_setting("optimizer", cfg_.type, type_);
   for (auto& p : params_) {
     FT_CHECK(p.value.dtype() == DType::F32 && p.value.is_contiguous(), "optimizer: parameter '", p.name, "' must be a contiguous float32 tensor");
     m_.push_back(Tensor::zeros(p.value.shape()));
-    v_.push_back(cfg_.type == "adamw" ? Tensor::zeros(p.value.shape()) : Tensor());
+    v_.push_back(type_ == OptimizerType::AdamW ? Tensor::zeros(p.value.shape()) : Tensor());
   }
 }
 
@@ -31,7 +31,7 @@ void Optimizer::step(float lr) {
     const float* pg = g.data<float>();
     float* m = m_[k].data<float>();
     int64_t n = params_[k].value.numel();
-    if (c.type == "adamw") {
+    if (type_ == OptimizerType::AdamW) {
       float* v = v_[k].data<float>();
       const float step_size = float(lr / bc1), sq = float(1.0 / std::sqrt(bc2));
       const float decay = 1.f - lr * c.weight_decay;
@@ -59,7 +59,7 @@ void Optimizer::step(float lr) {
 std::map<std::string, Tensor> Optimizer::state() const {
   std::map<std::string, Tensor> st;
   for (size_t k = 0; k < params_.size(); ++k) {
-    if (cfg_.type == "adamw") {
+    if (type_ == OptimizerType::AdamW) {
       st[params_[k].name + ".exp_avg"] = m_[k];
       st[params_[k].name + ".exp_avg_sq"] = v_[k];
     } else {
@@ -77,7 +77,7 @@ void Optimizer::load_state(const std::map<std::string, Tensor>& st, int64_t step
     dst.copy_(it->second);
   };
   for (size_t k = 0; k < params_.size(); ++k) {
-    if (cfg_.type == "adamw") {
+    if (type_ == OptimizerType::AdamW) {
       load(params_[k].name + ".exp_avg", m_[k]);
       load(params_[k].name + ".exp_avg_sq", v_[k]);
     } else {
@@ -113,7 +113,12 @@ double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
 }
 
 Schedule make_schedule(const std::string& type, float lr, int64_t warmup, int64_t total) {
-  FT_CHECK(type == "constant" || type == "linear" || type == "cosine", "unknown lr_schedule '", type, "' (use constant, linear or cosine)");
+  ScheduleType t = ScheduleType::Constant;
+  parse_setting("lr_schedule", type, t);
+  return make_schedule(t, lr, warmup, total);
+}
+
+Schedule make_schedule(ScheduleType type, float lr, int64_t warmup, int64_t total) {
   FT_CHECK(lr >= 0 && std::isfinite(lr), "learning rate must be a finite number >= 0, got ", lr);
   FT_CHECK(warmup >= 0, "warmup_steps must be >= 0, got ", warmup);
   Schedule s;
@@ -131,10 +136,10 @@ Schedule make_schedule(const std::string& type, float lr, int64_t warmup, int64_
 //   cosine: lr · 0.5·(1 + cos(π · (step - warmup)/(total - warmup)))
 float Schedule::at(int64_t step) const {
   if (warmup_steps > 0 && step < warmup_steps) return lr * float(step + 1) / float(warmup_steps);
-  if (type == "constant") return lr;
+  if (type == ScheduleType::Constant) return lr;
   double span = double(std::max<int64_t>(total_steps - warmup_steps, 1));
   double prog = std::min(1.0, double(step - warmup_steps) / span);
-  double f = type == "linear" ? 1.0 - prog : 0.5 * (1.0 + std::cos(M_PI * prog));
+  double f = type == ScheduleType::Linear ? 1.0 - prog : 0.5 * (1.0 + std::cos(M_PI * prog));
   return float(lr * (min_lr_ratio + (1.0 - min_lr_ratio) * f));
 }
 

@@ -11,11 +11,12 @@
 
 #include "autograd/param.h"
 #include "autograd/tensor.h"
+#include "optim/settings.h"
 
 namespace ft {
 
 struct OptimizerConfig {
-  std::string type = "adamw";  // adamw | sgd
+  std::string type = "adamw";  // adamw | sgd: parsed once by the Optimizer (ft::Error naming the key otherwise)
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   float weight_decay = 0.0f;
   float momentum = 0.0f;       // sgd
@@ -37,6 +38,7 @@ class Optimizer {
  private:
   std::vector<NamedParam> params_;
   OptimizerConfig cfg_;
+  OptimizerType type_;
   std::vector<Tensor> m_, v_;  // adamw moments or sgd momentum buffers (m_)
   int64_t t_ = 0;
 };
@@ -49,13 +51,15 @@ double grad_norm(const std::vector<NamedParam>& params);
 // Learning-rate schedules with linear warmup (HF transformers' get_*_schedule_with_warmup):
 //   warmup: lr·(step+1)/warmup for step < warmup ... see schedule.cpp for the exact formulas.
 struct Schedule {
-  std::string type = "constant";  // constant | linear | cosine
+  ScheduleType type = ScheduleType::Constant;
   float lr = 1e-5f;
   int64_t warmup_steps = 0;
   int64_t total_steps = 1;
   float min_lr_ratio = 0.0f;      // cosine/linear decay floor as a fraction of lr
   float at(int64_t step) const;   // step counts from 0 (the lr used for the first update)
 };
+Schedule make_schedule(ScheduleType type, float lr, int64_t warmup, int64_t total);
+// The same from the text form (constant | linear | cosine); ft::Error naming lr_schedule otherwise.
 Schedule make_schedule(const std::string& type, float lr, int64_t warmup, int64_t total);
 
 }  // namespace ft

@@ -53,14 +53,14 @@ std::vector<std::string> parse_list(const std::string& v) {
 
 #define FT_TRAIN_KEYS(X)                                                                          \
   X(model, str) X(data, str) X(adapter_path, str) X(resume_adapter, str) X(resume, bool) X(overwrite, bool) \
-  X(fine_tune_type, str) X(lora_rank, int) X(lora_alpha, num) X(lora_dropout, num) X(rslora, bool) \
+  X(fine_tune_type, enm) X(lora_rank, int) X(lora_alpha, num) X(lora_dropout, num) X(rslora, bool) \
   X(lora_targets, list) X(lora_init, str) X(num_layers, int) X(full_targets, list)                 \
-  X(optimizer, str) X(learning_rate, num) X(weight_decay, num) X(momentum, num) X(beta1, num)      \
-  X(beta2, num) X(eps, num) X(lr_schedule, str) X(warmup_steps, int) X(max_grad_norm, num)         \
+  X(optimizer, enm) X(learning_rate, num) X(weight_decay, num) X(momentum, num) X(beta1, num)      \
+  X(beta2, num) X(eps, num) X(lr_schedule, enm) X(warmup_steps, int) X(max_grad_norm, num)         \
   X(iters, int) X(epochs, int) X(batch_size, int) X(grad_accumulation, int) X(max_seq_length, int) \
   X(mask_prompt, bool) X(pack, bool) X(group_by_length, bool) X(use_chat_template, bool)           \
   X(seed, int) X(dtype, str) X(loss_scale_init, num) X(loss_scale_growth_interval, int)            \
-  X(grad_checkpoint, bool) X(checkpoint_every, int) X(checkpoint_policy, str)                       \
+  X(grad_checkpoint, bool) X(checkpoint_every, int) X(checkpoint_policy, enm)                       \
   X(steps_per_report, int) X(steps_per_eval, int) X(val_batches, int) X(save_every, int)           \
   X(metrics_file, str) X(progress, bool) X(sample_prompt, str) X(sample_max_tokens, int) X(merged_path, str)       \
   X(save_dtype, str) X(quantize, int) X(group_size, int)
@@ -73,9 +73,19 @@ std::vector<std::string> TrainConfig::keys() {
   return k;
 }
 
+namespace {
+// A setting's JSON form: enums by name (the text a recipe uses), the rest as they are.
+template <class V>
+const V& json_form(const V& v) { return v; }
+const char* json_form(FineTuneType v) { return name_of(v); }
+const char* json_form(OptimizerType v) { return name_of(v); }
+const char* json_form(ScheduleType v) { return name_of(v); }
+const char* json_form(CheckpointPolicy v) { return name_of(v); }
+}  // namespace
+
 json TrainConfig::to_json() const {
   json j;
-#define X(name, kind) j[#name] = name;
+#define X(name, kind) j[#name] = json_form(name);
   FT_TRAIN_KEYS(X)
 #undef X
   return j;
@@ -88,6 +98,7 @@ void TrainConfig::set(const std::string& key_in, const std::string& v) {
 #define int_set(name) name = decltype(name)(parse_int(#name, v));
 #define num_set(name) name = parse_num(#name, v);
 #define list_set(name) name = parse_list(v);
+#define enm_set(name) parse_setting(#name, v, name);
 #define X(name, kind) if (key == #name) { kind##_set(name) return; }
   FT_TRAIN_KEYS(X)
 #undef X
@@ -96,6 +107,7 @@ void TrainConfig::set(const std::string& key_in, const std::string& v) {
 #undef int_set
 #undef num_set
 #undef list_set
+#undef enm_set
   std::string all;
   for (auto& k : keys()) all += (all.empty() ? "" : ", ") + k;
   throw Error(cat("unknown training option '", key_in, "'. Known options: ", all));
@@ -126,9 +138,6 @@ void TrainConfig::set_json(const std::string& key, const json& v) {
 void TrainConfig::validate() const {
   FT_CHECK(!model.empty(), "no model given: pass --model DIR (a HuggingFace model directory) or set 'model' in the recipe");
   FT_CHECK(!data.empty(), "no data given: pass --data PATH (a directory with train.jsonl, or a .jsonl file)");
-  FT_CHECK(fine_tune_type == "lora" || fine_tune_type == "dora" || fine_tune_type == "full", "fine_tune_type must be lora, dora or full, got '", fine_tune_type, "'");
-  FT_CHECK(optimizer == "adamw" || optimizer == "sgd", "optimizer must be adamw or sgd, got '", optimizer, "'");
-  FT_CHECK(lr_schedule == "constant" || lr_schedule == "linear" || lr_schedule == "cosine", "lr_schedule must be constant, linear or cosine, got '", lr_schedule, "'");
   FT_CHECK(dtype == "float32" || dtype == "bfloat16" || dtype == "float16", "dtype must be float32, bfloat16 or float16, got '", dtype, "'");
   FT_CHECK(loss_scale_init > 0 && loss_scale_init <= 3.4e38, "loss_scale_init must be > 0 and a float32 (<= 3.4e38), got ", loss_scale_init);
   FT_CHECK(loss_scale_growth_interval > 0, "loss_scale_growth_interval must be > 0, got ", loss_scale_growth_interval);
@@ -143,16 +152,13 @@ void TrainConfig::validate() const {
   FT_CHECK(steps_per_report > 0, "steps_per_report must be > 0");
   FT_CHECK(steps_per_eval >= 0 && save_every >= 0 && val_batches >= 0, "steps_per_eval, save_every and val_batches must be >= 0");
   FT_CHECK(checkpoint_every > 0, "checkpoint_every must be > 0");
-  FT_CHECK(checkpoint_policy == "selective" || checkpoint_policy == "full",
-           "checkpoint_policy must be selective (keep q/k/v, faster) or full (keep only block inputs, least memory), "
-           "got '", checkpoint_policy, "'");
   FT_CHECK(max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 = off)");
   FT_CHECK(save_dtype.empty() || save_dtype == "float32" || save_dtype == "bfloat16" || save_dtype == "float16",
            "save_dtype must be float32, bfloat16 or float16, got '", save_dtype, "'");
   FT_CHECK(quantize == 0 || quantize == 2 || quantize == 3 || quantize == 4 || quantize == 5 || quantize == 6 || quantize == 8,
            "quantize must be 4 or 8 (2, 3, 5, 6 also work; 0 = off), got ", quantize);
   FT_CHECK(group_size == 32 || group_size == 64 || group_size == 128, "group_size must be 32, 64 or 128, got ", group_size);
-  FT_CHECK(quantize == 0 || fine_tune_type != "full", "full fine-tuning of a quantized base is not possible (quantized weights are frozen): "
+  FT_CHECK(quantize == 0 || fine_tune_type != FineTuneType::Full, "full fine-tuning of a quantized base is not possible (quantized weights are frozen): "
            "train a LoRA/DoRA adapter on it (fine_tune_type lora or dora), or drop quantize");
 }
 

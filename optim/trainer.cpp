@@ -156,7 +156,7 @@ void write_loss_svg(const std::string& path, const std::vector<std::pair<double,
 TrainResult train(const TrainConfig& c_in) {
   TrainConfig c = c_in;
   c.validate();
-  const bool full = c.fine_tune_type == "full";
+  const bool full = c.fine_tune_type == FineTuneType::Full;
   // The adapter path belongs to this run until it returns (a second run into it stops here).
   RunLock lock(c.adapter_path);
   const json given_settings = identity_settings(c);  // as given: before a state or an adapter changes c
@@ -237,14 +237,14 @@ TrainResult train(const TrainConfig& c_in) {
     c.lora_rank = lc.rank;
     c.lora_alpha = lc.alpha;
     c.rslora = lc.rslora;
-    c.fine_tune_type = lc.dora ? "dora" : "lora";
+    c.fine_tune_type = lc.dora ? FineTuneType::DoRA : FineTuneType::LoRA;
     std::cerr << "Starting from adapter " << c.resume_adapter << " (rank " << lc.rank << ", alpha " << lc.alpha << ")\n";
   } else {
     lc.rank = c.lora_rank;
     lc.alpha = c.lora_alpha;
     lc.dropout = c.lora_dropout;
     lc.rslora = c.rslora;
-    lc.dora = c.fine_tune_type == "dora";
+    lc.dora = c.fine_tune_type == FineTuneType::DoRA;
     lc.targets = c.lora_targets;
     lc.layers = last_layers(model.cfg.num_layers, c.num_layers);
     lc.init = c.lora_init;
@@ -259,7 +259,7 @@ TrainResult train(const TrainConfig& c_in) {
       if (p->lora) p->lora->dropout = float(c.lora_dropout);
 
   OptimizerConfig oc;
-  oc.type = c.optimizer;
+  oc.type = name_of(c.optimizer);
   oc.beta1 = float(c.beta1);
   oc.beta2 = float(c.beta2);
   oc.eps = float(c.eps);
@@ -318,7 +318,7 @@ TrainResult train(const TrainConfig& c_in) {
   for (auto& p : params) n_trainable += p.value.numel();
   std::cerr << "Model " << c.model << " (" << model.cfg.model_type << ", " << model.checkpoint_parameters << " parameters, "
             << c.dtype << ")\n"
-            << "Training " << (full ? "all chosen weights" : c.fine_tune_type) << ": " << n_trainable << " trainable parameters ("
+            << "Training " << (full ? "all chosen weights" : name_of(c.fine_tune_type)) << ": " << n_trainable << " trainable parameters ("
             << 100.0 * double(n_trainable) / double(std::max<int64_t>(model.checkpoint_parameters, 1)) << "%)\n"
             << "Data: " << data.train.size() << " training examples" << (data.valid ? cat(", ", data.valid->size(), " validation") : "")
             << "; " << it.batches_per_epoch() << " batches/epoch, padding " << 100.0 * it.padding_fraction() << "%\n"
@@ -347,7 +347,7 @@ TrainResult train(const TrainConfig& c_in) {
   ForwardOptions fo;
   fo.training = true;
   fo.checkpoint_every = c.grad_checkpoint ? c.checkpoint_every : 0;
-  fo.checkpoint_keep_qkv = c.checkpoint_policy == "selective";
+  fo.checkpoint_keep_qkv = c.checkpoint_policy == CheckpointPolicy::Selective;
 
   auto save_adapter = [&]() {
     if (full) export_model(model, c.adapter_path, ExportOptions{c.save_dtype.empty() ? base_dtype_name(model) : c.save_dtype});
@@ -449,9 +449,9 @@ TrainResult train(const TrainConfig& c_in) {
       memory_reported = true;
       int64_t trainable_bytes = 0;
       for (auto& p : params) trainable_bytes += int64_t(p.value.nbytes());
-      const std::string line = cat("Memory: weights ", mib(model.weight_bytes()), " MB (", c.dtype, "), trainable weights + gradients + ", c.optimizer,
-                  " state ", mib(trainable_bytes * (c.optimizer == "adamw" ? 4 : c.momentum > 0 ? 3 : 2)), " MB, activations ", mib(act_bytes), " MB (peak of step ",
-                  step + 1, ", ", c.grad_checkpoint ? cat(c.checkpoint_policy, " checkpointing every ", c.checkpoint_every, " block(s)") : std::string("no checkpointing"),
+      const std::string line = cat("Memory: weights ", mib(model.weight_bytes()), " MB (", c.dtype, "), trainable weights + gradients + ", name_of(c.optimizer),
+                  " state ", mib(trainable_bytes * (c.optimizer == OptimizerType::AdamW ? 4 : c.momentum > 0 ? 3 : 2)), " MB, activations ", mib(act_bytes), " MB (peak of step ",
+                  step + 1, ", ", c.grad_checkpoint ? cat(name_of(c.checkpoint_policy), " checkpointing every ", c.checkpoint_every, " block(s)") : std::string("no checkpointing"),
                   "), process peak RSS ", mib(peak_rss_bytes()), " MB");
       if (c.progress) bar.log(line);  // like the header lines, also without the progress display
       else std::cerr << line << "\n";

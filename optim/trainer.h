@@ -25,6 +25,7 @@
 #include "data/chat_template.h"
 #include "data/dataset.h"
 #include "models/loss.h"
+#include "optim/settings.h"
 
 namespace ft {
 
@@ -35,7 +36,7 @@ struct TrainConfig {
   std::string model, data, adapter_path = "adapters", resume_adapter;
   bool resume = false;
   bool overwrite = false;               // replace the run already in adapter_path (after this run's first save)
-  std::string fine_tune_type = "lora";  // lora | dora | full
+  FineTuneType fine_tune_type = FineTuneType::LoRA;  // lora | dora | full
   int64_t lora_rank = 8;
   double lora_alpha = 16, lora_dropout = 0.0;
   bool rslora = false;
@@ -43,9 +44,9 @@ struct TrainConfig {
   std::string lora_init = "default";
   int64_t num_layers = -1;              // adapt the last N layers; -1 = all
   std::vector<std::string> full_targets = {"all"};  // full: "all" or name substrings to train
-  std::string optimizer = "adamw";
+  OptimizerType optimizer = OptimizerType::AdamW;  // adamw | sgd
   double learning_rate = 1e-4, weight_decay = 0.0, momentum = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  std::string lr_schedule = "constant";
+  ScheduleType lr_schedule = ScheduleType::Constant;  // constant | linear | cosine
   int64_t warmup_steps = 0;
   double max_grad_norm = 1.0;           // 0 = off
   int64_t iters = 0, epochs = 0;        // one of them; iters wins when both are set
@@ -60,7 +61,7 @@ struct TrainConfig {
   int64_t loss_scale_growth_interval = 2000;  // float16: good steps before the scale doubles
   bool grad_checkpoint = false;
   int64_t checkpoint_every = 1;         // with grad_checkpoint: every k-th block
-  std::string checkpoint_policy = "selective";  // selective: keep q/k/v too; full: only block inputs
+  CheckpointPolicy checkpoint_policy = CheckpointPolicy::Selective;  // selective: keep q/k/v too; full: only block inputs
   int64_t steps_per_report = 10, steps_per_eval = 100, val_batches = 25, save_every = 100;
   std::string metrics_file;
   bool progress = true;                 // progress bar on stderr
