@@ -2,7 +2,6 @@
 // the same data pipeline as training.
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -11,12 +10,11 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "data/batching.h"
+#include "data/dataset.h"
 #include "models/generate.h"
 #include "models/loss.h"
 
 namespace ft::cli {
-
-namespace fs = std::filesystem;
 
 namespace {
 struct EvalArgs {
@@ -26,22 +24,13 @@ struct EvalArgs {
   bool json = false, mask_prompt = false, generate = false;
 };
 
-std::string pick_file(const std::string& data, const std::string& split) {
-  if (!fs::is_directory(data)) return data;
-  std::vector<std::string> order = split.empty() ? std::vector<std::string>{"test", "valid", "train"} : std::vector<std::string>{split};
-  for (auto& s : order)
-    for (const char* ext : {".jsonl", ".json"})
-      if (fs::exists(fs::path(data) / (s + ext))) return (fs::path(data) / (s + ext)).string();
-  throw Error(cat("data directory '", data, "' has no ", split.empty() ? "test/valid/train" : split, ".jsonl"));
-}
-
 void run(const EvalArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   AutocastBF16Guard bf(a.compute == "bfloat16");  // matmul precision (autograd/ops.h)
   Loaded L = load_all(a.model, a.adapter, a.dtype, true, a.quantize, a.group_size);
   FT_CHECK(a.compute != "bfloat16" || L.model.lm_head.dtype() == DType::BF16, "--compute bfloat16 rounds the inputs of matmuls with "
            "bfloat16 weights, but this model's weights are held in ", dtype_name(L.model.lm_head.dtype()), ": add --dtype bfloat16");
-  std::string file = pick_file(a.data, a.split);
+  std::string file = eval_data_file(a.data, a.split);
   std::unique_ptr<ChatRenderer> rend;
   if (L.chat) rend = std::make_unique<ChatTemplateRenderer>(*L.chat);
   TokenizerEncoder enc(*L.tok);

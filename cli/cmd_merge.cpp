@@ -41,7 +41,7 @@ void add_merge(CLI::App& app) {
     // base's own type when ft writes it, else the base's float type).
     const bool quantized = L.model.quantized();
     const bool requant = quantized && dt.empty() && *format != "gguf";
-    if (dt.empty()) dt = L.model.checkpoint_dtype == "BF16" ? "bfloat16" : L.model.checkpoint_dtype == "F16" ? "float16" : "float32";
+    if (dt.empty()) dt = dtype_name(L.model.base_dtype());
     FT_CHECK(outtype->empty() || *format == "gguf", "--outtype is for --format gguf (use --dtype for a HF directory)");
     std::string ot = *outtype;
     if (ot.empty()) {

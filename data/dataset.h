@@ -211,6 +211,9 @@ struct DataSplits {
   std::optional<Dataset> valid, test;
 };
 // dir/train.jsonl (or .json) is required; valid and test are optional.
+// The file to evaluate: `data` itself when it is a file; in a data directory the split's .jsonl (or
+// .json), or with no split the first of test, valid, train. ft::Error when there is none.
+std::string eval_data_file(const std::string& data, const std::string& split);
 DataSplits load_data_dir(const std::string& dir, const TextEncoder& enc, const ChatRenderer* chat,
                          const DatasetOptions& opt);
 

@@ -152,6 +152,16 @@ RawRows read_rows(const std::string& path) {
   return raw;
 }
 
+std::string eval_data_file(const std::string& data, const std::string& split) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(data)) return data;
+  std::vector<std::string> order = split.empty() ? std::vector<std::string>{"test", "valid", "train"} : std::vector<std::string>{split};
+  for (auto& s : order)
+    for (const char* ext : {".jsonl", ".json"})
+      if (fs::exists(fs::path(data) / (s + ext))) return (fs::path(data) / (s + ext)).string();
+  throw Error(cat("data directory '", data, "' has no ", split.empty() ? "test/valid/train" : split, ".jsonl"));
+}
+
 RowFormat detect_format(const RawRows& raw) {
   FT_CHECK(!raw.rows.empty(), "dataset file ", raw.path, " has no rows");
   const ojson& r = raw.rows[0];

@@ -63,6 +63,10 @@ class Model {
   std::string dir;
   int64_t checkpoint_parameters = 0;  // elements of every tensor in the checkpoint files
   std::string checkpoint_dtype;       // dtype of most checkpoint bytes
+  // The dtype written models keep by default: the checkpoint's bfloat16 / float16, else float32.
+  DType base_dtype() const {
+    return checkpoint_dtype == "BF16" ? DType::BF16 : checkpoint_dtype == "F16" ? DType::F16 : DType::F32;
+  }
 
   static Model load(const std::string& dir, const LoadOptions& opt = {});
   // A freshly initialised model from dir/config.json alone (training from scratch): matrices

@@ -100,18 +100,6 @@ Generation run_generate(detail::SessionState& st, std::vector<int32_t> ids, cons
   return g;
 }
 
-std::string pick_file(const std::string& data, const std::string& split) {
-  if (!fs::is_directory(data)) return data;
-  std::vector<std::string> order = split.empty() ? std::vector<std::string>{"test", "valid", "train"} : std::vector<std::string>{split};
-  for (auto& s : order)
-    for (const char* ext : {".jsonl", ".json"})
-      if (fs::exists(fs::path(data) / (s + ext))) return (fs::path(data) / (s + ext)).string();
-  throw Error(cat("data directory '", data, "' has no ", split.empty() ? "test/valid/train" : split, ".jsonl"));
-}
-
-std::string base_dtype(const Model& m) {
-  return m.checkpoint_dtype == "BF16" ? "bfloat16" : m.checkpoint_dtype == "F16" ? "float16" : "float32";
-}
 
 }  // namespace
 
@@ -217,7 +205,7 @@ std::vector<Generation> generate_batch(Session& s, const std::vector<std::string
 EvalResult evaluate(Session& s, const std::string& data, const EvalOptions& o) {
   detail::SessionState& st = s.state();
   EvalResult r;
-  r.file = pick_file(data, o.split);
+  r.file = eval_data_file(data, o.split);
   std::unique_ptr<ChatRenderer> rend;
   if (st.chat) rend = std::make_unique<ChatTemplateRenderer>(*st.chat);
   TokenizerEncoder enc(tokenizer(st));
@@ -281,7 +269,7 @@ TrainReport train(const TrainOptions& o, const TrainCallbacks& cb) {
 std::string merge(const std::string& model_dir, const std::string& adapter_dir, const std::string& out_dir, const std::string& dtype,
            uint64_t max_shard_bytes) {
   detail::SessionState st = detail::load_state(model_dir, adapter_dir, "float32", false);
-  const std::string dt = dtype.empty() ? base_dtype(st.model) : dtype;
+  const std::string dt = dtype.empty() ? dtype_name(st.model.base_dtype()) : dtype;
   merge_lora(st.model, DType::F32);
   export_model(st.model, out_dir, ExportOptions{dt, max_shard_bytes});
   return dt;
