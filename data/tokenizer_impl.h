@@ -55,18 +55,18 @@ enum class Behavior { Removed, Isolated, MergedWithPrevious, MergedWithNext, Con
 
 struct Normalizer {
   enum Kind { NFC, Prepend, Replace, Strip } kind;
-  std::string text, content;     // Prepend: text; Replace: literal pattern `text` -> `content`
-  std::shared_ptr<Regex> regex;  // Replace with a Regex pattern
+  std::string text{}, content{};     // Prepend: text; Replace: literal pattern `text` -> `content`
+  std::shared_ptr<Regex> regex{};  // Replace with a Regex pattern
   bool left = false, right = false;  // Strip
 };
 
 struct PreTokenizer {
   enum Kind { Split, ByteLevel, Metaspace, Digits } kind;
-  std::shared_ptr<Regex> regex;  // Split (Regex pattern, or the escaped String), ByteLevel's GPT-2 regex
+  std::shared_ptr<Regex> regex{};  // Split (Regex pattern, or the escaped String), ByteLevel's GPT-2 regex
   Behavior behavior = Behavior::Isolated;
   bool invert = false;
   bool add_prefix_space = false;  // ByteLevel
-  std::string replacement;        // Metaspace
+  std::string replacement{};      // Metaspace
   enum Prepend { Always, First, Never } prepend = Always;
   bool split = true;              // Metaspace
   bool individual_digits = false;  // Digits
@@ -74,8 +74,8 @@ struct PreTokenizer {
 
 struct Decoder {
   enum Kind { ByteLevel, Metaspace, ByteFallback, Fuse, Strip, Replace } kind;
-  std::string text, content;  // Replace: literal pattern -> content; Strip: content; Metaspace: replacement
-  std::shared_ptr<Regex> regex;
+  std::string text{}, content{};  // Replace: literal pattern -> content; Strip: content; Metaspace: replacement
+  std::shared_ptr<Regex> regex{};
   size_t start = 0, stop = 0;  // Strip
   bool prepend = true;         // Metaspace: prepend_scheme != never
 };
