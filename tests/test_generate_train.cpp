@@ -171,7 +171,7 @@ TEST(Train, ResumeAfterSigkillEqualsUninterrupted) {
     // Whatever the kills interrupted, every state file left is complete (a half-written one can only
     // be a *.tmp, which is never read).
     for (auto& e : fs::directory_iterator(killed))
-      if (e.path().extension() == ".h5") EXPECT_NO_THROW(load_training_state(e.path().string())) << e.path();
+      if (e.path().extension() == ".h5") { EXPECT_NO_THROW(load_training_state(e.path().string())) << e.path(); }
     fs::remove_all(tmp);
   }
 }

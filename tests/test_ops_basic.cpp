@@ -109,7 +109,7 @@ TEST(GradBasic, DropoutIsSeededAndScaled) {
   std::vector<float> b = dropout(x, 0.25f).to_vector();
   EXPECT_EQ(a, b);
   int zeros = 0;
-  for (float v : a) { zeros += v == 0.f; if (v != 0.f) EXPECT_FLOAT_EQ(v, 1.f / 0.75f); }
+  for (float v : a) { zeros += v == 0.f; if (v != 0.f) { EXPECT_FLOAT_EQ(v, 1.f / 0.75f); } }
   EXPECT_GT(zeros, 180);
   EXPECT_LT(zeros, 320);
   check_grad([](auto& v) { global_rng() = {3, 0}; return dropout(v[0], 0.5f); }, {param({4, 6}, 1)});

@@ -126,7 +126,7 @@ TEST(Precision, Bf16ComputeRoundsMatmulInputsOnEveryIsa) {
       Tensor want_y = linear(bf ? rounded(x0) : x0, w32), want_gx = matmul(bf ? rounded(g0) : g0, w32);
       EXPECT_LE(max_abs_diff(y, want_y), 1e-5) << "bf16 " << bf;
       EXPECT_LE(max_abs_diff(x.grad(), want_gx), 1e-5) << "bf16 " << bf;
-      if (bf) EXPECT_GT(max_abs_diff(y, linear(x0, w32)), 1e-4);  // the rounding is real
+      if (bf) { EXPECT_GT(max_abs_diff(y, linear(x0, w32)), 1e-4); }  // the rounding is real
     }
   }
 }

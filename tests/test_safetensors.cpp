@@ -127,7 +127,7 @@ TEST(Safetensors, ReadsReferenceFile) {
     EXPECT_EQ(r->st_dtype, w.st_dtype) << w.name;
     EXPECT_EQ(r->shape, w.shape) << w.name;
     ASSERT_EQ(r->nbytes, w.nbytes) << w.name;
-    if (w.nbytes) EXPECT_EQ(std::memcmp(r->data, w.data, w.nbytes), 0) << w.name;
+    if (w.nbytes) { EXPECT_EQ(std::memcmp(r->data, w.data, w.nbytes), 0) << w.name; }
     EXPECT_EQ(reinterpret_cast<uintptr_t>(r->data) % (st_dtype_bits(r->st_dtype) / 8), 0u) << w.name << " misaligned";
   }
   const TensorRecord& e = f->get("model.embed_tokens.weight");

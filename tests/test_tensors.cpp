@@ -41,10 +41,10 @@ TEST(TensorList, FusedLayersCarryTheirOwnBiases) {
   EXPECT_FALSE(n.count("model.layers.1.mlp.gate_proj.bias"));
   EXPECT_FALSE(n.count("model.layers.1.self_attn.q_proj.bias"));
   for (auto& t : ts) {
-    if (t.name == "model.layers.1.self_attn.qkv_proj.weight") EXPECT_EQ(t.shape, (std::vector<int64_t>{16, 8}));
-    if (t.name == "model.layers.1.self_attn.qkv_proj.bias") EXPECT_EQ(t.shape, (std::vector<int64_t>{16}));
-    if (t.name == "model.layers.1.mlp.gate_up_proj.bias") EXPECT_EQ(t.shape, (std::vector<int64_t>{24}));
-    if (t.name == "model.layers.1.mlp.gate_up_proj.weight") EXPECT_EQ(t.gguf_name, "blk.1.ffn_up.weight");
+    if (t.name == "model.layers.1.self_attn.qkv_proj.weight") { EXPECT_EQ(t.shape, (std::vector<int64_t>{16, 8})); }
+    if (t.name == "model.layers.1.self_attn.qkv_proj.bias") { EXPECT_EQ(t.shape, (std::vector<int64_t>{16})); }
+    if (t.name == "model.layers.1.mlp.gate_up_proj.bias") { EXPECT_EQ(t.shape, (std::vector<int64_t>{24})); }
+    if (t.name == "model.layers.1.mlp.gate_up_proj.weight") { EXPECT_EQ(t.gguf_name, "blk.1.ffn_up.weight"); }
   }
   // 1 embedding + 2 layers × (2 norms + 4 projections (qkv, o, gate_up, down) × (weight, bias)) + final norm + head
   EXPECT_EQ(ts.size(), 1u + 2u * (2u + 4u * 2u) + 1u + 1u);

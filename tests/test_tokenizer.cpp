@@ -71,7 +71,7 @@ void check_multilingual(const std::string& which, const std::string& ref) {
     std::string skip = e["decoded_skip_special"];
     EXPECT_EQ(t.decode(ids), e["decoded_with_special"].get<std::string>()) << which << " " << e["id"];
     EXPECT_EQ(t.decode(ids, true), skip) << which << " " << e["id"];
-    if (skip == text) EXPECT_EQ(t.decode(t.encode(text, false)), text) << which << " round trip " << e["id"];
+    if (skip == text) { EXPECT_EQ(t.decode(t.encode(text, false)), text) << which << " round trip " << e["id"]; }
   }
 }
 
@@ -464,7 +464,7 @@ TEST(Tokenizer, MetaspacePreTokenizerMatchesHF) {
   j["decoder"] = {{"type", "Sequence"}, {"decoders", {{{"type", "ByteFallback"}}, {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "first"}}}}};
   Tokenizer d = variant(j, "metaspace_dec");
   for (auto& [id, text] : inputs)
-    if (!text.empty() && text[0] != ' ') EXPECT_EQ(d.decode(d.encode(text, false)), text) << id;
+    if (!text.empty() && text[0] != ' ') { EXPECT_EQ(d.decode(d.encode(text, false)), text) << id; }
 }
 
 // Normalizers and Split behaviours, checked against the pieces they must produce.
