@@ -262,12 +262,14 @@ TEST(Dataset, ShareGPTToolCallsBecomeMessages) {
         expect += "<tool_call>" + tc.dump() + "</tool_call><|im_end|>";
         ++calls;
       }
-      if (t["from"] == "observation")
+      if (t["from"] == "observation") {
         EXPECT_NE(text.find("<|im_start|>tool\n" + t["value"].get<std::string>()), std::string::npos);
+      }
     }
     EXPECT_EQ(targets_text(enc, ex), expect);
-    if (raw.rows[size_t(ex.row)]["tools"] != "[]")
+    if (raw.rows[size_t(ex.row)]["tools"] != "[]") {
       EXPECT_EQ(text.rfind("<|im_start|>system\nTools: [{\"type\":\"function\",\"function\":{\"name\":", 0), 0u);
+    }
   }
   EXPECT_GT(calls, 5);
 }
@@ -729,7 +731,7 @@ TEST(DatasetReal, ChatMaskWithQwen2) {
       for (size_t t = 1; t < ex.ids.size(); ++t)
         if (ex.mask[t] && (t + 1 == ex.ids.size() || !ex.mask[t + 1])) {
           EXPECT_EQ(ex.ids[t], im_end) << f;
-          if (t + 1 < ex.ids.size()) EXPECT_EQ(tok.decode({ex.ids[t + 1]}), "\n");
+          if (t + 1 < ex.ids.size()) { EXPECT_EQ(tok.decode({ex.ids[t + 1]}), "\n"); }
         }
       // the targets decode to the assistant turns, each followed by <|im_end|>
       std::string want;

@@ -267,8 +267,8 @@ TEST(Failures, SigkillWhileSavingNeverLeavesAPartialFile) {
       int v = -1;
       ASSERT_NO_THROW(v = w.load(path)) << "round " << round << ": partial or missing file after SIGKILL";
       newer += v >= 100 * (round + 1);
-      if (kind == "save_training_state") EXPECT_EQ(newest_state(t.dir.string()), path);  // never the .tmp
-      if (kind == "write_safetensors") EXPECT_EQ(CheckpointReader::open(t.dir.string()).files()[0]->path(), path);
+      if (kind == "save_training_state") { EXPECT_EQ(newest_state(t.dir.string()), path); }  // never the .tmp
+      if (kind == "write_safetensors") { EXPECT_EQ(CheckpointReader::open(t.dir.string()).files()[0]->path(), path); }
     }
     w.save(path, 9999);
     EXPECT_EQ(w.load(path), 9999);

@@ -35,7 +35,7 @@ void replay(const std::string& target, bool corpus) {
   auto t = std::find_if(ts.begin(), ts.end(), [&](const ft::fuzz::Target& x) { return target == x.name; });
   ASSERT_NE(t, ts.end()) << target;
   auto files = inputs(target, corpus);
-  if (corpus) EXPECT_GE(files.size(), 5u) << "seed corpus of " << target << " is missing";
+  if (corpus) { EXPECT_GE(files.size(), 5u) << "seed corpus of " << target << " is missing"; }
   for (const fs::path& p : files) {
     std::vector<uint8_t> b = bytes(p);
     EXPECT_NO_THROW(t->fn(b.data(), b.size())) << p;
