@@ -17,6 +17,11 @@ thread_local bool t_recompute = false;
 
 bool in_checkpoint_recompute() { return t_recompute; }
 
+int64_t& dropout_row_base() {
+  static int64_t base = 0;
+  return base;
+}
+
 RngState& global_rng() {
   static RngState s;
   return s;

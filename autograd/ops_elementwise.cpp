@@ -330,7 +330,7 @@ Tensor gated_act(const Tensor& gate_in, const Tensor& up_in, Activation a) {
 
 namespace {
 struct DropoutNode : Node {
-  uint64_t seed;
+  uint64_t seed, off = 0;  // off: see dropout_row_base()
   float p;
   const char* name() const override { return "dropout"; }
   std::vector<Tensor> backward(const Tensor& g_in) override {
@@ -339,10 +339,10 @@ struct DropoutNode : Node {
     const float* pg = g.data<float>();
     float* po = gx.data<float>();
     float keep = 1.f / (1.f - p);
-    uint64_t sd = seed;
+    uint64_t sd = seed, o = off;
     float pp = p;
     parallel_range(g.numel(), 1 << 14, [&](int64_t s, int64_t e) {
-      for (int64_t i = s; i < e; ++i) po[i] = uniform_at(sd, uint64_t(i)) >= pp ? pg[i] * keep : 0.f;
+      for (int64_t i = s; i < e; ++i) po[i] = uniform_at(sd, o + uint64_t(i)) >= pp ? pg[i] * keep : 0.f;
     });
     return {gx};
   }
@@ -359,12 +359,14 @@ Tensor dropout(const Tensor& x_in, float p, bool training) {
   const float* px = x.data<float>();
   float* po = out.data<float>();
   float keep = 1.f / (1.f - p);
+  const uint64_t off = x.dim() > 0 && x.size(0) > 0 ? uint64_t(dropout_row_base()) * uint64_t(x.numel() / x.size(0)) : 0;
   parallel_range(x.numel(), 1 << 14, [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) po[i] = uniform_at(seed, uint64_t(i)) >= p ? px[i] * keep : 0.f;
+    for (int64_t i = s; i < e; ++i) po[i] = uniform_at(seed, off + uint64_t(i)) >= p ? px[i] * keep : 0.f;
   });
   if (should_record({&x_in})) {
     auto node = std::make_shared<DropoutNode>();
     node->seed = seed;
+    node->off = off;
     node->p = p;
     node->inputs = {x_in};
     return record(out, node);

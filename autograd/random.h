@@ -27,5 +27,9 @@ inline float normal_at(uint64_t seed, uint64_t i) {  // Box-Muller
 struct RngState { uint64_t seed = 0, counter = 0; };
 RngState& global_rng();
 inline uint64_t next_seed() { RngState& r = global_rng(); return hash2(r.seed, r.counter++); }
+// Data-parallel training (optim/dist.h): a rank that computes rows [base, base + b) of a batch draws
+// those rows' dropout masks: element i of a dropout input [b, ...] uses index i + base x (numel / b), so
+// the masks do not depend on how a batch is split over ranks. 0 (the default) changes nothing.
+int64_t& dropout_row_base();
 
 }  // namespace ft

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "ft/detail/session.h"
+#include "optim/dist.h"
 #include "optim/trainer.h"
 
 namespace ft::cli {
@@ -22,6 +23,17 @@ void on_sigint(int) {
   if (train_stop_flag().exchange(true)) std::_Exit(130);  // second Ctrl-C: leave at once
   const char msg[] = "\nCtrl-C: finishing this step, saving, then exiting (Ctrl-C again to abort without saving)\n";
   [[maybe_unused]] auto r = write(2, msg, sizeof msg - 1);
+}
+
+// Under mpirun: Ctrl-C reaches mpirun only, which sends the ranks SIGTERM (and SIGKILL a
+// odls_base_sigkill_timeout later); SIGUSR1 to mpirun is forwarded to the ranks at once. Either makes
+// every rank finish the step; rank 0 saves; all exit.
+void on_sigterm(int sig) {
+  if (train_stop_flag().exchange(true)) return;
+  if (dist::rank() != 0) return;
+  const char term[] = "\nSIGTERM (Ctrl-C on mpirun): finishing this step, saving, then exiting\n";
+  const char usr[] = "\nSIGUSR1: finishing this step, saving, then exiting\n";
+  [[maybe_unused]] auto r = sig == SIGTERM ? write(2, term, sizeof term - 1) : write(2, usr, sizeof usr - 1);
 }
 
 }  // namespace
@@ -87,6 +99,10 @@ void add_train(CLI::App& app) {
     }
     for (auto& [k, v] : overrides) c.set(k, v);
     std::signal(SIGINT, on_sigint);
+    if (dist::active()) {
+      std::signal(SIGTERM, on_sigterm);
+      std::signal(SIGUSR1, on_sigterm);
+    }
     TrainResult r = train(c);
     // The real last step, its loss and the last validation loss (with its step when earlier).
     std::cerr << (r.already_done ? "Already done" : r.interrupted ? "Stopped" : "Done") << " after " << r.steps << " steps"

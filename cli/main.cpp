@@ -2,13 +2,56 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
+#include <thread>
 
 #include "autograd/cpu.h"
 #include "autograd/error.h"
 #include "cli/commands.h"
+#include "optim/dist.h"
+
+namespace {
+// Under mpirun, ranks other than 0 print nothing but their errors (rank 0 speaks for the job).
+struct NullBuf : std::streambuf {
+  int overflow(int c) override { return c; }
+};
+NullBuf g_null;
+std::streambuf* g_cerr = std::cerr.rdbuf();
+
+int fail(const std::string& msg) {
+  if (ft::dist::size() > 1 && ft::dist::rank() != 0) {
+    // An error every rank meets (a bad flag, a NaN loss) is reported once, by rank 0, whose abort ends
+    // this rank meanwhile; an error of this rank alone (its files differ) is printed after the pause.
+    std::signal(SIGTERM, SIG_DFL);
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+  }
+  std::cerr.rdbuf(g_cerr);
+  std::cerr << "error: " << (ft::dist::size() > 1 ? ft::cat("rank ", ft::dist::rank(), ": ") : std::string()) << msg << "\n" << std::flush;
+  ft::dist::abort(1);  // ends every rank of an MPI job (the others would wait in a collective); exit(1) alone
+}
+
+// Under mpirun without --threads / FT_NUM_THREADS: the cores this rank may run on (its binding), shared
+// with the other ranks on this host when they are not bound apart.
+int default_rank_threads() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int mine = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : int(std::thread::hardware_concurrency());
+  const int host = std::max(1, int(std::thread::hardware_concurrency()) / std::max(1, ft::dist::local_size()));
+  return std::max(1, std::min(mine, host));
+}
+}  // namespace
 
 int main(int argc, char** argv) {
+  ft::dist::init(&argc, &argv);  // only when started by mpirun / srun
+  if (ft::dist::rank() != 0) {
+    std::cout.rdbuf(&g_null);
+    std::cerr.rdbuf(&g_null);
+  }
   CLI::App app{
       "ft - fine-tune large language models with LoRA on the CPU.\n"
       "HuggingFace model directories in, PEFT-compatible adapters out.\n\n"
@@ -28,6 +71,7 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] {
     if (threads == 0)
       if (const char* e = std::getenv("FT_NUM_THREADS")) threads = std::atoi(e);
+    if (threads == 0 && ft::dist::size() > 1) threads = default_rank_threads();
     if (threads > 0) ft::set_num_threads(threads);
   });
   app.fallthrough();
@@ -39,21 +83,23 @@ int main(int argc, char** argv) {
   ft::cli::add_save(app);
   if (argc == 1) {
     std::cout << app.help();
+    ft::dist::finalize();
     return 0;
   }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int code = app.exit(e);  // --help: 0
+    if (code != 0) ft::dist::abort(code);
+    ft::dist::finalize();
+    return code;
   } catch (const ft::Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
+    return fail(e.what());
   } catch (const std::bad_alloc&) {
-    std::cerr << "error: out of memory\n";
-    return 1;
+    return fail("out of memory");
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
+    return fail(e.what());
   }
+  ft::dist::finalize();
   return 0;
 }

@@ -41,7 +41,8 @@ Tensor batch_loss_sum(const Model& model, const Batch& b, bool packed, const For
   return model.loss_sum(hs, Tensor::from_ids(tg, {int64_t(tg.size())}));
 }
 
-std::pair<double, int64_t> evaluate_loss(const Model& model, const Dataset& ds, int64_t batch_size, int32_t pad, int64_t max_batches) {
+std::pair<double, int64_t> evaluate_loss_sums(const Model& model, const Dataset& ds, int64_t batch_size, int32_t pad,
+                                              int64_t max_batches, int64_t part, int64_t parts) {
   NoGradGuard ng;
   BatchOptions bo;
   bo.batch_size = batch_size;
@@ -51,12 +52,17 @@ std::pair<double, int64_t> evaluate_loss(const Model& model, const Dataset& ds, 
   BatchIterator it(ds, bo, pad);
   Batch b;
   double total = 0;
-  int64_t n = 0, k = 0;
-  while ((max_batches == 0 || k < max_batches) && it.next(b)) {
+  int64_t n = 0;
+  for (int64_t k = 0; (max_batches == 0 || k < max_batches) && it.next(b); ++k) {
+    if (k % parts != part) continue;
     total += double(batch_loss_sum(model, b, false, {}).item());
     n += b.n_targets;
-    ++k;
   }
+  return {total, n};
+}
+
+std::pair<double, int64_t> evaluate_loss(const Model& model, const Dataset& ds, int64_t batch_size, int32_t pad, int64_t max_batches) {
+  auto [total, n] = evaluate_loss_sums(model, ds, batch_size, pad, max_batches);
   return {n ? total / double(n) : 0.0, n};
 }
 

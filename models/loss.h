@@ -21,5 +21,9 @@ Tensor batch_loss_sum(const Model& model, const Batch& b, bool packed, const For
 // Token-weighted mean cross-entropy over a dataset (the training pipeline's batches, no shuffling),
 // over at most max_batches batches (0 = all). Returns (loss, supervised tokens).
 std::pair<double, int64_t> evaluate_loss(const Model& model, const Dataset& ds, int64_t batch_size, int32_t pad, int64_t max_batches = 0);
+// The sums behind evaluate_loss (summed loss, supervised tokens) over the batches k with
+// k % parts == part (data-parallel validation: each rank takes every parts-th batch).
+std::pair<double, int64_t> evaluate_loss_sums(const Model& model, const Dataset& ds, int64_t batch_size, int32_t pad,
+                                              int64_t max_batches, int64_t part = 0, int64_t parts = 1);
 
 }  // namespace ft

@@ -193,16 +193,17 @@ std::string some(const std::vector<std::string>& names, size_t max = 4) {
   return s;
 }
 
-void diff_model(const json& a, const json& b, std::vector<std::string>& out) {
+void diff_model(const json& a, const json& b, const IdentitySides& l, std::vector<std::string>& out) {
   const json ca = a.value("config", json::object()), cb = b.value("config", json::object());
   for (auto& [f, h] : ca.items())
-    if (!cb.contains(f)) out.push_back(cat("model file ", f, ": in the state's model, absent now"));
+    if (!cb.contains(f)) out.push_back(cat("model file ", f, ": ", l.a_model, ", absent ", l.b));
     else if (cb[f] != h) out.push_back(cat("model file ", f, ": different content"));
   for (auto& [f, h] : cb.items())
-    if (!ca.contains(f)) out.push_back(cat("model file ", f, ": absent from the state's model, present now"));
+    if (!ca.contains(f)) out.push_back(cat("model file ", f, ": absent ", l.from_a_model, ", present ", l.b));
   const json wa = a.value("weights", json()), wb = b.value("weights", json());
   if (!wa.is_array() || !wb.is_array()) {
-    if (wa != wb) out.push_back(cat("model weights: ", show(wa), " in the state, ", wb.is_array() ? "loaded from the model directory" : show(wb), " now"));
+    if (wa != wb) out.push_back(cat("model weights: ", wa.is_array() ? "loaded from the model directory" : show(wa), " ", l.a, ", ",
+                                    wb.is_array() ? "loaded from the model directory" : show(wb), " ", l.b));
     return;
   }
   std::map<std::string, json> ma, mb;
@@ -213,35 +214,39 @@ void diff_model(const json& a, const json& b, std::vector<std::string>& out) {
     auto it = mb.find(n);
     if (it == mb.end()) { gone.push_back(n); continue; }
     const json& v = it->second;
-    if (w[1] != v[1]) out.push_back(cat("model weight ", n, ": dtype ", w[1].get<std::string>(), " in the state, ", v[1].get<std::string>(), " now"));
-    else if (w[2] != v[2]) out.push_back(cat("model weight ", n, ": shape ", w[2].dump(), " in the state, ", v[2].dump(), " now"));
+    if (w[1] != v[1]) out.push_back(cat("model weight ", n, ": dtype ", w[1].get<std::string>(), " ", l.a, ", ", v[1].get<std::string>(), " ", l.b));
+    else if (w[2] != v[2]) out.push_back(cat("model weight ", n, ": shape ", w[2].dump(), " ", l.a, ", ", v[2].dump(), " ", l.b));
     else if (w[3] != v[3]) bytes.push_back(n);
   }
   for (auto& [n, w] : mb)
     if (!ma.count(n)) extra.push_back(n);
   if (!bytes.empty()) out.push_back(cat("model weights with different values: ", some(bytes)));
-  if (!gone.empty()) out.push_back(cat("model weights in the state's model, absent now: ", some(gone)));
-  if (!extra.empty()) out.push_back(cat("model weights absent from the state's model: ", some(extra)));
+  if (!gone.empty()) out.push_back(cat("model weights ", l.a_model, ", absent ", l.b, ": ", some(gone)));
+  if (!extra.empty()) out.push_back(cat("model weights absent ", l.from_a_model, ": ", some(extra)));
 }
 
-void diff_data(const json& a, const json& b, std::vector<std::string>& out) {
+void diff_data(const json& a, const json& b, const IdentitySides& l, std::vector<std::string>& out) {
   std::map<std::string, json> ma, mb;
   for (auto& f : a) ma[f.value("name", "")] = f;
   for (auto& f : b) mb[f.value("name", "")] = f;
   for (auto& [n, f] : ma) {
     auto it = mb.find(n);
-    if (it == mb.end()) { out.push_back(cat("data file ", n, ": read by the state's run, not now")); continue; }
+    if (it == mb.end()) { out.push_back(cat("data file ", n, ": read ", l.a_run, ", not ", l.b)); continue; }
     const json& g = it->second;
-    if (f["bytes"] != g["bytes"]) out.push_back(cat("data file ", n, ": ", f["bytes"].dump(), " bytes in the state's run, ", g["bytes"].dump(), " now"));
+    if (f["bytes"] != g["bytes"]) out.push_back(cat("data file ", n, ": ", f["bytes"].dump(), " bytes ", l.a_run_bytes, ", ", g["bytes"].dump(), " ", l.b));
     else if (f["hash"] != g["hash"]) out.push_back(cat("data file ", n, ": same size, different content"));
   }
   for (auto& [n, f] : mb)
-    if (!ma.count(n)) out.push_back(cat("data file ", n, ": read now, not by the state's run"));
+    if (!ma.count(n)) out.push_back(cat("data file ", n, ": read ", l.b, ", not ", l.a_run));
 }
 
 }  // namespace
 
-std::vector<std::string> identity_differences(const json& saved, const json& now) {
+IdentitySides IdentitySides::ranks(const std::string& a, const std::string& b) {
+  return {a, b, a, a, a, a};
+}
+
+std::vector<std::string> identity_differences(const json& saved, const json& now, const IdentitySides& l) {
   std::vector<std::string> out;
   const json sa = saved.value("settings", json::object()), sb = now.value("settings", json::object());
   std::set<std::string> keys;
@@ -249,10 +254,10 @@ std::vector<std::string> identity_differences(const json& saved, const json& now
   for (auto& [k, v] : sb.items()) keys.insert(k);
   for (const std::string& k : keys) {
     const json x = sa.contains(k) ? sa[k] : json(), y = sb.contains(k) ? sb[k] : json();
-    if (x != y) out.push_back(cat(k, ": ", show(x), " in the state, ", show(y), " now"));
+    if (x != y) out.push_back(cat(k, ": ", show(x), " ", l.a, ", ", show(y), " ", l.b));
   }
-  diff_model(saved.value("model", json::object()), now.value("model", json::object()), out);
-  diff_data(saved.value("data", json::array()), now.value("data", json::array()), out);
+  diff_model(saved.value("model", json::object()), now.value("model", json::object()), l, out);
+  diff_data(saved.value("data", json::array()), now.value("data", json::array()), l, out);
   return out;
 }
 

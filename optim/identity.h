@@ -36,9 +36,20 @@ const std::vector<std::string>& resumable_keys();
 // The options of `c` that change the numbers (every key not in resumable_keys()).
 nlohmann::json identity_settings(const TrainConfig& c);
 
-// One line per difference ("learning_rate: 0.001 in the state, 0.0001 now"; "model weight
-// model.layers.0.mlp.up_proj.weight: different bytes"), empty when the identities match.
-std::vector<std::string> identity_differences(const nlohmann::json& saved, const nlohmann::json& now);
+// How identity_differences() names its two sides. The default: a training state against this run
+// ("learning_rate: 0.001 in the state, 0.0001 now"); ranks("on rank 0", "on rank 2 (host b)") for the
+// start-up check of data-parallel training ("seed: 0 on rank 0, 3 on rank 2 (host b)").
+struct IdentitySides {
+  std::string a = "in the state", b = "now";
+  std::string a_model = "in the state's model", from_a_model = "from the state's model";  // model files / weights
+  std::string a_run = "by the state's run";                                           // data files: "read by ..."
+  std::string a_run_bytes = "in the state's run";
+  static IdentitySides ranks(const std::string& a, const std::string& b);
+};
+// One line per difference ("learning_rate: 0.001 in the state, 0.0001 now"; "model weights with
+// different values: model.layers.0.mlp.up_proj.weight"), empty when the identities match.
+std::vector<std::string> identity_differences(const nlohmann::json& saved, const nlohmann::json& now,
+                                              const IdentitySides& sides = {});
 // --resume: ft::Error naming every difference between the state at `path` and this run's identity; a
 // state of an older ft (no identity recorded) only gets a warning on stderr.
 void check_resume_identity(const std::string& path, const TrainingState& st, const nlohmann::json& identity);

@@ -4,14 +4,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <regex>
 #include <sstream>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
+#include "autograd/cpu.h"
 #include "autograd/ops.h"
 #include "autograd/profile.h"
 #include "autograd/quant.h"
@@ -26,6 +30,8 @@
 #include "models/generate.h"
 #include "models/loss.h"
 #include "models/model.h"
+#include "optim/data_parallel.h"
+#include "optim/dist.h"
 #include "optim/grad_scaler.h"
 #include "optim/identity.h"
 #include "optim/optimizer.h"
@@ -77,6 +83,27 @@ std::string sample_text(const Model& model, const Tokenizer& tok, const std::str
   ids.insert(ids.end(), out.begin(), out.end());
   std::string all = tok.decode(ids, true);
   return all.size() >= before.size() && all.compare(0, before.size(), before) == 0 ? all.substr(before.size()) : tok.decode(out, true);
+}
+
+// Data parallel --resume: rank 0 reads the state file and sends its bytes, so that the other ranks
+// (other hosts, maybe without the adapter path's file system) load the same state.
+TrainingState load_state_from_rank0(const std::string& path) {
+  std::string bytes;
+  if (dist::rank() == 0) {
+    std::ifstream f(path, std::ios::binary);
+    FT_CHECK(f.good(), "cannot read training state '", path, "'");
+    bytes.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }
+  bytes = dist::broadcast(bytes);
+  if (dist::rank() == 0) return load_training_state(path);
+  const fs::path tmp = fs::temp_directory_path() / cat("ft-resume-", getpid(), "-rank", dist::rank(), ".h5");
+  {
+    std::ofstream o(tmp, std::ios::binary | std::ios::trunc);
+    o.write(bytes.data(), std::streamsize(bytes.size()));
+    FT_CHECK(o.good(), "rank ", dist::rank(), ": cannot write a copy of the training state to ", tmp.string());
+  }
+  struct Remove { fs::path p; ~Remove() { std::error_code ec; fs::remove(p, ec); } } remove{tmp};
+  return load_training_state(tmp.string());
 }
 
 std::string base_dtype_name(const Model& m) {
@@ -157,8 +184,14 @@ TrainResult train(const TrainConfig& c_in) {
   TrainConfig c = c_in;
   c.validate();
   const bool full = c.fine_tune_type == FineTuneType::Full;
+  // Data parallel (mpirun): every rank computes batch_size / ranks rows of every micro-batch; rank 0
+  // alone owns the adapter path (lock, states, adapter, metrics, samples, console).
+  const int64_t ranks = dist::size();
+  const bool lead = dist::rank() == 0;
+  c.progress = c.progress && lead;
   // The adapter path belongs to this run until it returns (a second run into it stops here).
-  RunLock lock(c.adapter_path);
+  std::optional<RunLock> lock;
+  if (lead) lock.emplace(c.adapter_path);
   const json given_settings = identity_settings(c);  // as given: before a state or an adapter changes c
 
   // Resume: the newest complete state, if its identity matches this run's (checked below, once the
@@ -167,11 +200,11 @@ TrainResult train(const TrainConfig& c_in) {
   bool resuming = false;
   std::string resume_path;
   if (c.resume) {
-    resume_path = newest_state(c.adapter_path);
+    resume_path = dist::broadcast(lead ? newest_state(c.adapter_path) : std::string());  // rank 0's choice
     if (resume_path.empty()) {
       std::cerr << "note: --resume: no training state in " << c.adapter_path << ", starting from scratch\n";
     } else {
-      resume_state = load_training_state(resume_path);
+      resume_state = ranks > 1 ? load_state_from_rank0(resume_path) : load_training_state(resume_path);
       resuming = true;
       std::cerr << "Resuming from " << resume_path << " (step " << resume_state.step << ")\n";
       const auto& keep = resumable_keys();
@@ -179,9 +212,10 @@ TrainResult train(const TrainConfig& c_in) {
         if (std::find(keep.begin(), keep.end(), k) == keep.end()) c.set_json(k, v);
     }
   }
+  check_batch_divides(c.batch_size, c.grad_accumulation, ranks);  // (a resumed run's batch_size is its state's)
   // A new run never writes over another run's files without --overwrite.
   OldRunFiles old_run;
-  if (!resuming) {
+  if (!resuming && lead) {
     RunDirContents there = inspect_run_dir(c.adapter_path);
     if (!there.empty()) {
       FT_CHECK(c.overwrite, there.refusal(c.adapter_path));
@@ -218,6 +252,7 @@ TrainResult train(const TrainConfig& c_in) {
   std::vector<std::string> data_files = {data.train.source};
   if (data.valid) data_files.push_back(data.valid->source);
   const json identity = {{"model", model_fingerprint(c.model, from_scratch)}, {"data", data_fingerprint(data_files)}, {"settings", given_settings}};
+  check_ranks_agree(identity);  // every rank: rank 0's model, data and settings
   if (resuming) check_resume_identity(resume_path, resume_state, identity);
   const json run_info = resuming && resume_state.run.contains("id") ? resume_state.run : new_run_info();
 
@@ -323,10 +358,13 @@ TrainResult train(const TrainConfig& c_in) {
             << "Data: " << data.train.size() << " training examples" << (data.valid ? cat(", ", data.valid->size(), " validation") : "")
             << "; " << it.batches_per_epoch() << " batches/epoch, padding " << 100.0 * it.padding_fraction() << "%\n"
             << "Steps: " << total << " (batch " << c.batch_size << " x accumulation " << c.grad_accumulation << ")\n";
+  if (ranks > 1)
+    std::cerr << "Data parallel: " << ranks << " ranks (MPI), " << c.batch_size / ranks << " rows of every micro-batch per rank, "
+              << num_threads() << (num_threads() == 1 ? " thread" : " threads") << " per rank (rank 0's)\n";
 
   // Before the first save: one more training state and the adapter (or model) must fit on the disk.
   const bool already_done = resuming && step >= total;
-  if (!already_done) {
+  if (!already_done && lead) {
     uint64_t param_bytes = 0, moment_bytes = 0;
     for (auto& p : params) param_bytes += uint64_t(p.value.numel()) * 4;
     for (auto& [n, t] : opt.state()) moment_bytes += uint64_t(t.numel()) * 4;
@@ -336,7 +374,7 @@ TrainResult train(const TrainConfig& c_in) {
     check_free_space(c.adapter_path, param_bytes + moment_bytes + meta, out);
   }
   std::ofstream metrics;
-  if (!c.metrics_file.empty()) {
+  if (!c.metrics_file.empty() && lead) {
     metrics.open(c.metrics_file, resuming ? std::ios::app : std::ios::trunc);
     FT_CHECK(metrics.good(), "cannot write metrics file '", c.metrics_file, "'");
   }
@@ -358,7 +396,16 @@ TrainResult train(const TrainConfig& c_in) {
   auto progress_log = [&](const std::string& line) { bar.log(line); };
   std::vector<std::pair<int64_t, std::string>> my_states;
   if (resuming) my_states = states_of_run(c.adapter_path, resume_state.run, resume_state.run.empty());
+  // Every save: all ranks must hold bitwise the same weights and optimiser state (checked by hash).
+  // FT_DEBUG_RANK_HASHES=DIR: each rank also writes DIR/rank-R.txt ("step hash" lines; tests).
+  const char* hash_dir = std::getenv("FT_DEBUG_RANK_HASHES");
   auto save_state = [&]() {
+    if (ranks > 1 || (hash_dir && *hash_dir)) {
+      const std::string h = training_hash(params, opt.state());
+      if (hash_dir && *hash_dir) std::ofstream(fs::path(hash_dir) / cat("rank-", dist::rank(), ".txt"), std::ios::app) << step << " " << h << "\n";
+      check_ranks_in_step(h, step);
+    }
+    if (!lead) return;
     TrainingState st;
     st.step = step;
     st.optimizer_steps = opt.steps();
@@ -397,7 +444,7 @@ TrainResult train(const TrainConfig& c_in) {
   };
 
   auto show_sample = [&](const char* when) {
-    if (c.sample_prompt.empty()) return;
+    if (c.sample_prompt.empty() || !lead) return;
     std::string t = sample_text(model, tok, c.sample_prompt, c.sample_max_tokens);
     std::cout << "---- sample " << when << " ----\n" << c.sample_prompt << t << "\n---------------------------\n" << std::flush;
   };
@@ -408,7 +455,7 @@ TrainResult train(const TrainConfig& c_in) {
     std::cerr << "Nothing to train: " << resume_path << " is at step " << step << ", at or past the " << total
               << " steps this run asks for (" << (c.iters > 0 ? cat("--iters ", c.iters) : cat("--epochs ", c.epochs))
               << "). To train further, raise --iters above " << step << ".\n";
-    save_adapter();  // that step's adapter (a crash between saving the state and the adapter leaves an older one)
+    if (lead) save_adapter();  // that step's adapter (a crash between saving the state and the adapter leaves an older one)
   }
   double window_loss = 0, window_targets = 0, window_tokens = 0, window_time = 0;
   int64_t window_act = 0;  // peak activation bytes of the steps since the last report
@@ -435,13 +482,38 @@ TrainResult train(const TrainConfig& c_in) {
     // trainable weights, optimiser state), at its peak during forward + backward.
     const int64_t mem_before = memory_stats().current;
     reset_peak_memory();
-    double loss_sum = 0;
+    double loss_sum = 0, my_targets = 0;
     for (auto& b : micro) {
       if (b.n_targets == 0) continue;
-      Tensor ls = batch_loss_sum(model, b, c.pack, fo);
-      loss_sum += double(ls.item());
-      FT_PROFILE_PHASE("backward");
-      scale(ls, loss_scale * (1.f / float(std::max<int64_t>(n_targets, 1)))).backward();
+      Batch part;
+      if (ranks > 1) {  // this rank's rows; their dropout masks are those of the whole batch's rows
+        auto [lo, hi] = rank_rows(b.B);
+        part = slice_rows(b, lo, hi);
+        dropout_row_base() = lo;
+      }
+      const Batch& mine = ranks > 1 ? part : b;
+      if (mine.n_targets > 0) {
+        Tensor ls = batch_loss_sum(model, mine, c.pack, fo);
+        loss_sum += double(ls.item());
+        my_targets += double(mine.n_targets);
+        FT_PROFILE_PHASE("backward");
+        // Normalised by the supervised tokens of the whole global batch (every rank sees all of it).
+        scale(ls, loss_scale * (1.f / float(std::max<int64_t>(n_targets, 1)))).backward();
+      }
+      if (ranks > 1) {
+        dropout_row_base() = 0;
+        sync_dropout_stream();
+      }
+    }
+    if (ranks > 1) {  // one all-reduce of the gradients per optimiser step (bucketed), and of the loss
+      FT_PROFILE_PHASE("allreduce");
+      allreduce_grads(params);
+      double sums[2] = {loss_sum, my_targets};
+      dist::allreduce_sum(sums, 2);
+      loss_sum = sums[0];
+      // The supervised tokens the ranks computed are those of the whole global batch, which every
+      // rank normalised its loss by (n_targets: each rank iterates the whole global batch).
+      FT_CHECK(int64_t(sums[1]) == n_targets, "internal: the ranks computed ", int64_t(sums[1]), " supervised tokens of a global batch of ", n_targets);
     }
     const int64_t act_bytes = memory_stats().peak - mem_before;
     window_act = std::max(window_act, act_bytes);
@@ -508,14 +580,16 @@ TrainResult train(const TrainConfig& c_in) {
     }
     if (data.valid && c.steps_per_eval > 0 && (step % c.steps_per_eval == 0 || step == total)) {
       double t1 = now_s();
-      auto [vl, vn] = evaluate_loss(model, *data.valid, c.batch_size, pad, c.val_batches);
+      auto [vl, vn] = evaluate_loss_ranks(model, *data.valid, c.batch_size, pad, c.val_batches);
       last_val = vl;
       last_val_step = step;
       hist_val.push_back({double(step), vl});
       emit({{"step", step}, {"val_loss", vl}, {"val_tokens", vn}, {"val_time", now_s() - t1}});
       bar.log(cat("step ", step, ": validation loss ", vl, " (", vn, " tokens)"));
     }
-    bool stop = train_stop_flag().load() || (c.should_stop && c.should_stop());
+    uint64_t stop_any = train_stop_flag().load() || (c.should_stop && c.should_stop()) ? 1 : 0;
+    dist::allreduce_max(&stop_any, 1);  // Ctrl-C on any rank: all save (rank 0 writes) and stop together
+    const bool stop = stop_any != 0;
     if ((c.save_every > 0 && step % c.save_every == 0) || stop || step == total) save_state();
     if (stop) {
       bar.finish();
@@ -528,7 +602,7 @@ TrainResult train(const TrainConfig& c_in) {
   bar.finish();
   if (!res.interrupted) {
     show_sample("after training");
-    if (!c.merged_path.empty()) {
+    if (!c.merged_path.empty() && lead) {
       FT_CHECK(!full, "merged_path is for adapters; full fine-tuning already writes the whole model to adapter_path");
       // A quantized base: re-quantized with its settings (mlx-lm's fuse), unless save_dtype asks for floats.
       const bool requant = model.quantized() && c.save_dtype.empty();

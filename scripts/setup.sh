@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config
       libeigen3-dev libtbb-dev libcli11-dev nlohmann-json3-dev libhdf5-dev
       libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libyaml-cpp-dev
-      libopenblas-dev
+      libopenblas-dev libopenmpi-dev openmpi-bin
       python3 python3-numpy)
 # Test-only: llama.cpp (node-llama-cpp) referees ft's GGUF files. A machine that already has Node.js and
 # npm (Debian's, or NodeSource's nodejs which bundles npm and conflicts with Debian's npm) keeps them.
