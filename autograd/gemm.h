@@ -52,9 +52,10 @@ void gemm_f16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
 
 // Same, but B is a quantised matrix (autograd/quant.h) [rows, cols]: with trans_b N = rows and
 // K = cols (y = x·Wᵀ), without it K = rows and N = cols (dX = dY·W). B is dequantised while packing
-// (AVX-512 / AVX2 kernels for 4 and 8 bits, portable otherwise), never copied whole; M <= 4 with
-// trans_b reads the packed codes directly (qgemv). The result is bit-identical to sgemm on the
-// dequantised fp32 matrix (same ISA path).
+// (AVX-512 / AVX2 kernels for 4 and 8 bits, portable otherwise), never copied whole; the result is
+// bit-identical to sgemm on the dequantised fp32 matrix (same ISA path) — except M <= kGemvMaxRows
+// with trans_b, which reads the packed codes directly (qgemv: fp32 but regrouped by the affine
+// identity, within the error bound stated in autograd/quant.h).
 struct QuantParams;
 void gemm_qw(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
              const QuantParams& B, float beta, float* C, int64_t ldc);

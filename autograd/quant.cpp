@@ -112,21 +112,24 @@ const quant_detail::Kernels* isa_kernels(int) {
   return f.avx512f ? quant_detail::kernels_avx512() : f.avx2 ? quant_detail::kernels_avx2() : nullptr;
 }
 
-// Portable GEMV rows (the order of ft::gemv's portable fp32 kernel: 8 partial sums).
-void rows_portable(const View& v, int m, int64_t j0, int64_t n, float alpha, const float* A, int64_t lda, float beta, float* C,
-                   int64_t ldc) {
-  const int64_t K = v.cols;
-  float w[8];
+// Portable GEMV rows (x in natural order): per group s·(Σ q·x) then + Σ_g b·xs at the end.
+void rows_portable(const View& v, int m, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS,
+                   int64_t ldxs, float beta, float* C, int64_t ldc) {
   for (int64_t j = 0; j < n; ++j) {
-    float s[4][8] = {};
-    for (int64_t k = 0; k < K; k += 8) {  // K is a multiple of 32
-      dequant_portable(v, j0 + j, k, k + 8, w);
-      for (int i = 0; i < m; ++i)
-        for (int u = 0; u < 8; ++u) s[i][u] += A[i * lda + k + u] * w[u];
-    }
+    const uint32_t* row = v.packed + (j0 + j) * v.wpr;
+    const float* s = v.scales + (j0 + j) * v.gpr;
+    const float* b = v.biases + (j0 + j) * v.gpr;
     for (int i = 0; i < m; ++i) {
-      const float* t = s[i];
-      const float val = alpha * (((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])));
+      const float* x = XP + i * ldxp;
+      float acc = 0.0f, bacc = 0.0f;
+      for (int64_t g = 0; g < v.gpr; ++g) {
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int64_t c = g * v.group; c < (g + 1) * v.group; c += 4)
+          for (int u = 0; u < 4; ++u) d[u] += float(code_at(row, v.bits, c + u)) * x[c + u];
+        acc += s[g] * ((d[0] + d[1]) + (d[2] + d[3]));
+        bacc += b[g] * XS[i * ldxs + g];
+      }
+      const float val = alpha * (acc + bacc);
       float* c = C + i * ldc + j;
       *c = beta != 0.0f ? val + beta * *c : val;
     }
@@ -269,6 +272,32 @@ void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float a
   const View v = view_of(W);
   const quant_detail::Kernels* kr = isa_kernels(W.bits);
   const quant_detail::RowsFn rows = kr ? kr->rows : rows_portable;
+  // Each row of A once: x in the kernel's unpack order (zero-padded to whole blocks) and its group sums.
+  const int lanes = kr ? kr->lanes : 0;
+  const bool perm = quant_detail::permuted_layout(lanes, W.bits);
+  const int cpl = 32 / W.bits;
+  const int64_t blk = perm ? int64_t(lanes) * cpl : 32;
+  const int64_t ldxp = (K + blk - 1) / blk * blk, gpr = W.groups_per_row(), G = W.group_size;
+  std::vector<float> xp(size_t(M * ldxp), 0.0f), xs(size_t(M * gpr));
+  for (int64_t i = 0; i < M; ++i) {
+    const float* a = A + i * lda;
+    float* p = xp.data() + i * ldxp;
+    if (perm) {
+      for (int64_t b0 = 0; b0 < ldxp; b0 += blk)
+        for (int l = 0; l < lanes; ++l)
+          for (int k = 0; k < cpl; ++k) {
+            const int64_t c = b0 + int64_t(l) * cpl + k;
+            p[b0 + int64_t(k) * lanes + l] = c < K ? a[c] : 0.0f;
+          }
+    } else {
+      std::copy(a, a + K, p);
+    }
+    for (int64_t g = 0; g < gpr; ++g) {
+      float t = 0.0f;
+      for (int64_t c = g * G; c < (g + 1) * G; ++c) t += a[c];
+      xs[size_t(i * gpr + g)] = t;
+    }
+  }
   const int P = allow_parallel ? num_threads() : 1;
   const int64_t row_bytes = std::max<int64_t>(1, K * W.bits / 8);
   const int64_t min_rows = std::max<int64_t>(1, (int64_t(32) << 10) / row_bytes);
@@ -279,7 +308,7 @@ void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float a
     if (n <= 0) return;
     for (int64_t i0 = 0; i0 < M; i0 += 4) {
       const int m = int(std::min<int64_t>(4, M - i0));
-      rows(v, m, j0, n, alpha, A + i0 * lda, lda, beta, C + i0 * ldc + j0, ldc);
+      rows(v, m, j0, n, alpha, xp.data() + i0 * ldxp, ldxp, xs.data() + i0 * gpr, gpr, beta, C + i0 * ldc + j0, ldc);
     }
   };
   if (tasks == 1) return block(0);

@@ -5,8 +5,8 @@
 // (a Projection's weight [out, in], an embedding [vocab, hidden]); its bytes live in the
 // QuantParams it carries (TensorImpl::quant). It is frozen: it never requires a gradient, and it
 // never exists as a full float copy — the GEMM dequantises it while packing (autograd/gemm.h,
-// gemm_qw), the decode GEMV reads the packed integers (qgemv), the embedding dequantises the rows
-// it gathers. Tensor::to(F32) (dequantize()) makes an explicit float copy, for merging/exporting.
+// gemm_qw), the decode GEMV reads the packed integers (qgemv: regrouped, not bit-identical to the
+// GEMM), the embedding dequantises the rows it gathers. Tensor::to(F32) (dequantize()) makes an explicit float copy, for merging/exporting.
 //
 // Format MlxAffine (mlx `affine_quantize`, mlx/backend/cpu/quantized.cpp as of commit 784203f,
 // 2025; docs: ../shared/docs/formats.md "MLX quantised weights"):
@@ -80,10 +80,16 @@ uint32_t quant_code(const QuantParams& q, int64_t r, int64_t c);
 Tensor quant_slice_rows(const Tensor& w, int64_t r0, int64_t r1);
 
 // C[M×N] = alpha · A[M×K] · Wᵀ + beta · C with W quantised [N, K]: the decode GEMV, reading the
-// packed codes (AVX-512 / AVX2 kernels for 4 and 8 bits, portable otherwise). Each weight is
-// dequantised in registers exactly as dequantize_block does and summed in the order of ft::gemv
-// on fp32 weights, so the result equals gemv on the dequantised matrix bit for bit (same ISA
-// path), independent of the thread count.
+// packed codes (AVX-512 / AVX2 kernels, portable otherwise). It uses the affine identity
+//   y = Σ_g ( s_g · Σ_{c∈g} q_c·x_c ) + Σ_g b_g · (Σ_{c∈g} x_c)
+// with Σ x per group computed once per row of A: the codes are widened to fp32 exactly and every
+// product and sum is fp32 (no reduced-precision inputs), but the rounding order differs from a GEMV
+// on the dequantised weights (scale·q + bias rounded per weight), so results are not bit-identical
+// to gemm_qw's GEMM path or to sgemm on dequantize(W). Error bound (tests/test_quant.cpp,
+// Quant.GemvMatchesDoubleReference): |y − y_exact| <= K·2⁻²³·Σ_g(|s_g|·Σ|q·x| + |b_g|·|Σ x|) + tiny,
+// y_exact the dot with the dequantised weights in double. The order of the sums is fixed by the ISA
+// path, bits, group size and K: results never depend on the thread count, on M (a row of A gives
+// the same output alone or beside others) or on which rows a task gets.
 void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
            bool allow_parallel = true);
 

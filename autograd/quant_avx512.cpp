@@ -1,8 +1,10 @@
-// AVX-512 kernels for quantised matrices (vector unpacking for 4 and 8 bits, scalar for 2/3/5/6) (semantics: autograd/quant_kernels.h).
-// The GEMV mirrors ft::gemv's AVX-512 fp32 kernel (gemv_avx512.cpp): two 16-lane accumulators per
-// row of A over 32-element steps, one _mm512_reduce_add_ps per output — so a quantised matrix
-// gives the bits of gemv on its dequantised fp32 copy. Built with -ffp-contract=off (scale·q +
-// bias is a rounded product then a rounded sum; the only fused operations are explicit FMAs).
+// AVX-512 kernels for quantised matrices (semantics: autograd/quant_kernels.h).
+// Dequantisation (the GEMM's packing): vector unpacking for 4 and 8 bits, scalar for 2/3/5/6; each
+// weight is scale·q rounded, + bias rounded, as MLX (built with -ffp-contract=off).
+// The decode GEMV regroups by the affine identity: per 16-word block, vector k of codes
+// (words >> k·bits) & mask for bits 2/4/8 (x pre-permuted to that order), a permute + shift pair for
+// 3/5/6; fp32 FMAs of the codes with x, one FMA by the block's scales, biases against the group sums
+// of x at the end of the row.
 // No STL here (ODR, see CMakeLists.txt): only <immintrin.h>, <cstdint>, <cstring>.
 #include <immintrin.h>
 
@@ -85,37 +87,204 @@ void dequant(const View& v, int64_t r, int64_t c0, int64_t c1, float* out) {
   if (c < c1) _mm256_storeu_ps(out + (c - c0), deq8<BITS>(v, r, c));
 }
 
-template <int M, int BITS>
-void rows_m(const View& v, int64_t j0, int64_t n, float alpha, const float* A, int64_t lda, float beta, float* C, int64_t ldc) {
-  const int64_t K = v.cols;
-  for (int64_t j = 0; j < n; ++j) {
-    __m512 acc0[M], acc1[M];
+// ---- the decode GEMV (regrouped: Σ_g s_g·Σ q·x + Σ_g b_g·xs_g, see quant_kernels.h)
+
+inline __mmask16 first_n(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1u); }
+
+// Σ_g b_g·xs_g over a row's gpr groups for each of the M rows of A, added to acc lane-wise.
+template <int M>
+inline void bias_terms(const float* b, int64_t gpr, const float* XS, int64_t ldxs, __m512* acc) {
+  for (int64_t g = 0; g < gpr; g += 16) {
+    const __mmask16 mk = first_n(gpr - g);
+    const __m512 bv = _mm512_maskz_loadu_ps(mk, b + g);
 #pragma GCC unroll 4
-    for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; k += 32) {  // K is a multiple of 32
-      const __m512 w0 = deq16<BITS>(v, j0 + j, k), w1 = deq16<BITS>(v, j0 + j, k + 16);
-#pragma GCC unroll 4
-      for (int i = 0; i < M; ++i) {
-        acc0[i] = _mm512_fmadd_ps(_mm512_loadu_ps(A + i * lda + k), w0, acc0[i]);
-        acc1[i] = _mm512_fmadd_ps(_mm512_loadu_ps(A + i * lda + k + 16), w1, acc1[i]);
-      }
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < M; ++i) {
-      const float val = alpha * _mm512_reduce_add_ps(_mm512_add_ps(acc0[i], acc1[i]));
-      float* c = C + i * ldc + j;
-      *c = beta != 0.0f ? val + beta * *c : val;
-    }
+    for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(bv, _mm512_maskz_loadu_ps(mk, XS + i * ldxs + g), acc[i]);
   }
 }
 
-template <int BITS>
-void rows(const View& v, int m, int64_t j0, int64_t n, float alpha, const float* A, int64_t lda, float beta, float* C, int64_t ldc) {
+template <int M>
+inline void store_rows(const __m512* acc, float alpha, float beta, float* C, int64_t ldc, int64_t j) {
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i) {
+    const float val = alpha * _mm512_reduce_add_ps(acc[i]);
+    float* c = C + i * ldc + j;
+    *c = beta != 0.0f ? val + beta * *c : val;
+  }
+}
+
+// Bits 2, 4, 8 (codes never straddle a word): LANES words per block, vector k = field k of each word
+// against x in the permuted layout (quant_kernels.h). The scale enters once per group when whole
+// blocks fit in a group, else once per block and lane (a permute of the block's scales).
+#define LANES 16
+#define VF __m512
+#define VI __m512i
+#define LOADI(t) _mm512_load_si512(t)
+#define LOADU_W(p) _mm512_loadu_si512(p)
+#define MASKLOAD_W(p, n) _mm512_maskz_loadu_epi32(first_n(n), p)
+#define MASKLOAD_F(p, n) _mm512_maskz_loadu_ps(first_n(n), p)
+#define PERMF(idx, v) _mm512_permutexvar_ps(idx, v)
+#define CVT(x) _mm512_cvtepi32_ps(x)
+#define AND(a, b) _mm512_and_si512(a, b)
+#define SET1I(x) _mm512_set1_epi32(x)
+#define SRLI(a, n) _mm512_srli_epi32(a, unsigned(n))
+#define LOADU_F(p) _mm512_loadu_ps(p)
+#define FMADD(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define ZERO() _mm512_setzero_ps()
+#define SET1F(x) _mm512_set1_ps(x)
+#define ADDF(a, b) _mm512_add_ps(a, b)
+#define MULF(a, b) _mm512_mul_ps(a, b)
+template <int M, int BITS>
+void rows_shift(const View& v, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
+                float beta, float* C, int64_t ldc) {
+  constexpr int CPL = 32 / BITS, B = LANES * CPL;
+  const int64_t K = v.cols, G = v.group, gpr = v.gpr;
+  const int64_t nblk = (K + B - 1) / B;
+  const int tailw = int((K % B) * BITS / 32);  // words in a partial last block (only when B > G)
+  const bool one_group = B <= G;               // whole blocks per group: the scale enters once per group
+  const int ns = one_group ? 1 : int(B / G);   // groups per block otherwise (<= LANES)
+  alignas(64) int32_t t[LANES];
+  for (int l = 0; l < LANES; ++l) t[l] = one_group ? 0 : int32_t(l * CPL / G);
+  const VI sidx = LOADI(t);
+  // p0/p1 += the products of one block (vector k = field k of the 16/8 words, see permuted_layout)
+  auto block = [&]<bool FIRST>(const uint32_t* w, int64_t bi, VF* p0, VF* p1) __attribute__((always_inline)) {
+    const VI W = (bi + 1 < nblk || tailw == 0) ? LOADU_W(w + bi * LANES) : MASKLOAD_W(w + bi * LANES, tailw);
+    const float* xb = XP + bi * B;
+#pragma GCC unroll 16
+    for (int k = 0; k < CPL; ++k) {
+      const VF q = CVT(k + 1 < CPL ? AND(k == 0 ? W : SRLI(W, k * BITS), SET1I(int((1u << BITS) - 1u))) : SRLI(W, 32 - BITS));
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) {
+        const VF x = LOADU_F(xb + i * ldxp + k * LANES);
+        if (FIRST && k == 0) p0[i] = MULF(q, x);
+        else if (FIRST && k == 1) p1[i] = MULF(q, x);
+        else if (k % 2 == 0) p0[i] = FMADD(q, x, p0[i]);
+        else p1[i] = FMADD(q, x, p1[i]);
+      }
+    }
+  };
+  for (int64_t j = 0; j < n; ++j) {
+    const uint32_t* w = v.packed + (j0 + j) * v.wpr;
+    const float* s = v.scales + (j0 + j) * gpr;
+    VF acc[M], p0[M], p1[M];
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) acc[i] = ZERO();
+    if (one_group) {
+      const int64_t per = G / B;
+      for (int64_t g = 0; g < gpr; ++g) {
+        block.template operator()<true>(w, g * per, p0, p1);
+        for (int64_t bi = g * per + 1; bi < (g + 1) * per; ++bi) block.template operator()<false>(w, bi, p0, p1);
+        const VF sv = SET1F(s[g]);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[i] = FMADD(sv, ADDF(p0[i], p1[i]), acc[i]);
+      }
+    } else {
+      for (int64_t bi = 0; bi < nblk; ++bi) {
+        block.template operator()<true>(w, bi, p0, p1);
+        const int64_t g0 = bi * B / G;
+        const VF sv = PERMF(sidx, MASKLOAD_F(s + g0, ns < gpr - g0 ? ns : gpr - g0));
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[i] = FMADD(sv, ADDF(p0[i], p1[i]), acc[i]);
+      }
+    }
+    bias_terms<M>(v.biases + (j0 + j) * gpr, gpr, XS, ldxs, acc);
+    store_rows<M>(acc, alpha, beta, C, ldc, j);
+  }
+}
+
+#undef LANES
+#undef VF
+#undef VI
+#undef LOADI
+#undef LOADU_W
+#undef MASKLOAD_W
+#undef MASKLOAD_F
+#undef PERMF
+#undef CVT
+#undef AND
+#undef SET1I
+#undef SRLI
+#undef LOADU_F
+#undef FMADD
+#undef ZERO
+#undef SET1F
+#undef ADDF
+#undef MULF
+
+// Bits 3, 5, 6: 32 codes (= BITS words) at a time in natural order; lane u of half h takes its code
+// from words idx = o >> 5 and idx + 1, o = (16h + u)·BITS (shifts of 32 give 0 in vpsrlvd/vpsllvd).
+template <int M>
+void rows_generic(const View& v, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
+                  float beta, float* C, int64_t ldc) {
+  const int bits = v.bits;
+  const int64_t G = v.group, gpr = v.gpr;
+  __m512i ilo[2], ihi[2], slo[2], shi[2];
+  for (int h = 0; h < 2; ++h) {
+    alignas(64) int32_t a[16], b[16], c[16], d[16];
+    for (int u = 0; u < 16; ++u) {
+      const int o = (16 * h + u) * bits;
+      a[u] = o >> 5;
+      b[u] = (o >> 5) + 1;
+      c[u] = o & 31;
+      d[u] = 32 - (o & 31);
+    }
+    ilo[h] = _mm512_load_si512(a);
+    ihi[h] = _mm512_load_si512(b);
+    slo[h] = _mm512_load_si512(c);
+    shi[h] = _mm512_load_si512(d);
+  }
+  const __m512i mask = _mm512_set1_epi32(int((1u << bits) - 1u));
+  const __mmask16 wmask = first_n(bits);
+  for (int64_t j = 0; j < n; ++j) {
+    const uint32_t* w = v.packed + (j0 + j) * v.wpr;
+    const float* s = v.scales + (j0 + j) * gpr;
+    __m512 acc[M];
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < gpr; ++g) {
+      __m512 p0[M], p1[M];
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) p0[i] = p1[i] = _mm512_setzero_ps();
+      for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
+        const __m512i W = _mm512_maskz_loadu_epi32(wmask, w + c / 32 * bits);
+        for (int h = 0; h < 2; ++h) {
+          const __m512i lo = _mm512_srlv_epi32(_mm512_permutexvar_epi32(ilo[h], W), slo[h]);
+          const __m512i hi = _mm512_sllv_epi32(_mm512_permutexvar_epi32(ihi[h], W), shi[h]);
+          const __m512 q = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_or_si512(lo, hi), mask));
+#pragma GCC unroll 4
+          for (int i = 0; i < M; ++i) {
+            const __m512 x = _mm512_loadu_ps(XP + i * ldxp + c + 16 * h);
+            if (h == 0) p0[i] = _mm512_fmadd_ps(q, x, p0[i]);
+            else p1[i] = _mm512_fmadd_ps(q, x, p1[i]);
+          }
+        }
+      }
+      const __m512 sv = _mm512_set1_ps(s[g]);
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(sv, _mm512_add_ps(p0[i], p1[i]), acc[i]);
+    }
+    bias_terms<M>(v.biases + (j0 + j) * gpr, gpr, XS, ldxs, acc);
+    store_rows<M>(acc, alpha, beta, C, ldc, j);
+  }
+}
+
+template <int M>
+void rows_m(const View& v, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
+            float beta, float* C, int64_t ldc) {
+  switch (v.bits) {
+    case 2: return rows_shift<M, 2>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    case 4: return rows_shift<M, 4>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    case 8: return rows_shift<M, 8>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    default: return rows_generic<M>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+  }
+}
+
+void rows_any(const View& v, int m, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS,
+              int64_t ldxs, float beta, float* C, int64_t ldc) {
   switch (m) {
-    case 1: return rows_m<1, BITS>(v, j0, n, alpha, A, lda, beta, C, ldc);
-    case 2: return rows_m<2, BITS>(v, j0, n, alpha, A, lda, beta, C, ldc);
-    case 3: return rows_m<3, BITS>(v, j0, n, alpha, A, lda, beta, C, ldc);
-    default: return rows_m<4, BITS>(v, j0, n, alpha, A, lda, beta, C, ldc);
+    case 1: return rows_m<1>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    case 2: return rows_m<2>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    case 3: return rows_m<3>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    default: return rows_m<4>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
   }
 }
 
@@ -124,14 +293,7 @@ void dequant_any(const View& v, int64_t r, int64_t c0, int64_t c1, float* out) {
   else if (v.bits == 8) dequant<8>(v, r, c0, c1, out);
   else dequant<0>(v, r, c0, c1, out);
 }
-void rows_any(const View& v, int m, int64_t j0, int64_t n, float alpha, const float* A, int64_t lda, float beta, float* C,
-              int64_t ldc) {
-  if (v.bits == 4) rows<4>(v, m, j0, n, alpha, A, lda, beta, C, ldc);
-  else if (v.bits == 8) rows<8>(v, m, j0, n, alpha, A, lda, beta, C, ldc);
-  else rows<0>(v, m, j0, n, alpha, A, lda, beta, C, ldc);
-}
-
-const ft::quant_detail::Kernels kKernels = {dequant_any, rows_any};
+const ft::quant_detail::Kernels kKernels = {dequant_any, rows_any, 16};
 
 }  // namespace
 

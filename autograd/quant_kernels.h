@@ -19,16 +19,30 @@ struct View {
 // group, nor does a 16-chunk starting at a multiple of 16: groups are 16, 32, 64 or 128). w = scale·q + bias: product rounded, then sum rounded.
 using DequantFn = void (*)(const View& v, int64_t r, int64_t c0, int64_t c1, float* out);
 
-// Rows j0 .. j0+n-1 of W, m (1..4) rows of A (row i at A + i·lda, K = cols, a multiple of 32):
-//   C[i·ldc + j] = alpha · Σ_k A_i[k]·W[j0+j][k] + beta · C[i·ldc + j]   (beta == 0: C not read)
-// with the weights dequantised as DequantFn does and summed in the order of ft::gemv's fp32 kernel
-// of the same ISA (autograd/gemv_avx*.cpp), so the results are those of gemv on the dequantised W.
-using RowsFn = void (*)(const View& v, int m, int64_t j0, int64_t n, float alpha, const float* A, int64_t lda, float beta,
-                        float* C, int64_t ldc);
+// The decode GEMV (see qgemv in autograd/quant.h) regroups each dot product by the affine identity
+//   Σ_c x[c]·(s_g·q[c] + b_g) = Σ_g ( s_g · Σ_{c∈g} q[c]·x[c] ) + Σ_g b_g · xs[g],  xs[g] = Σ_{c∈g} x[c]
+// in fp32 (codes widened to float exactly, products fused into fp32 accumulators, no int8 x).
+// The caller prepares each row i of A once per call:
+//   XP + i·ldxp: x in the kernel's unpack order, zero-padded to a whole number of blocks (see
+//                permuted_layout); XS + i·ldxs: the group sums xs[0 .. gpr) of the unpermuted x.
+// Rows j0 .. j0+n-1 of W, m (1..4) rows of A:
+//   C[i·ldc + j] = alpha · (Σ_g s_g·Σ q·x + Σ_g b_g·xs[g]) + beta · C[i·ldc + j]   (beta == 0: C not read)
+// Each output is summed in an order fixed by the ISA path, bits, group and K alone (never by j0, n,
+// m or the thread count).
+using RowsFn = void (*)(const View& v, int m, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp,
+                        const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc);
+
+// The unpack order of a kernel with `lanes` 32-bit lanes (16 AVX-512, 8 AVX2) for bits 2, 4 and 8
+// (codes never straddle a word): a block of `lanes` consecutive words holds B = lanes·(32/bits) codes;
+// vector k (k < 32/bits) of a block holds in lane l the code (block + l·(32/bits) + k), so
+//   XP[block + k·lanes + l] = x[block + l·(32/bits) + k]   (0 past K; XP is padded to whole blocks).
+// Other bit widths (3, 5, 6), and lanes == 0 (the portable kernel), use x in its natural order.
+inline bool permuted_layout(int lanes, int bits) { return lanes > 0 && (bits == 2 || bits == 4 || bits == 8); }
 
 struct Kernels {
   DequantFn dequant;
   RowsFn rows;
+  int lanes;
 };
 
 const Kernels* kernels_avx2();    // quant_avx2.cpp

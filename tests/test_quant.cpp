@@ -1,7 +1,8 @@
 // Quantised matrices (autograd/quant.h): MLX affine packing, quantisation and dequantisation against
 // an independent reference written here from MLX's formula (a bit-list packer, element by
-// element), hand-checked vectors, the GEMM / GEMV / embedding on every ISA path against the same
-// ops on the dequantised fp32 matrix (bit-identical), and gradient checks.
+// element), hand-checked vectors, the GEMM / embedding on every ISA path against the same ops on the
+// dequantised fp32 matrix (bit-identical), the decode GEMV against a double reference within its
+// stated bound, and gradient checks.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 
 #include "autograd/cpu.h"
 #include "autograd/gemm.h"
+#include "autograd/gemv.h"
 #include "autograd/ops.h"
 #include "autograd/quant.h"
 #include "gradcheck.h"
@@ -224,7 +226,10 @@ TEST(Quant, BadParamsAreClearErrors) {
   EXPECT_THROW(q.set_requires_grad(true), Error);
 }
 
-TEST(Quant, GemmAndGemvEqualTheDequantisedMatrixOnEveryIsa) {
+// The GEMM (M > kGemvMaxRows, and every dX = dY·W) dequantises while packing: bit for bit sgemm on
+// the dequantised matrix. The decode GEMV (M <= kGemvMaxRows with trans_b) is regrouped by the
+// affine identity and is checked against a double reference below (Quant.GemvMatchesDoubleReference).
+TEST(Quant, GemmEqualsTheDequantisedMatrixOnEveryIsa) {
   testing::IsaGuard guard;
   for (int bits : {3, 4, 8})
     for (int group : {32, 128}) {
@@ -235,12 +240,14 @@ TEST(Quant, GemmAndGemvEqualTheDequantisedMatrixOnEveryIsa) {
       for (const std::string& isa : testing::isa_levels()) {
         set_isa(isa);
         for (int64_t M : {1, 3, 4, 9, 40}) {
-          // forward y = x·Wᵀ
+          // forward y = x·Wᵀ (the GEMM path only)
           Tensor x = Tensor::randn({M, in}, uint64_t(M), 1.f);
           std::vector<float> y1(size_t(M * out)), y2(size_t(M * out));
-          gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p, 0.f, y1.data(), out);
-          sgemm(false, true, M, out, in, 1.f, x.data<float>(), in, wf.data<float>(), in, 0.f, y2.data(), out);
-          ASSERT_EQ(y1, y2) << isa << " bits " << bits << " group " << group << " M " << M;
+          if (M > kGemvMaxRows) {
+            gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p, 0.f, y1.data(), out);
+            sgemm(false, true, M, out, in, 1.f, x.data<float>(), in, wf.data<float>(), in, 0.f, y2.data(), out);
+            ASSERT_EQ(y1, y2) << isa << " bits " << bits << " group " << group << " M " << M;
+          }
           // backward dX = dY·W
           Tensor g = Tensor::randn({M, out}, uint64_t(M + 100), 1.f);
           std::vector<float> d1(size_t(M * in)), d2(size_t(M * in));
@@ -252,20 +259,119 @@ TEST(Quant, GemmAndGemvEqualTheDequantisedMatrixOnEveryIsa) {
     }
 }
 
+// Random codes packed by the independent bit-list packer, random scales/biases (both signs, biases
+// large against scale·q so that the two terms cancel, as MLX's do).
+QuantParams random_params(int64_t rows, int64_t cols, int bits, int group, uint64_t seed, std::vector<uint32_t>& codes) {
+  std::vector<float> u = Tensor::uniform({rows * cols + 2 * rows * (cols / group)}, seed, 0.f, 1.f).to_vector();
+  codes.resize(size_t(rows * cols));
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = uint32_t(u[i] * float(1 << bits)) & ((1u << bits) - 1u);
+  std::vector<float> s(size_t(rows * (cols / group))), b(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    s[i] = (u[codes.size() + 2 * i] - 0.5f) * 0.04f;
+    b[i] = (u[codes.size() + 2 * i + 1] - 0.5f) * 0.04f * float(1 << bits);
+  }
+  return params_from(ref_pack(codes, rows, cols, bits), s, b, rows, cols, bits, group);
+}
+
+// qgemv vs the dot with the dequantised weights s·q + b evaluated in double, on every bit width and
+// group size, K at its minimum (one group) and with partial unpack blocks, an odd number of rows,
+// every ISA path. Stated bound (autograd/quant.h): |y − y_ref| <= K·2⁻²³·Σ_c |x_c|·(|s|·q_c + |b|) + 1e-30.
+TEST(Quant, GemvMatchesDoubleReference) {
+  testing::IsaGuard guard;
+  for (int bits : {2, 3, 4, 5, 6, 8})
+    for (int group : {32, 64, 128})
+      for (int64_t in : {int64_t(group), int64_t(5 * group)}) {
+        const int64_t out = 37, M = 3;
+        std::vector<uint32_t> codes;
+        const QuantParams p = random_params(out, in, bits, group, uint64_t(bits * 1000 + group + in), codes);
+        const std::vector<float> x = Tensor::randn({M, in}, uint64_t(in + bits), 1.f).to_vector();
+        const float* sc = p.scales.data<float>();
+        const float* bi = p.biases.data<float>();
+        std::vector<double> ref(size_t(M * out)), bound(size_t(M * out));
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < out; ++j) {
+            double y = 0, mag = 0;
+            for (int64_t c = 0; c < in; ++c) {
+              const double s = sc[j * (in / group) + c / group], b = bi[j * (in / group) + c / group];
+              const double q = codes[size_t(j * in + c)], xv = x[size_t(i * in + c)];
+              y += xv * (s * q + b);
+              mag += std::fabs(xv) * (std::fabs(s) * q + std::fabs(b));
+            }
+            ref[size_t(i * out + j)] = y;
+            bound[size_t(i * out + j)] = double(in) * std::ldexp(1.0, -23) * mag + 1e-30;
+          }
+        for (const std::string& isa : testing::isa_levels()) {
+          set_isa(isa);
+          std::vector<float> y(size_t(M * out)), y1(static_cast<size_t>(out));
+          qgemv(M, x.data(), in, p, 1.f, 0.f, y.data(), out);
+          for (int64_t i = 0; i < M; ++i) {
+            // a row of A alone gives the bits it gives beside the others
+            qgemv(1, x.data() + i * in, in, p, 1.f, 0.f, y1.data(), out);
+            for (int64_t j = 0; j < out; ++j) {
+              const size_t k = size_t(i * out + j);
+              ASSERT_LE(std::fabs(double(y[k]) - ref[k]), bound[k])
+                  << isa << " bits " << bits << " group " << group << " K " << in << " row " << i << " col " << j << ": " << y[k]
+                  << " vs " << ref[k];
+              ASSERT_EQ(y1[size_t(j)], y[k]) << isa << " bits " << bits << " group " << group << " M=1 vs M=3";
+            }
+          }
+        }
+      }
+}
+
+// alpha, beta, lda > K, M > kGemvMaxRows through qgemv directly; the linear op's decode path.
+TEST(Quant, GemvAlphaBetaStridesAndTheLinearOp) {
+  testing::IsaGuard guard;
+  std::vector<uint32_t> codes;
+  const int64_t out = 19, in = 96, M = 6, lda = 101, ldc = 23;
+  const QuantParams p = random_params(out, in, 4, 32, 77, codes);
+  const std::vector<float> x = Tensor::randn({M, lda}, 78).to_vector();
+  for (const std::string& isa : testing::isa_levels()) {
+    set_isa(isa);
+    std::vector<float> plain(size_t(M * ldc), 0.f), c(size_t(M * ldc), 2.f);
+    qgemv(M, x.data(), lda, p, 1.f, 0.f, plain.data(), ldc);
+    qgemv(M, x.data(), lda, p, 0.5f, 3.f, c.data(), ldc);
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < ldc; ++j) {
+        const size_t k = size_t(i * ldc + j);
+        if (j < out) EXPECT_FLOAT_EQ(c[k], 0.5f * plain[k] + 6.f) << isa;
+        else EXPECT_EQ(c[k], 2.f) << isa << ": wrote past N";
+      }
+  }
+  // linear() with one row goes through qgemv: within the bound of the dequantised matrix's product.
+  Tensor q = make_quantized(p);
+  Tensor xr = Tensor::randn({1, in}, 79);
+  NoGradGuard ng;
+  const std::vector<float> a = linear(xr, q).to_vector(), b = linear(xr, dequantize(q)).to_vector();
+  for (size_t j = 0; j < a.size(); ++j) EXPECT_NEAR(a[j], b[j], 1e-4f * (1.f + std::fabs(b[j])));
+}
+
 TEST(Quant, ResultsIndependentOfThreadCount) {
-  Tensor q = quantize_affine(Tensor::randn({300, 512}, 3, 0.1f), 4, 64, DType::F32);
-  Tensor x = Tensor::randn({64, 512}, 4), x1 = Tensor::randn({1, 512}, 5);
-  auto run = [&] {
-    NoGradGuard ng;
-    std::vector<float> a = linear(x, q).to_vector(), b = linear(x1, q).to_vector();
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
-  };
-  std::vector<float> all = run();
-  set_num_threads(1);
-  std::vector<float> one = run();
-  set_num_threads(0);
-  EXPECT_EQ(all, one);
+  testing::IsaGuard guard;
+  for (const std::string& isa : testing::isa_levels()) {
+    set_isa(isa);
+    for (int bits : {3, 4, 8}) {
+      Tensor q = quantize_affine(Tensor::randn({300, 512}, uint64_t(3 + bits), 0.1f), bits, 64, DType::F32);
+      Tensor x = Tensor::randn({64, 512}, 4), x1 = Tensor::randn({1, 512}, 5), x3 = Tensor::randn({3, 512}, 6);
+      auto run = [&] {
+        NoGradGuard ng;
+        std::vector<float> a = linear(x, q).to_vector();
+        for (const Tensor* t : {&x1, &x3}) {
+          std::vector<float> b = linear(*t, q).to_vector();
+          a.insert(a.end(), b.begin(), b.end());
+        }
+        return a;
+      };
+      std::vector<float> all = run();
+      set_num_threads(1);
+      std::vector<float> one = run();
+      set_num_threads(3);
+      std::vector<float> three = run();
+      set_num_threads(0);
+      EXPECT_EQ(all, one) << isa << " bits " << bits;
+      EXPECT_EQ(all, three) << isa << " bits " << bits;
+    }
+  }
 }
 
 TEST(Quant, EmbeddingAndSlicedLmHeadMatchDequantised) {
