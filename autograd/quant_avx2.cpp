@@ -208,33 +208,52 @@ void rows_generic(const View& v, int64_t j0, int64_t n, float alpha, const float
   }
   const __m256i mask = _mm256_set1_epi32(int((1u << bits) - 1u));
   const __m256i wmask = first_n(bits);
+  auto unpack = [&](__m256i W, int h) __attribute__((always_inline)) {
+    const __m256i lo = _mm256_srlv_epi32(_mm256_permutevar8x32_epi32(W, ilo[h]), slo[h]);
+    const __m256i hi = _mm256_sllv_epi32(_mm256_permutevar8x32_epi32(W, ihi[h]), shi[h]);
+    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_or_si256(lo, hi), mask));
+  };
   for (int64_t j = 0; j < n; ++j) {
     const uint32_t* w = v.packed + (j0 + j) * v.wpr;
     const float* s = v.scales + (j0 + j) * gpr;
     __m256 acc[M];
 #pragma GCC unroll 4
     for (int i = 0; i < M; ++i) acc[i] = _mm256_setzero_ps();
-    for (int64_t g = 0; g < gpr; ++g) {
-      __m256 p0[M], p1[M];
-#pragma GCC unroll 4
-      for (int i = 0; i < M; ++i) p0[i] = p1[i] = _mm256_setzero_ps();
-      for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
+    if (G == 16) {  // groups of 16 (GGUF Q6_K): one scale per two quarters
+      for (int64_t c = 0; c < v.cols; c += 32) {
         const __m256i W = _mm256_maskload_epi32(reinterpret_cast<const int*>(w + c / 32 * bits), wmask);
-        for (int h = 0; h < 4; ++h) {
-          const __m256i lo = _mm256_srlv_epi32(_mm256_permutevar8x32_epi32(W, ilo[h]), slo[h]);
-          const __m256i hi = _mm256_sllv_epi32(_mm256_permutevar8x32_epi32(W, ihi[h]), shi[h]);
-          const __m256 q = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_or_si256(lo, hi), mask));
+        for (int hh = 0; hh < 2; ++hh) {
+          const __m256 sv = _mm256_set1_ps(s[c / 16 + hh]);
+          const __m256 q0 = unpack(W, 2 * hh), q1 = unpack(W, 2 * hh + 1);
 #pragma GCC unroll 4
           for (int i = 0; i < M; ++i) {
-            const __m256 x = _mm256_loadu_ps(XP + i * ldxp + c + 8 * h);
-            if (h % 2 == 0) p0[i] = _mm256_fmadd_ps(q, x, p0[i]);
-            else p1[i] = _mm256_fmadd_ps(q, x, p1[i]);
+            const __m256 p = _mm256_fmadd_ps(q1, _mm256_loadu_ps(XP + i * ldxp + c + 16 * hh + 8),
+                                             _mm256_mul_ps(q0, _mm256_loadu_ps(XP + i * ldxp + c + 16 * hh)));
+            acc[i] = _mm256_fmadd_ps(sv, p, acc[i]);
           }
         }
       }
-      const __m256 sv = _mm256_set1_ps(s[g]);
+    } else {
+      for (int64_t g = 0; g < gpr; ++g) {
+        __m256 p0[M], p1[M];
 #pragma GCC unroll 4
-      for (int i = 0; i < M; ++i) acc[i] = _mm256_fmadd_ps(sv, _mm256_add_ps(p0[i], p1[i]), acc[i]);
+        for (int i = 0; i < M; ++i) p0[i] = p1[i] = _mm256_setzero_ps();
+        for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
+          const __m256i W = _mm256_maskload_epi32(reinterpret_cast<const int*>(w + c / 32 * bits), wmask);
+          for (int h = 0; h < 4; ++h) {
+            const __m256 q = unpack(W, h);
+#pragma GCC unroll 4
+            for (int i = 0; i < M; ++i) {
+              const __m256 x = _mm256_loadu_ps(XP + i * ldxp + c + 8 * h);
+              if (h % 2 == 0) p0[i] = _mm256_fmadd_ps(q, x, p0[i]);
+              else p1[i] = _mm256_fmadd_ps(q, x, p1[i]);
+            }
+          }
+        }
+        const __m256 sv = _mm256_set1_ps(s[g]);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[i] = _mm256_fmadd_ps(sv, _mm256_add_ps(p0[i], p1[i]), acc[i]);
+      }
     }
     bias_terms<M>(v.biases + (j0 + j) * gpr, gpr, XS, ldxs, acc);
     store_rows<M>(acc, alpha, beta, C, ldc, j);

@@ -234,33 +234,47 @@ void rows_generic(const View& v, int64_t j0, int64_t n, float alpha, const float
   }
   const __m512i mask = _mm512_set1_epi32(int((1u << bits) - 1u));
   const __mmask16 wmask = first_n(bits);
+  auto unpack = [&](__m512i W, int h) __attribute__((always_inline)) {
+    const __m512i lo = _mm512_srlv_epi32(_mm512_permutexvar_epi32(ilo[h], W), slo[h]);
+    const __m512i hi = _mm512_sllv_epi32(_mm512_permutexvar_epi32(ihi[h], W), shi[h]);
+    return _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_or_si512(lo, hi), mask));
+  };
   for (int64_t j = 0; j < n; ++j) {
     const uint32_t* w = v.packed + (j0 + j) * v.wpr;
     const float* s = v.scales + (j0 + j) * gpr;
     __m512 acc[M];
 #pragma GCC unroll 4
     for (int i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
-    for (int64_t g = 0; g < gpr; ++g) {
-      __m512 p0[M], p1[M];
-#pragma GCC unroll 4
-      for (int i = 0; i < M; ++i) p0[i] = p1[i] = _mm512_setzero_ps();
-      for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
+    if (G == 16) {  // groups of 16 (GGUF Q6_K): one scale per half
+      for (int64_t c = 0; c < v.cols; c += 32) {
         const __m512i W = _mm512_maskz_loadu_epi32(wmask, w + c / 32 * bits);
         for (int h = 0; h < 2; ++h) {
-          const __m512i lo = _mm512_srlv_epi32(_mm512_permutexvar_epi32(ilo[h], W), slo[h]);
-          const __m512i hi = _mm512_sllv_epi32(_mm512_permutexvar_epi32(ihi[h], W), shi[h]);
-          const __m512 q = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_or_si512(lo, hi), mask));
+          const __m512 q = unpack(W, h), sv = _mm512_set1_ps(s[c / 16 + h]);
 #pragma GCC unroll 4
-          for (int i = 0; i < M; ++i) {
-            const __m512 x = _mm512_loadu_ps(XP + i * ldxp + c + 16 * h);
-            if (h == 0) p0[i] = _mm512_fmadd_ps(q, x, p0[i]);
-            else p1[i] = _mm512_fmadd_ps(q, x, p1[i]);
-          }
+          for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(sv, _mm512_mul_ps(q, _mm512_loadu_ps(XP + i * ldxp + c + 16 * h)), acc[i]);
         }
       }
-      const __m512 sv = _mm512_set1_ps(s[g]);
+    } else {
+      for (int64_t g = 0; g < gpr; ++g) {
+        __m512 p0[M], p1[M];
 #pragma GCC unroll 4
-      for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(sv, _mm512_add_ps(p0[i], p1[i]), acc[i]);
+        for (int i = 0; i < M; ++i) p0[i] = p1[i] = _mm512_setzero_ps();
+        for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
+          const __m512i W = _mm512_maskz_loadu_epi32(wmask, w + c / 32 * bits);
+          for (int h = 0; h < 2; ++h) {
+            const __m512 q = unpack(W, h);
+#pragma GCC unroll 4
+            for (int i = 0; i < M; ++i) {
+              const __m512 x = _mm512_loadu_ps(XP + i * ldxp + c + 16 * h);
+              if (h == 0) p0[i] = _mm512_fmadd_ps(q, x, p0[i]);
+              else p1[i] = _mm512_fmadd_ps(q, x, p1[i]);
+            }
+          }
+        }
+        const __m512 sv = _mm512_set1_ps(s[g]);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(sv, _mm512_add_ps(p0[i], p1[i]), acc[i]);
+      }
     }
     bias_terms<M>(v.biases + (j0 + j) * gpr, gpr, XS, ldxs, acc);
     store_rows<M>(acc, alpha, beta, C, ldc, j);

@@ -25,7 +25,7 @@ using DequantFn = void (*)(const View& v, int64_t r, int64_t c0, int64_t c1, flo
 // The caller prepares each row i of A once per call:
 //   XP + i·ldxp: x in the kernel's unpack order, zero-padded to a whole number of blocks (see
 //                permuted_layout); XS + i·ldxs: the group sums xs[0 .. gpr) of the unpermuted x.
-// Rows j0 .. j0+n-1 of W, m (1..4) rows of A:
+// Groups of 16 (GGUF Q6_K) and MLX's 32, 64, 128; K a multiple of 32. Rows j0 .. j0+n-1 of W, m (1..4) rows of A:
 //   C[i·ldc + j] = alpha · (Σ_g s_g·Σ q·x + Σ_g b_g·xs[g]) + beta · C[i·ldc + j]   (beta == 0: C not read)
 // Each output is summed in an order fixed by the ISA path, bits, group and K alone (never by j0, n,
 // m or the thread count).

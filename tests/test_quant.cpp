@@ -5,6 +5,7 @@
 // stated bound, and gradient checks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -274,13 +275,13 @@ QuantParams random_params(int64_t rows, int64_t cols, int bits, int group, uint6
 }
 
 // qgemv vs the dot with the dequantised weights s·q + b evaluated in double, on every bit width and
-// group size, K at its minimum (one group) and with partial unpack blocks, an odd number of rows,
+// group size (16: GGUF Q6_K), K at its minimum (one group) and with partial unpack blocks, an odd number of rows,
 // every ISA path. Stated bound (autograd/quant.h): |y − y_ref| <= K·2⁻²³·Σ_c |x_c|·(|s|·q_c + |b|) + 1e-30.
 TEST(Quant, GemvMatchesDoubleReference) {
   testing::IsaGuard guard;
   for (int bits : {2, 3, 4, 5, 6, 8})
-    for (int group : {32, 64, 128})
-      for (int64_t in : {int64_t(group), int64_t(5 * group)}) {
+    for (int group : {16, 32, 64, 128})
+      for (int64_t in : {int64_t(std::max(group, 32)), int64_t(group == 16 ? 96 : 5 * group)}) {
         const int64_t out = 37, M = 3;
         std::vector<uint32_t> codes;
         const QuantParams p = random_params(out, in, bits, group, uint64_t(bits * 1000 + group + in), codes);
