@@ -4,8 +4,13 @@
 
 #include <tbb/parallel_for.h>
 
+#include <algorithm>
+#include <vector>
+
+#include "autograd/error.h"
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
+#include "autograd/quant.h"
 
 namespace ft {
 
@@ -31,11 +36,44 @@ std::vector<double> row_norms(const Tensor& w) {
 }
 
 Tensor dora_weight_norm(const Tensor& weight, const LoraAdapter& l) {
-  const std::vector<double> n = row_norms(lora_merged_weight(weight, l));
-  Tensor r = Tensor::empty({int64_t(n.size())});
-  float* pr = r.data<float>();
-  for (size_t o = 0; o < n.size(); ++o) pr[o] = float(n[o]);
-  return r;
+  NoGradGuard ng;
+  FT_CHECK(weight.dim() == 2, "dora_weight_norm: weight must be a matrix, got ", weight.shape_str());
+  const int64_t out = weight.size(0), in = weight.size(1);
+  const Tensor A = l.A.to(DType::F32).contiguous(), B = l.B.to(DType::F32).contiguous();
+  const int64_t r = A.size(0);
+  FT_CHECK(A.dim() == 2 && A.size(1) == in && B.dim() == 2 && B.size(0) == out && B.size(1) == r, "dora_weight_norm: A ", A.shape_str(),
+           " and B ", B.shape_str(), " do not fit a weight ", weight.shape_str());
+  const bool q = is_quantized(weight);
+  const Tensor w = q ? weight : weight.contiguous();
+  FT_CHECK(q || is_float(w.dtype()), "dora_weight_norm: weight dtype ", dtype_name(w.dtype()), " is not a float type");
+  const float* pa = A.data<float>();
+  const float* pb = B.data<float>();
+  const float s = l.scaling;
+  Tensor n = Tensor::empty({out});
+  float* pn = n.data<float>();
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, out, 16), [&](const tbb::blocked_range<int64_t>& rr) {
+    std::vector<float> row(static_cast<size_t>(in)), ba(static_cast<size_t>(in));
+    for (int64_t o = rr.begin(); o < rr.end(); ++o) {
+      if (q)
+        dequantize_block(quant_params(w), o, o + 1, 0, in, row.data(), in);
+      else
+        convert(static_cast<const char*>(w.raw()) + size_t(o * in) * dtype_size(w.dtype()), w.dtype(), row.data(), DType::F32,
+                size_t(in));
+      std::fill(ba.begin(), ba.end(), 0.0f);
+      for (int64_t k = 0; k < r; ++k) {
+        const float b = pb[o * r + k];
+        const float* a = pa + k * in;
+        for (int64_t i = 0; i < in; ++i) ba[size_t(i)] += b * a[i];
+      }
+      double sum = 0;
+      for (int64_t i = 0; i < in; ++i) {
+        const float v = row[size_t(i)] + s * ba[size_t(i)];
+        sum += double(v) * v;
+      }
+      pn[o] = float(std::sqrt(sum));
+    }
+  });
+  return n;
 }
 
 Tensor Projection::forward(const Tensor& x, bool training, const Tensor& residual, bool graph_only) const {

@@ -43,8 +43,13 @@ struct Projection {
 Tensor lora_merged_weight(const Tensor& weight, const LoraAdapter& l);
 // The Euclidean norm of each row of a float32 matrix [out, in], summed in double.
 std::vector<double> row_norms(const Tensor& w);
-// DoRA's weight norm ‖W + s·B·A‖₂ per output row [out], float32, no gradient: the one computation
-// that DoRA's init (lora/adapter.cpp), forward (below) and merge (lora/merge.cpp) use.
+// DoRA's weight norm ‖W + s·B·A‖₂ per output row [out], float32, no gradient: DoRA's init
+// (lora/adapter.cpp) and forward (below) use it; merge (lora/merge.cpp) takes the double norms of the
+// merged matrix it builds anyway (row_norms). W (float32/bfloat16/float16 or quantised) is read one
+// row at a time (widened or dequantised into a one-row buffer per task) and B·A formed per row, so
+// neither a float copy of W nor the [out, in] product exists: per row (B·A)[o,i] summed over k in
+// order in fp32, w = W[o,i] + s·(B·A)[o,i] in fp32, the sum of squares in double. Parallel over rows
+// (thread-count independent).
 Tensor dora_weight_norm(const Tensor& weight, const LoraAdapter& l);
 
 }  // namespace ft
