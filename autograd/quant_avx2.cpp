@@ -119,13 +119,17 @@ void rows_shift(const View& v, int64_t j0, int64_t n, float alpha, const float* 
   alignas(64) int32_t t[LANES];
   for (int l = 0; l < LANES; ++l) t[l] = one_group ? 0 : int32_t(l * CPL / G);
   const VI sidx = LOADI(t);
+  const VF table = _mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 0.f, 1.f, 2.f, 3.f);
   // p0/p1 += the products of one block (vector k = field k of the 16/8 words, see permuted_layout)
   auto block = [&]<bool FIRST>(const uint32_t* w, int64_t bi, VF* p0, VF* p1) __attribute__((always_inline)) {
     const VI W = (bi + 1 < nblk || tailw == 0) ? LOADU_W(w + bi * LANES) : MASKLOAD_W(w + bi * LANES, tailw);
     const float* xb = XP + bi * B;
 #pragma GCC unroll 16
     for (int k = 0; k < CPL; ++k) {
-      const VF q = CVT(k + 1 < CPL ? AND(k == 0 ? W : SRLI(W, k * BITS), SET1I(int((1u << BITS) - 1u))) : SRLI(W, 32 - BITS));
+      // 2 bits: vpermps reads only the low 3 bits of each lane, so a table lookup of the shifted
+      // word (table[i] = i & 3, exact floats) replaces the mask and the conversion
+      const VF q = BITS == 2 ? _mm256_permutevar8x32_ps(table, k == 0 ? W : SRLI(W, k * BITS))
+                             : CVT(k + 1 < CPL ? AND(k == 0 ? W : SRLI(W, k * BITS), SET1I(int((1u << BITS) - 1u))) : SRLI(W, 32 - BITS));
 #pragma GCC unroll 4
       for (int i = 0; i < M; ++i) {
         const VF x = LOADU_F(xb + i * ldxp + k * LANES);

@@ -145,13 +145,19 @@ void rows_shift(const View& v, int64_t j0, int64_t n, float alpha, const float* 
   alignas(64) int32_t t[LANES];
   for (int l = 0; l < LANES; ++l) t[l] = one_group ? 0 : int32_t(l * CPL / G);
   const VI sidx = LOADI(t);
+  alignas(64) float tab[16];
+  for (int i = 0; i < 16; ++i) tab[i] = float(i & ((1 << BITS) - 1));
+  const VF table = _mm512_load_ps(tab);
   // p0/p1 += the products of one block (vector k = field k of the 16/8 words, see permuted_layout)
   auto block = [&]<bool FIRST>(const uint32_t* w, int64_t bi, VF* p0, VF* p1) __attribute__((always_inline)) {
     const VI W = (bi + 1 < nblk || tailw == 0) ? LOADU_W(w + bi * LANES) : MASKLOAD_W(w + bi * LANES, tailw);
     const float* xb = XP + bi * B;
 #pragma GCC unroll 16
     for (int k = 0; k < CPL; ++k) {
-      const VF q = CVT(k + 1 < CPL ? AND(k == 0 ? W : SRLI(W, k * BITS), SET1I(int((1u << BITS) - 1u))) : SRLI(W, 32 - BITS));
+      // 2 and 4 bits: vpermps reads only the low 4 bits of each lane, so a table lookup of the
+      // shifted word (table[i] = i & mask, exact floats) replaces the mask and the conversion
+      const VF q = BITS <= 4 ? _mm512_permutexvar_ps(k == 0 ? W : SRLI(W, k * BITS), table)
+                             : CVT(k + 1 < CPL ? AND(k == 0 ? W : SRLI(W, k * BITS), SET1I(int((1u << BITS) - 1u))) : SRLI(W, 32 - BITS));
 #pragma GCC unroll 4
       for (int i = 0; i < M; ++i) {
         const VF x = LOADU_F(xb + i * ldxp + k * LANES);
