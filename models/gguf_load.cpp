@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/tokenizer_unicode.h"
 #include "models/gguf_export.h"
 #include "models/gguf_packed.h"
 #include "models/gguf_quant.h"
@@ -216,6 +217,16 @@ GgufHfTexts gguf_hf_texts(const GgufFile& f) {
   } else {
     throw Error(cat(F, ": tokenizer.ggml.pre '", pre, "' is not read yet (ft reads gpt-2, llama-bpe, qwen2, smollm)"));
   }
+  // tokenizer.json is UTF-8 text: a token, merge or template that is not valid UTF-8 cannot go there.
+  auto utf8 = [&](const std::string& s, const std::string& what) {
+    const size_t bad = uni::find_invalid(s);
+    FT_CHECK(bad == std::string::npos, F, ": ", what, " is not valid UTF-8 (byte ", bad, " of ", s.size(),
+             "); GGUF strings must be UTF-8: re-convert the model with llama.cpp's convert_hf_to_gguf.py");
+  };
+  for (size_t i = 0; i < toks->strs.size(); ++i) utf8(toks->strs[i], cat("tokenizer.ggml.tokens[", i, "]"));
+  if (merges && merges->type == GgufType::ARRAY && merges->elem == GgufType::STRING)
+    for (size_t i = 0; i < merges->strs.size(); ++i) utf8(merges->strs[i], cat("tokenizer.ggml.merges[", i, "]"));
+  if (auto tmpl = f.opt_str("tokenizer.chat_template")) utf8(*tmpl, "tokenizer.chat_template");
   ojson vocab = ojson::object(), added = ojson::array();
   auto& vocab_obj = static_cast<std::vector<std::pair<const std::string, ojson>>&>(vocab.get_ref<ojson::object_t&>());
   std::unordered_set<std::string_view> seen;
@@ -282,7 +293,11 @@ GgufHfTexts gguf_hf_texts(const GgufFile& f) {
   if (eos) c["eos_token_id"] = eos->first;
   if (pad) c["pad_token_id"] = pad->first;
   if (auto tmpl = f.opt_str("tokenizer.chat_template")) tc["chat_template"] = *tmpl;
-  return {c.dump(2), t.dump(), tc.dump(2)};
+  try {
+    return {c.dump(2), t.dump(), tc.dump(2)};
+  } catch (const nlohmann::json::exception& e) {  // any other string the checks above did not name
+    throw Error(cat(F, ": the metadata cannot become config.json/tokenizer.json (", e.what(), ")"));
+  }
 }
 
 Tokenizer load_model_tokenizer(const std::string& path) {

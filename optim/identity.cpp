@@ -120,7 +120,23 @@ json gguf_fingerprint(const std::string& path) {
   json meta = json::array();
   for (const auto& [k, v] : f->metadata())
     meta.push_back({k, int(v.type), int(v.elem), v.i, v.u, v.f, v.s, v.strs, v.ints, v.floats});
-  const std::string m = meta.dump();
+  std::string m;
+  try {
+    m = meta.dump();
+  } catch (const json::exception&) {  // a string that is not UTF-8: hash the values' bytes as they are
+    auto put = [&m](const void* p, size_t n) { m.append(static_cast<const char*>(p), n); };
+    auto put_str = [&](const std::string& x) { const uint64_t n = x.size(); put(&n, 8); put(x.data(), x.size()); };
+    m = "gguf-metadata-bytes";
+    for (const auto& [k, v] : f->metadata()) {
+      put_str(k);
+      const int t[2] = {int(v.type), int(v.elem)};
+      put(t, sizeof t), put(&v.i, 8), put(&v.u, 8), put(&v.f, 8), put_str(v.s);
+      const uint64_t sizes[3] = {v.strs.size(), v.ints.size(), v.floats.size()};
+      put(sizes, sizeof sizes);
+      for (const std::string& x : v.strs) put_str(x);
+      put(v.ints.data(), v.ints.size() * 8), put(v.floats.data(), v.floats.size() * 8);
+    }
+  }
   json cfg = {{fs::path(path).filename().string() + " (metadata)", content_hash(m.data(), m.size())}};
   json w = json::array();
   for (const GgufTensorInfo& t : f->tensors())

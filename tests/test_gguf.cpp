@@ -344,6 +344,18 @@ TEST(GgufRead, InconsistentFilesNameTheKeyOrTensor) {
     if (k != "llama.block_count") w1.set(k, v);
   for (const auto& t : f->tensors()) copy(w1, &t);
   expect_load_error(w1.serialize(), "'llama.block_count' is missing");
+  // strings that cannot go into tokenizer.json (a fuzzer's find: json threw instead of ft::Error)
+  auto edited = [&](const std::string& key, const std::function<void(GgufValue&)>& edit) {
+    GgufValue v = *f->find(key);
+    edit(v);
+    return rewrite(*f, copy, [&](GgufWriter& w) { w.set(key, v); });
+  };
+  expect_load_error(edited("tokenizer.ggml.tokens", [](GgufValue& v) { v.strs[7] = "ab\xda"; }),
+                    "tokenizer.ggml.tokens[7] is not valid UTF-8 (byte 2 of 3)");
+  expect_load_error(edited("tokenizer.ggml.merges", [](GgufValue& v) { v.strs[0] = "\xff \xfe"; }),
+                    "tokenizer.ggml.merges[0] is not valid UTF-8");
+  expect_load_error(rewrite(*f, copy, [](GgufWriter& w) { w.set("tokenizer.chat_template", GgufValue::str("{{ x }}\xc3")); }),
+                    "tokenizer.chat_template is not valid UTF-8");
   fs::remove(g);
 }
 
