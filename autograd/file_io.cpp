@@ -8,6 +8,8 @@
 #include <sstream>
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "autograd/error.h"
@@ -62,6 +64,63 @@ std::string read_file_bytes(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+FileImage FileImage::map(const std::string& path) {
+  FileImage f;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  FT_CHECK(fd >= 0, path, ": cannot open: ", std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(cat(path, ": not a regular file"));
+  }
+  const size_t size = size_t(st.st_size);
+  if (size > 0) {
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      const std::string e = std::strerror(errno);
+      ::close(fd);
+      throw Error(cat(path, ": mmap failed: ", e));
+    }
+    f.base_ = static_cast<const uint8_t*>(p);
+    f.size_ = size;
+    f.mapped_ = true;
+  }
+  ::close(fd);
+  return f;
+}
+
+FileImage FileImage::own(std::vector<uint8_t> bytes) {
+  FileImage f;
+  f.owned_ = std::move(bytes);
+  f.base_ = f.owned_.data();
+  f.size_ = f.owned_.size();
+  return f;
+}
+
+FileImage::FileImage(FileImage&& o) noexcept { *this = std::move(o); }
+
+FileImage& FileImage::operator=(FileImage&& o) noexcept {
+  if (this == &o) return *this;
+  if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_);
+  // a moved vector keeps its buffer, so base_ stays valid for owned bytes too
+  owned_ = std::move(o.owned_);
+  base_ = o.base_, size_ = o.size_, mapped_ = o.mapped_;
+  o.base_ = nullptr, o.size_ = 0, o.mapped_ = false;
+  return *this;
+}
+
+FileImage::~FileImage() {
+  if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_);
+}
+
+void FileImage::release(const void* p, size_t n) const {
+  if (!mapped_ || n == 0) return;
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
 }
 
 }  // namespace ft

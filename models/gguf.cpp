@@ -1,11 +1,6 @@
 #include "models/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstring>
 
 #include "autograd/error.h"
@@ -42,7 +37,6 @@ const char* other_type_name(uint32_t v) {
   return v < sizeof(names) / sizeof(names[0]) ? names[v] : "unknown";
 }
 
-std::string errno_str() { return std::strerror(errno); }
 
 }  // namespace
 
@@ -103,55 +97,23 @@ int64_t GgufTensorInfo::numel() const {
 
 // ---------------------------------------------------------------------------------------------- reader
 
-std::shared_ptr<GgufFile> GgufFile::open(const std::string& path) {
-  std::shared_ptr<GgufFile> f(new GgufFile());
-  f->path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  FT_CHECK(fd >= 0, path, ": cannot open: ", errno_str());
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(cat(path, ": not a regular file"));
-  }
-  f->size_ = size_t(st.st_size);
-  if (f->size_ > 0) {
-    void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      std::string e = errno_str();
-      ::close(fd);
-      throw Error(cat(path, ": mmap failed: ", e));
-    }
-    f->base_ = static_cast<const uint8_t*>(p);
-    f->mapped_ = true;
-  }
-  ::close(fd);
-  f->parse();
-  return f;
-}
+std::shared_ptr<GgufFile> GgufFile::open(const std::string& path) { return from_image(FileImage::map(path), path); }
 
 std::shared_ptr<GgufFile> GgufFile::from_bytes(std::vector<uint8_t> bytes, const std::string& name) {
+  return from_image(FileImage::own(std::move(bytes)), name);
+}
+
+std::shared_ptr<GgufFile> GgufFile::from_image(FileImage image, const std::string& name) {
   std::shared_ptr<GgufFile> f(new GgufFile());
   f->path_ = name;
-  f->owned_ = std::move(bytes);
-  f->base_ = f->owned_.data();
-  f->size_ = f->owned_.size();
+  f->image_ = std::move(image);
+  f->base_ = f->image_.data();
+  f->size_ = f->image_.size();
   f->parse();
   return f;
 }
 
-GgufFile::~GgufFile() {
-  if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_);
-}
-
-void GgufFile::release(const GgufTensorInfo& t) const {
-  if (!mapped_ || t.nbytes == 0) return;
-  // A read-only private mapping has no dirty pages: dropped pages are re-read from the file if
-  // touched again, so this only changes what stays resident (the whole pages inside the tensor).
-  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
-  const uintptr_t a = (reinterpret_cast<uintptr_t>(t.data) + page - 1) / page * page;
-  const uintptr_t b = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes) / page * page;
-  if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);
-}
+void GgufFile::release(const GgufTensorInfo& t) const { image_.release(t.data, t.nbytes); }
 
 namespace {
 

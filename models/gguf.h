@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "autograd/file_io.h"
+
 namespace ft {
 
 // ggml tensor types ft reads or writes.
@@ -77,7 +79,6 @@ class GgufFile : public std::enable_shared_from_this<GgufFile> {
   static std::shared_ptr<GgufFile> open(const std::string& path);
   // Parses an in-memory image (takes ownership); `name` is used in messages (the fuzz target).
   static std::shared_ptr<GgufFile> from_bytes(std::vector<uint8_t> bytes, const std::string& name);
-  ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;
 
@@ -104,12 +105,12 @@ class GgufFile : public std::enable_shared_from_this<GgufFile> {
 
  private:
   GgufFile() = default;
+  static std::shared_ptr<GgufFile> from_image(FileImage image, const std::string& name);
   void parse();
   std::string path_;
-  const uint8_t* base_ = nullptr;
+  FileImage image_;
+  const uint8_t* base_ = nullptr;  // image_'s bytes
   size_t size_ = 0;
-  bool mapped_ = false;
-  std::vector<uint8_t> owned_;
   uint32_t version_ = 0;
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::map<std::string, size_t> kv_index_;

@@ -1,8 +1,6 @@
 #include "models/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -205,43 +203,21 @@ TensorRecord TensorRecord::view(std::string name, DType dtype, std::vector<int64
 // ---------------------------------------------------------------------------------------------- reader
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
-  std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
-  f->path_ = f->label_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  FT_CHECK(fd >= 0, path, ": cannot open: ", errno_str());
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(cat(path, ": not a regular file"));
-  }
-  f->size_ = size_t(st.st_size);
-  if (f->size_ >= 8) {
-    void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      std::string e = errno_str();
-      ::close(fd);
-      throw Error(cat(path, ": mmap failed: ", e));
-    }
-    f->base_ = static_cast<const uint8_t*>(p);
-    f->mapped_ = true;
-  }
-  ::close(fd);
-  f->parse();
-  return f;
+  return from_image(FileImage::map(path), path);
 }
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::from_bytes(std::vector<uint8_t> bytes, const std::string& name) {
-  std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
-  f->path_ = f->label_ = name;
-  f->owned_ = std::move(bytes);
-  f->base_ = f->owned_.data();
-  f->size_ = f->owned_.size();
-  f->parse();
-  return f;
+  return from_image(FileImage::own(std::move(bytes)), name);
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapped_) ::munmap(const_cast<uint8_t*>(base_), size_);
+std::shared_ptr<SafetensorsFile> SafetensorsFile::from_image(FileImage image, const std::string& name) {
+  std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = f->label_ = name;
+  f->image_ = std::move(image);
+  f->base_ = f->image_.data();
+  f->size_ = f->image_.size();
+  f->parse();
+  return f;
 }
 
 void SafetensorsFile::parse() {

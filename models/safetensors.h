@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "autograd/dtype.h"
+#include "autograd/file_io.h"
 
 namespace ft {
 
@@ -62,7 +63,6 @@ class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
   static std::shared_ptr<SafetensorsFile> open(const std::string& path);
   // Parses an in-memory file image (takes ownership); `name` is used in error messages.
   static std::shared_ptr<SafetensorsFile> from_bytes(std::vector<uint8_t> bytes, const std::string& name);
-  ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
@@ -76,12 +76,12 @@ class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
 
  private:
   SafetensorsFile() = default;
+  static std::shared_ptr<SafetensorsFile> from_image(FileImage image, const std::string& name);
   void parse();
   std::string path_, label_;
-  const uint8_t* base_ = nullptr;
+  FileImage image_;
+  const uint8_t* base_ = nullptr;  // image_'s bytes
   size_t size_ = 0;
-  bool mapped_ = false;
-  std::vector<uint8_t> owned_;
   std::vector<TensorRecord> tensors_;
   std::unordered_map<std::string, size_t> index_;
   SafetensorsMetadata metadata_;
