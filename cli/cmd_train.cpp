@@ -1,11 +1,13 @@
 // ft train [RECIPE.yaml] [--flags] [key=value ...]: every recipe key is also a flag; the command
 // line wins over the recipe.
+#include <atomic>
 #include <csignal>
 #include <filesystem>
 #include <iostream>
 #include <map>
 
 #include "cli/commands.h"
+#include "cli/progress.h"
 #include "ft/detail/session.h"
 #include "optim/dist.h"
 #include "optim/trainer.h"
@@ -19,8 +21,18 @@ std::string dashed(std::string k) {
   return k;
 }
 
+// The run the signal handlers stop (a request on the Trainer: an atomic flag, async-signal-safe).
+std::atomic<Trainer*> g_run{nullptr};
+static_assert(std::atomic<Trainer*>::is_always_lock_free && std::atomic<bool>::is_always_lock_free);
+
+// True when a stop was already requested (or there is no run to stop).
+bool request_stop() {
+  Trainer* t = g_run.load();
+  return t == nullptr || t->request_stop();
+}
+
 void on_sigint(int) {
-  if (train_stop_flag().exchange(true)) std::_Exit(130);  // second Ctrl-C: leave at once
+  if (request_stop()) std::_Exit(130);  // second Ctrl-C: leave at once
   const char msg[] = "\nCtrl-C: finishing this step, saving, then exiting (Ctrl-C again to abort without saving)\n";
   [[maybe_unused]] auto r = write(2, msg, sizeof msg - 1);
 }
@@ -29,7 +41,7 @@ void on_sigint(int) {
 // odls_base_sigkill_timeout later); SIGUSR1 to mpirun is forwarded to the ranks at once. Either makes
 // every rank finish the step; rank 0 saves; all exit.
 void on_sigterm(int sig) {
-  if (train_stop_flag().exchange(true)) return;
+  if (request_stop()) return;
   if (dist::rank() != 0) return;
   const char term[] = "\nSIGTERM (Ctrl-C on mpirun): finishing this step, saving, then exiting\n";
   const char usr[] = "\nSIGUSR1: finishing this step, saving, then exiting\n";
@@ -98,12 +110,42 @@ void add_train(CLI::App& app) {
       c.set(k, v.back().empty() ? "true" : v.back());
     }
     for (auto& [k, v] : overrides) c.set(k, v);
+    // The library reports; the console is this command's: header lines and notes on stderr, the
+    // progress bar with the report and validation lines on stderr (only with --progress, rank 0),
+    // the samples on stdout.
+    ProgressBar bar(c.progress && dist::rank() == 0);
+    TrainCallbacks cb;
+    cb.on_log = [&](TrainLogLevel, const std::string& line) { bar.print(line); };
+    cb.on_step = [&](const StepProgress& p) {
+      bar.update(p.step, p.total, p.loss, p.learning_rate, p.tokens_per_second, p.eta_seconds, p.peak_memory_bytes);
+    };
+    cb.on_report = [&](const ReportLine& r) {
+      bar.log(cat("step ", r.step, ": loss ", r.loss, ", lr ", r.learning_rate, ", ", int64_t(r.tokens_per_second), " tok/s, peak ",
+                  r.peak_memory_bytes / 1048576, " MB",
+                  r.has_loss_scale ? cat(", loss scale ", r.loss_scale, " (", r.skipped_steps, " steps skipped)") : std::string()));
+    };
+    cb.on_validation = [&](const ValidationLine& v) { bar.log(cat("step ", v.step, ": validation loss ", v.loss, " (", v.tokens, " tokens)")); };
+    cb.on_progress_log = [&](const std::string& line) { bar.log(line); };
+    cb.on_sample = [&](const std::string& when, const std::string& prompt, const std::string& text) {
+      bar.finish();
+      std::cout << "---- sample " << when << " ----\n" << prompt << text << "\n---------------------------\n" << std::flush;
+    };
+    Trainer trainer(c, cb);
+    g_run.store(&trainer);
+    struct Unset { ~Unset() { g_run.store(nullptr); } } unset;
     std::signal(SIGINT, on_sigint);
     if (dist::active()) {
       std::signal(SIGTERM, on_sigterm);
       std::signal(SIGUSR1, on_sigterm);
     }
-    TrainResult r = train(c);
+    TrainResult r;
+    try {
+      r = trainer.run();
+    } catch (...) {
+      bar.finish();
+      throw;
+    }
+    bar.finish();
     // The real last step, its loss and the last validation loss (with its step when earlier).
     std::cerr << (r.already_done ? "Already done" : r.interrupted ? "Stopped" : "Done") << " after " << r.steps << " steps"
               << (r.already_done ? cat(" (", r.requested_steps, " asked for)") : std::string()) << ": loss " << r.final_loss

@@ -6,7 +6,6 @@
 #include <map>
 #include <set>
 
-#include <iostream>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -277,10 +276,12 @@ std::vector<std::string> identity_differences(const json& saved, const json& now
   return out;
 }
 
-void check_resume_identity(const std::string& path, const TrainingState& st, const json& identity) {
+void check_resume_identity(const std::string& path, const TrainingState& st, const json& identity,
+                           const std::function<void(const std::string&)>& warn) {
   if (st.identity.empty()) {
-    std::cerr << "warning: " << path << " was written by an older ft and records no run identity: its model, data and "
-              << "settings cannot be checked\n";
+    if (warn)
+      warn(cat("warning: ", path, " was written by an older ft and records no run identity: its model, data and ",
+               "settings cannot be checked"));
     return;
   }
   const std::vector<std::string> d = identity_differences(st.identity, identity);

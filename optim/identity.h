@@ -8,6 +8,7 @@
 // identity_differences() names each difference between a state's identity and this run's.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -51,7 +52,8 @@ struct IdentitySides {
 std::vector<std::string> identity_differences(const nlohmann::json& saved, const nlohmann::json& now,
                                               const IdentitySides& sides = {});
 // --resume: ft::Error naming every difference between the state at `path` and this run's identity; a
-// state of an older ft (no identity recorded) only gets a warning on stderr.
-void check_resume_identity(const std::string& path, const TrainingState& st, const nlohmann::json& identity);
+// state of an older ft (no identity recorded) only gets a warning (passed to warn).
+void check_resume_identity(const std::string& path, const TrainingState& st, const nlohmann::json& identity,
+                           const std::function<void(const std::string&)>& warn = {});
 
 }  // namespace ft

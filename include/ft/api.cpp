@@ -261,8 +261,25 @@ TrainReport train(const TrainOptions& o, const TrainCallbacks& cb) {
   TrainConfig c;
   if (!o.recipe.empty()) detail::apply_recipe(c, o.recipe);
   for (auto& [k, v] : o.settings) c.set(k, v);
-  if (cb.should_stop) c.should_stop = cb.should_stop;
-  TrainResult r = ft::train(c);
+  ft::TrainCallbacks in;
+  in.should_stop = cb.should_stop;
+  LogFn on_log = cb.on_log ? cb.on_log : LogFn([](LogLevel level, const std::string& m) { log(level, m); });
+  in.on_log = [on_log](TrainLogLevel level, const std::string& m) {
+    on_log(level == TrainLogLevel::Warning ? LogLevel::Warning : LogLevel::Info, m);
+  };
+  in.on_progress_log = [on_log](const std::string& m) { on_log(LogLevel::Info, m); };
+  if (cb.on_step)
+    in.on_step = [&cb](const StepProgress& p) {
+      cb.on_step({p.step, p.total, p.loss, p.learning_rate, p.tokens_per_second, p.elapsed_seconds, p.eta_seconds, p.peak_memory_bytes});
+    };
+  if (cb.on_report)
+    in.on_report = [&cb](const ReportLine& r) {
+      cb.on_report({r.step, r.loss, r.learning_rate, r.tokens_per_second, r.trained_tokens, r.grad_norm, r.peak_memory_bytes,
+                    r.has_loss_scale ? r.loss_scale : 0.0, r.skipped_steps});
+    };
+  if (cb.on_validation) in.on_validation = [&cb](const ValidationLine& v) { cb.on_validation({v.step, v.loss, v.tokens}); };
+  in.on_sample = cb.on_sample;
+  TrainResult r = ft::train(c, in);
   return {r.steps, r.final_loss, r.final_val_loss, r.adapter_path, r.interrupted};
 }
 

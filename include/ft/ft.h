@@ -118,9 +118,37 @@ struct TrainReport {
   std::string adapter_path;
   bool interrupted = false;
 };
+// What a run reports (the numbers `ft train` prints and draws its progress bar from).
+struct TrainProgress {  // after every optimizer step
+  int64_t step = 0, total = 0;          // steps done (resumed ones included) of the run's total
+  double loss = 0, learning_rate = 0;   // this step's
+  double tokens_per_second = 0;         // since the last report
+  double elapsed_seconds = 0, eta_seconds = -1;  // this process's time in the loop; remaining (-1: unknown)
+  int64_t peak_memory_bytes = 0;        // process peak RSS
+};
+struct TrainMetrics {  // every steps_per_report steps and at the end: a metrics_file record
+  int64_t step = 0;
+  double loss = 0;                      // token-weighted over the steps since the last report
+  double learning_rate = 0, tokens_per_second = 0, trained_tokens = 0, grad_norm = 0;
+  int64_t peak_memory_bytes = 0;
+  double loss_scale = 0;                // dtype float16: the dynamic loss scale (else 0)
+  int64_t skipped_steps = 0;            // dtype float16: steps skipped for overflowing gradients
+};
+struct TrainValidation {  // every steps_per_eval steps and at the end, with validation data
+  int64_t step = 0;
+  double loss = 0;
+  int64_t tokens = 0;
+};
 struct TrainCallbacks {
   // Polled at the end of each step: true saves and returns early (as Ctrl-C does in `ft train`).
   std::function<bool()> should_stop;
+  // The run's header lines, notes and warnings (unset: the log callback of set_log_callback).
+  LogFn on_log;
+  std::function<void(const TrainProgress&)> on_step;
+  std::function<void(const TrainMetrics&)> on_report;
+  std::function<void(const TrainValidation&)> on_validation;
+  // Greedy samples of sample_prompt; when: "before training" | "after training".
+  std::function<void(const std::string& when, const std::string& prompt, const std::string& text)> on_sample;
 };
 TrainReport train(const TrainOptions& options, const TrainCallbacks& callbacks = {});
 

@@ -1,14 +1,9 @@
-#include "optim/progress.h"
+#include "cli/progress.h"
 
-#include <chrono>
 #include <cstdio>
 #include <unistd.h>
 
-namespace ft {
-
-namespace {
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-}
+namespace ft::cli {
 
 std::string format_duration(double s) {
   if (!(s >= 0) || s > 1e7) return "?";
@@ -19,33 +14,35 @@ std::string format_duration(double s) {
   return buf;
 }
 
-ProgressBar::ProgressBar(int64_t total, bool enabled)
-    : total_(total), enabled_(enabled), tty_(isatty(STDERR_FILENO) != 0), start_(now_s()) {}
+ProgressBar::ProgressBar(bool enabled) : enabled_(enabled), tty_(isatty(STDERR_FILENO) != 0) {}
 
-void ProgressBar::update(int64_t done, double loss, double lr, double tps, int64_t peak) {
-  done_ = done, loss_ = loss, lr_ = lr, tps_ = tps, peak_ = peak;
+void ProgressBar::update(int64_t done, int64_t total, double loss, double lr, double tps, double eta, int64_t peak) {
+  done_ = done, total_ = total, loss_ = loss, lr_ = lr, tps_ = tps, eta_ = eta, peak_ = peak;
   draw();
 }
 
 void ProgressBar::draw() {
   if (!enabled_ || !tty_) return;
-  double el = now_s() - start_;
-  double eta = done_ > 0 ? el / double(done_) * double(total_ - done_) : -1;
   const int width = 24;
   int fill = total_ > 0 ? int(double(width) * double(done_) / double(total_)) : 0;
   std::string bar(size_t(fill), '#');
   bar.resize(size_t(width), '-');
   std::fprintf(stderr, "\r\033[K[%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %s mem %lld MB", bar.c_str(), (long long)done_,
-               (long long)total_, loss_, lr_, tps_, format_duration(eta).c_str(), (long long)(peak_ / 1048576));
+               (long long)total_, loss_, lr_, tps_, format_duration(eta_).c_str(), (long long)(peak_ / 1048576));
   std::fflush(stderr);
   drawn_ = true;
 }
 
 void ProgressBar::log(const std::string& line) {
-  if (!enabled_) return;
+  if (enabled_) print(line);
+}
+
+void ProgressBar::print(const std::string& line) {
+  const bool redraw = drawn_;
   if (tty_ && drawn_) std::fprintf(stderr, "\r\033[K");
   std::fprintf(stderr, "%s\n", line.c_str());
-  draw();
+  std::fflush(stderr);
+  if (redraw) draw();
 }
 
 void ProgressBar::finish() {
@@ -54,4 +51,4 @@ void ProgressBar::finish() {
   std::fflush(stderr);
 }
 
-}  // namespace ft
+}  // namespace ft::cli
