@@ -1,6 +1,7 @@
 #include "cli/progress.h"
 
 #include <cstdio>
+#include <iostream>
 #include <unistd.h>
 
 namespace ft::cli {
@@ -40,8 +41,8 @@ void ProgressBar::log(const std::string& line) {
 void ProgressBar::print(const std::string& line) {
   const bool redraw = drawn_;
   if (tty_ && drawn_) std::fprintf(stderr, "\r\033[K");
-  std::fprintf(stderr, "%s\n", line.c_str());
-  std::fflush(stderr);
+  // std::cerr, not stderr: under mpirun the other ranks' std::cerr is silenced (cli/main.cpp).
+  std::cerr << line << "\n" << std::flush;
   if (redraw) draw();
 }
 
