@@ -1,5 +1,5 @@
 // The Trainer driven through the library (optim/trainer.h) and the public API (include/ft/ft.h) on
-// the shipped tiny base (recipes/tiny-base) for a few steps: everything a run has to say arrives
+// the shipped tiny base (recipes/tiny-base, with a 64-row WikiSQL sample) for a few steps: everything a run has to say arrives
 // through the callbacks (header lines, warnings, step numbers, reports, validations, samples), the
 // library writes nothing to stdout or stderr, request_stop() after step k saves the state of step k
 // and returns, and driving the parts by hand (setup, restore, step, report, evaluate, save) gives
@@ -28,7 +28,7 @@ namespace {
 
 const fs::path kRoot = fs::path(FT_TEST_DATA).parent_path().parent_path();
 const fs::path kTiny = kRoot / "recipes" / "tiny-base";
-const fs::path kWikisql = kRoot / "recipes" / "data" / "wikisql";
+const fs::path kWikisql = kRoot / "tests" / "data" / "datasets" / "wikisql";  // 64 training rows
 
 struct Tmp {
   fs::path path;
