@@ -15,6 +15,12 @@ thread_local bool t_autocast_bf16 = false;
 
 // Round trip through fp16 with F16C (vcvtps2ph: round to nearest even, overflow to inf,
 // subnormal results kept; exactly f16_to_f32(f32_to_f16(x)), see tests/test_fp16.cpp).
+// GCC's AVX-512 headers initialise their "undefined" vectors from themselves (see CMakeLists.txt).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 FT_TARGET_AVX512 void round_w16(float* p, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
@@ -24,6 +30,9 @@ FT_TARGET_AVX512 void round_w16(float* p, int64_t n) {
     _mm512_mask_storeu_ps(p + i, m, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, p + i), _MM_FROUND_TO_NEAREST_INT)));
   }
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 FT_TARGET_AVX2 void round_w8(float* p, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)

@@ -38,6 +38,7 @@ void run(const EvalArgs& a) {
   dopt.max_seq_length = a.max_seq_length;
   dopt.mask_prompt = a.mask_prompt;
   Dataset ds = load_dataset(file, enc, rend.get(), dopt);
+  for (const std::string& w : ds.warnings) std::cerr << "ft: warning: " << w << "\n";
   for (const Example& e : ds.examples)
     for (int32_t id : e.ids)
       FT_CHECK(id >= 0 && id < L.model.cfg.vocab_size, file, ": token id ", id, " is outside the model's vocabulary");

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <iostream>
 
 #include <tbb/parallel_for.h>
 
@@ -270,8 +269,6 @@ Dataset make_dataset(const RawRows& raw, const TextEncoder& enc, const ChatRende
                               "last assistant turn is a target: the chat template renders earlier "
                               "turns differently once later ones exist (e.g. Qwen3 drops earlier "
                               "<think> blocks)"));
-  if (opt.print_warnings)
-    for (const auto& w : ds.warnings) std::cerr << "ft: warning: " << w << "\n";
   FT_CHECK(!ds.examples.empty(), raw.path, ": no usable rows: all ", n, " rows have no training "
            "target (with mask_prompt a row needs a completion / an assistant turn within "
            "max_seq_length = ", L, " tokens)");

@@ -161,7 +161,6 @@ struct DatasetOptions {
   bool mask_prompt = false;                // loss only on completions / assistant turns
   std::optional<bool> use_chat_template;   // PromptCompletion rows; unset: on when chat != nullptr
   bool alpaca_chat = false;                // Alpaca rows through the chat template
-  bool print_warnings = true;              // also write Dataset::warnings to stderr
 };
 
 struct Example {
@@ -180,7 +179,7 @@ struct Dataset {
   int64_t n_dropped = 0;          // rows with no target left (not in examples)
   int64_t n_boundary_merges = 0;  // span boundaries a token crossed (see above)
   int64_t n_last_turn_only = 0;   // chat rows where only the last assistant turn is a target
-  std::vector<std::string> warnings;
+  std::vector<std::string> warnings;  // for the caller to show (the library never prints)
 
   size_t size() const { return examples.size(); }
   int64_t n_tokens() const;

@@ -147,7 +147,6 @@ void Trainer::setup() {
   dopt.max_seq_length = c.max_seq_length;
   dopt.mask_prompt = c.mask_prompt;
   dopt.use_chat_template = c.use_chat_template && m.renderer != nullptr;
-  dopt.print_warnings = false;  // reported below
   if (fs::is_directory(c.data)) m.data = load_data_dir(c.data, *m.enc, m.renderer.get(), dopt);
   else m.data.train = load_dataset(c.data, *m.enc, m.renderer.get(), dopt);
   for (const Dataset* ds : {&m.data.train, m.data.valid ? &*m.data.valid : nullptr, m.data.test ? &*m.data.test : nullptr})

@@ -149,11 +149,13 @@ TEST(ModelConfig, MatchesTransformersOnEveryFamily) {
       const RopeParams& p = layer->rope;
       EXPECT_EQ(rope_type_name(p.type), rp["rope_type"].get<std::string>()) << key;
       EXPECT_DOUBLE_EQ(p.theta, rp["rope_theta"].get<double>()) << key;
-      if (rp.contains("factor")) EXPECT_DOUBLE_EQ(p.factor.value_or(-1), rp["factor"].get<double>()) << key;
-      if (rp.contains("original_max_position_embeddings"))
+      if (rp.contains("factor")) { EXPECT_DOUBLE_EQ(p.factor.value_or(-1), rp["factor"].get<double>()) << key; }
+      if (rp.contains("original_max_position_embeddings")) {
         EXPECT_EQ(p.original_max_position_embeddings, rp["original_max_position_embeddings"].get<int64_t>()) << key;
-      if (rp.contains("partial_rotary_factor"))
+      }
+      if (rp.contains("partial_rotary_factor")) {
         EXPECT_DOUBLE_EQ(p.partial_rotary_factor, rp["partial_rotary_factor"].get<double>()) << key;
+      }
       for (auto& [tag, e] : entry.items()) {
         const std::string what = name + "/" + key + "/" + tag;
         const int64_t seq_len = e["seq_len"].get<int64_t>();
@@ -563,7 +565,7 @@ TEST(ModelConfig, ParsesAllFixtureModels) {
           bool st = !hf.contains("layer_types") || hf["layer_types"][i] == "sliding_attention";
           bool sl = st && !hf["sliding_window"].is_null();
           EXPECT_EQ(c.layers[i].sliding, sl) << "layer " << i;
-          if (sl) EXPECT_EQ(c.layers[i].window, hf["sliding_window"].get<int64_t>());
+          if (sl) { EXPECT_EQ(c.layers[i].window, hf["sliding_window"].get<int64_t>()); }
         }
       // the inv_freq buffers transformers used for each text (longrope switches on the text length)
       const json& states = ex["meta"]["rope_state_per_text"];
@@ -582,7 +584,7 @@ TEST(ModelConfig, ParsesAllFixtureModels) {
           RopeFreqs f = rope_inv_freq(layer->rope, int(c.head_dim), seq_len);
           expect_close(f.inv_freq, v.get<std::vector<double>>(), 2.5e-7, 0, dir.filename().string() + " " + key);
           std::string sk = prefix + "attention_scaling";
-          if (states[t].contains(sk)) EXPECT_EQ(f.attention_scaling, float(states[t][sk].get<double>())) << sk;
+          if (states[t].contains(sk)) { EXPECT_EQ(f.attention_scaling, float(states[t][sk].get<double>())) << sk; }
         }
       }
     }

@@ -51,7 +51,6 @@ TEST(DataParallel, RankSlicesGiveTheWholeBatchsLossAndGradients) {
   DatasetOptions dopt;
   dopt.max_seq_length = 96;
   dopt.mask_prompt = true;
-  dopt.print_warnings = false;
   Dataset ds = load_dataset((kRoot / "recipes" / "data" / "wikisql" / "valid.jsonl").string(), enc, nullptr, dopt);
   BatchOptions bo;
   bo.batch_size = 6;

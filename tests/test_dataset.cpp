@@ -100,7 +100,6 @@ DatasetOptions quiet(bool mask_prompt = false, int64_t L = 1 << 20) {
   DatasetOptions o;
   o.mask_prompt = mask_prompt;
   o.max_seq_length = L;
-  o.print_warnings = false;
   return o;
 }
 

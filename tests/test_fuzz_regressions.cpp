@@ -231,7 +231,6 @@ TEST(FuzzRegressions, LaterRowOfAnotherFormatIsAnError) {
   const ft::ChatTemplate tmpl = ft::ChatTemplate::from_tokenizer_config(dir + "/tokenizer_config.json");
   const ft::ChatTemplateRenderer chat(tmpl);
   ft::DatasetOptions o;
-  o.print_warnings = false;
   const std::string good_chat = R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})";
   const std::string good_sharegpt = R"({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]})";
   for (const auto& [first, key] : {std::pair{good_chat, std::string("messages")}, std::pair{good_sharegpt, std::string("conversations")}}) {

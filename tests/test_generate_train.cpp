@@ -86,10 +86,6 @@ TEST(Generate, BatchedGreedyEqualsOneByOne) {
 }
 
 namespace {
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
 
 TrainConfig small_run(const fs::path& out) {
   TrainConfig c;

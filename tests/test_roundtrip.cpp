@@ -109,7 +109,6 @@ TEST_P(RoundTrip, FtMatchesPeftAndTransformers) {
   DatasetOptions dopt;
   dopt.mask_prompt = true;
   dopt.use_chat_template = false;
-  dopt.print_warnings = false;
   Dataset ds = make_dataset(raw, enc, nullptr, dopt);
   ASSERT_EQ(ds.size(), c["encoded"].size());
   for (const Example& e : ds.examples) {

@@ -187,7 +187,7 @@ TEST(TrainerStop, RequestStopAfterStepKSavesStepKAndResumes) {
   auto record = cb.on_step;
   cb.on_step = [&](const StepProgress& p) {
     record(p);
-    if (p.step == 3) EXPECT_FALSE(self->request_stop());  // as the CLI's SIGINT handler does
+    if (p.step == 3) { EXPECT_FALSE(self->request_stop()); }  // as the CLI's SIGINT handler does
   };
   testing::internal::CaptureStderr();
   TrainResult r;

@@ -213,6 +213,7 @@ EvalResult evaluate(Session& s, const std::string& data, const EvalOptions& o) {
   dopt.max_seq_length = o.max_seq_length;
   dopt.mask_prompt = o.mask_prompt;
   Dataset ds = load_dataset(r.file, enc, rend.get(), dopt);
+  for (const std::string& w : ds.warnings) log(LogLevel::Warning, w);
   for (const Example& e : ds.examples)
     for (int32_t id : e.ids)
       FT_CHECK(id >= 0 && id < st.model.cfg.vocab_size, r.file, ": token id ", id, " is outside the model's vocabulary");

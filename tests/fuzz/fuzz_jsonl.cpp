@@ -28,7 +28,6 @@ int jsonl(const uint8_t* data, size_t size) {
   FT_FUZZ_ASSERT(raw.rows.size() == raw.where.size(), "RawRows.rows and .where differ in length");
   for (size_t i = 0; i < raw.rows.size(); ++i) (void)raw.locate(i);
   DatasetOptions a;
-  a.print_warnings = false;
   DatasetOptions b = a;
   b.mask_prompt = true, b.max_seq_length = 24, b.alpaca_chat = true;
   DatasetOptions c = a;
