@@ -1,4 +1,5 @@
 // Elementwise ops with broadcasting, activations, dropout.
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/kernels.h"
@@ -244,31 +245,28 @@ using Act = Activation;
 inline float act_f(Act a, float x) { return a == Act::SiLU ? silu_f(x) : a == Act::GeluTanh ? gelu_tanh_f(x) : gelu_f(x); }
 inline float act_d(Act a, float x) { return a == Act::SiLU ? silu_d(x) : a == Act::GeluTanh ? gelu_tanh_d(x) : gelu_d(x); }
 
-// SiLU-gated rows, vectorised (the vector exp of autograd/simd.h; the scalar tail uses std::exp).
+// SiLU-gated rows, vectorised (the vector exp of autograd/simd.h), the tail too (a partial vector):
+// an element's value must not depend on where a parallel range ends, or the rows of a batch would
+// depend on the batch's size (data-parallel ranks compute slices of it: optim/data_parallel.h).
 // Forward: o = silu(g)·u. Backward: dg = do·u·σ(g)(1 + g(1 − σ(g))), du = do·silu(g) (either may be null).
 template <int N>
 FT_INLINE void silu_mul_row(const float* g, const float* u, float* o, int64_t n) {
   using V = simd::Vec<N>;
-  int64_t i = 0;
-  for (; i + N <= n; i += N) {
-    const typename V::F x = V::load(g + i);
-    V::store(o + i, x / (V::exp(-x) + 1.f) * V::load(u + i));
+  for (int64_t i = 0; i < n; i += N) {
+    const int64_t k = std::min<int64_t>(N, n - i);
+    const typename V::F x = V::load_part(g + i, k, 0.f);
+    V::store_part(o + i, x / (V::exp(-x) + 1.f) * V::load_part(u + i, k, 0.f), k);
   }
-  for (; i < n; ++i) o[i] = silu_f(g[i]) * u[i];
 }
 template <int N>
 FT_INLINE void silu_mul_bwd_row(const float* g, const float* u, const float* go, float* gg, float* gu, int64_t n) {
   using V = simd::Vec<N>;
-  int64_t i = 0;
-  for (; i + N <= n; i += N) {
-    const typename V::F x = V::load(g + i), d = V::load(go + i);
+  for (int64_t i = 0; i < n; i += N) {
+    const int64_t k = std::min<int64_t>(N, n - i);
+    const typename V::F x = V::load_part(g + i, k, 0.f), d = V::load_part(go + i, k, 0.f);
     const typename V::F s = 1.f / (V::exp(-x) + 1.f);
-    if (gg) V::store(gg + i, d * V::load(u + i) * (s * (x * (1.f - s) + 1.f)));
-    if (gu) V::store(gu + i, d * (x * s));
-  }
-  for (; i < n; ++i) {
-    if (gg) gg[i] = go[i] * u[i] * silu_d(g[i]);
-    if (gu) gu[i] = go[i] * silu_f(g[i]);
+    if (gg) V::store_part(gg + i, d * V::load_part(u + i, k, 0.f) * (s * (x * (1.f - s) + 1.f)), k);
+    if (gu) V::store_part(gu + i, d * (x * s), k);
   }
 }
 FT_SIMD_KERNEL(silu_mul, silu_mul_row, (const float* g, const float* u, float* o, int64_t n), (g, u, o, n))

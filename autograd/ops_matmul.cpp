@@ -3,6 +3,7 @@
 #include "autograd/cpu.h"
 #include "autograd/gemm.h"
 #include "autograd/gemv.h"
+#include "autograd/grad_sum.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
 #include "autograd/profile.h"
@@ -185,6 +186,23 @@ void lora_bwd(const float* g, int64_t rows, int64_t out, const float* B, const f
     }
 }
 
+// lora_bwd with gB added into an fp64 sum (autograd/grad_sum.h): one fp32 partial of gB per row chunk
+// of each sequence of `seq` rows (the same bits in whichever batch or rank the sequence is computed),
+// added in chunk order.
+void lora_bwd64(const float* g, int64_t rows, int64_t seq, int64_t out, const float* B, const float* uT, int64_t r, float s,
+                float* gu, double* gB64) {
+  const int64_t r4 = (r + 3) / 4 * 4;
+  std::vector<float> Bt(size_t(r4 * out), 0.f);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t k = 0; k < r; ++k) Bt[size_t(k * out + o)] = B[o * r + k];
+  add_row_chunks64(rows, seq, size_t(out * r), gB64, [&](int64_t lo, int64_t hi, float* part) {
+    std::vector<float> gBt(size_t(r4 * out), 0.f);
+    lora_bwd_kernel(g, out, Bt.data(), uT, rows, r, s, lo, hi, gu, gBt.data());
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t k = 0; k < r; ++k) part[o * r + k] = gBt[size_t(k * out + o)];
+  });
+}
+
 // uT [r, rows] = A·xᵀ through ft::gemv (x is streamed once, never packed; its blocks stay in L2
 // for the later groups of four rows of A; one parallel loop).
 void lora_down(const float* x, int64_t rows, int64_t in, const float* A, int64_t r, float* uT) {
@@ -206,11 +224,21 @@ struct LoraLinearNode : Node {
     Tensor xa = sep ? f32c(inputs[5]) : Tensor();
     const float* pg = g.data<float>();
     Tensor gx, gw, gbias, ga, gb, gxa;
+    // Under a GradSum64 (not with fp16 autocast, whose gradients are rounded to fp16), A's and B's
+    // gradients go into their fp64 sums, by row chunks of each sequence (x [..., seq, in]).
+    GradSum64* sums = f16 ? nullptr : current_grad_sum64();
+    double* a64 = sums && needs(3) ? sums->sum_of(a) : nullptr;
+    double* b64 = sums && needs(4) ? sums->sum_of(b) : nullptr;
+    const int64_t seq = x.dim() >= 3 ? x.size(-2) : rows;
     // gu = s·g·B [rows, r] (the gradient at the adapter's bottleneck) and gB = s·gᵀ·u, in one pass over g.
     Tensor gu = Tensor::empty({rows, r});
-    gb = Tensor::empty(b.shape());
-    lora_bwd(pg, rows, out, bc.data<float>(), uT.data<float>(), r, s, gu.data<float>(), gb.data<float>());
-    if (!needs(4)) gb = Tensor();
+    if (b64) {
+      lora_bwd64(pg, rows, seq, out, bc.data<float>(), uT.data<float>(), r, s, gu.data<float>(), b64);
+    } else {
+      gb = Tensor::empty(b.shape());
+      lora_bwd(pg, rows, out, bc.data<float>(), uT.data<float>(), r, s, gu.data<float>(), gb.data<float>());
+      if (!needs(4)) gb = Tensor();
+    }
     if (needs(0)) {  // dX = dY·W (+ gu·A when the adapter reads x itself)
       gx = Tensor::empty(x.shape());
       gemm_w(false, false, rows, in, out, 1.f, pg, out, w, 0.f, gx.data<float>(), in, bf16);
@@ -231,8 +259,15 @@ struct LoraLinearNode : Node {
     }
     if (needs(3)) {  // dA = guᵀ·xa
       Tensor xs = sep ? xa : f32c(x);
-      ga = Tensor::empty(a.shape());
-      sgemm(true, false, r, in, rows, 1.f, gu.data<float>(), r, xs.data<float>(), in, 0.f, ga.data<float>(), in);
+      const float *pu = gu.data<float>(), *px = xs.data<float>();
+      if (a64) {
+        add_row_chunks64(rows, seq, size_t(r * in), a64, [&](int64_t lo, int64_t hi, float* part) {
+          sgemm(true, false, r, in, hi - lo, 1.f, pu + lo * r, r, px + lo * in, in, 0.f, part, in);
+        });
+      } else {
+        ga = Tensor::empty(a.shape());
+        sgemm(true, false, r, in, rows, 1.f, pu, r, px, in, 0.f, ga.data<float>(), in);
+      }
     }
     std::vector<Tensor> res = {gx, gw, gbias, ga, gb, gxa};
     if (f16)

@@ -1,5 +1,6 @@
 #include "optim/data_parallel.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "autograd/autograd.h"
@@ -49,13 +50,38 @@ void check_batch_divides(int64_t batch_size, int64_t grad_accumulation, int64_t 
                   down > 0 ? cat(down, " or ", up) : cat(up), " (a multiple of ", ranks, "), or a number of ranks that divides ", batch_size, " (mpirun -np N, N in ", np, ")"));
 }
 
+namespace {
+// Sums the spans over the ranks, consecutive spans packed into one buffer of at most `cap` elements
+// per all-reduce (a larger span alone, in place).
+template <class T>
+void allreduce_spans(const std::vector<std::pair<T*, size_t>>& spans, size_t bucket_bytes) {
+  const size_t cap = std::max<size_t>(bucket_bytes / sizeof(T), 1);
+  std::vector<T> buf;
+  for (size_t i = 0; i < spans.size();) {
+    size_t j = i, n = 0;
+    while (j < spans.size() && (j == i || n + spans[j].second <= cap)) n += spans[j++].second;
+    if (j == i + 1) {
+      dist::allreduce_sum(spans[i].first, n);
+    } else {
+      buf.resize(n);
+      size_t o = 0;
+      for (size_t k = i; k < j; ++k) std::memcpy(buf.data() + o, spans[k].first, spans[k].second * sizeof(T)), o += spans[k].second;
+      dist::allreduce_sum(buf.data(), n);
+      o = 0;
+      for (size_t k = i; k < j; ++k) std::memcpy(spans[k].first, buf.data() + o, spans[k].second * sizeof(T)), o += spans[k].second;
+    }
+    i = j;
+  }
+}
+}  // namespace
+
 void allreduce_grads(std::vector<NamedParam>& params, size_t bucket_bytes) {
   if (dist::size() == 1) return;
   // Which parameters have a gradient anywhere (as one process would have them).
   std::vector<float> has(params.size());
   for (size_t i = 0; i < params.size(); ++i) has[i] = params[i].value.grad().defined() ? 1.f : 0.f;
   dist::allreduce_sum(has.data(), has.size());
-  std::vector<Tensor> grads;
+  std::vector<std::pair<float*, size_t>> spans;
   for (size_t i = 0; i < params.size(); ++i) {
     if (has[i] == 0) continue;
     Tensor g = params[i].value.grad();
@@ -64,26 +90,24 @@ void allreduce_grads(std::vector<NamedParam>& params, size_t bucket_bytes) {
       params[i].value.set_grad(g);
     }
     FT_CHECK(g.dtype() == DType::F32 && g.is_contiguous(), "internal: gradient of ", params[i].name, " is not contiguous float32");
-    grads.push_back(g);
+    spans.push_back({g.data<float>(), size_t(g.numel())});
   }
-  // Buckets: consecutive gradients packed into one buffer per all-reduce.
-  const size_t cap = std::max<size_t>(bucket_bytes / sizeof(float), 1);
-  std::vector<float> buf;
-  for (size_t i = 0; i < grads.size();) {
-    size_t j = i, n = 0;
-    while (j < grads.size() && (j == i || n + size_t(grads[j].numel()) <= cap)) n += size_t(grads[j++].numel());
-    if (j == i + 1) {  // one gradient: in place
-      dist::allreduce_sum(grads[i].data<float>(), n);
-    } else {
-      buf.resize(n);
-      size_t o = 0;
-      for (size_t k = i; k < j; ++k) std::memcpy(buf.data() + o, grads[k].data<float>(), size_t(grads[k].numel()) * 4), o += size_t(grads[k].numel());
-      dist::allreduce_sum(buf.data(), n);
-      o = 0;
-      for (size_t k = i; k < j; ++k) std::memcpy(grads[k].data<float>(), buf.data() + o, size_t(grads[k].numel()) * 4), o += size_t(grads[k].numel());
-    }
-    i = j;
+  allreduce_spans(spans, bucket_bytes);
+}
+
+void allreduce_grads(GradSum64& sums, size_t bucket_bytes) {
+  if (dist::size() == 1) return;
+  sums.absorb();
+  std::vector<double> has(sums.size());
+  for (size_t i = 0; i < sums.size(); ++i) has[i] = sums.has(i) ? 1.0 : 0.0;
+  dist::allreduce_sum(has.data(), has.size());
+  std::vector<std::pair<double*, size_t>> spans;
+  for (size_t i = 0; i < sums.size(); ++i) {
+    if (has[i] == 0) continue;
+    sums.set_has(i, true);  // a gradient on any rank: one everywhere (zeros where this rank had none)
+    spans.push_back({sums.sum(i).data(), sums.sum(i).size()});
   }
+  allreduce_spans(spans, bucket_bytes);
 }
 
 void sync_dropout_stream() {

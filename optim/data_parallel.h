@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autograd/grad_sum.h"
 #include "autograd/param.h"
 #include "data/batching.h"
 
@@ -29,6 +30,9 @@ void check_batch_divides(int64_t batch_size, int64_t grad_accumulation, int64_t 
 // Sums every trainable parameter's gradient over the ranks (a parameter with a gradient on any rank
 // gets one everywhere), in buckets of at most bucket_bytes.
 void allreduce_grads(std::vector<NamedParam>& params, size_t bucket_bytes = size_t(32) << 20);
+// The same for gradients held as fp64 sums (autograd/grad_sum.h; LoRA and DoRA training): the sums,
+// in fp64, so that N ranks add the rows' partial sums as one process does up to fp64 rounding.
+void allreduce_grads(GradSum64& sums, size_t bucket_bytes = size_t(32) << 20);
 // After a micro-batch: the dropout stream advances to the furthest position any rank reached (a rank
 // whose rows had no targets did not run the forward).
 void sync_dropout_stream();

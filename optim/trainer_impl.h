@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autograd/grad_sum.h"
 #include "data/batching.h"
 #include "data/chat_template.h"
 #include "data/dataset.h"
@@ -56,6 +57,10 @@ struct Trainer::Impl {
   std::vector<NamedParam> params;
   LoraConfig lc;
   std::optional<Optimizer> opt;
+  // LoRA / DoRA: each step's gradients summed in fp64 (autograd/grad_sum.h), row chunk by row chunk of
+  // every sequence, over micro-batches and ranks, and rounded to fp32 once: N ranks and one process
+  // take the same step (full fine-tuning keeps fp32 sums: fp64 would cost 8 bytes per weight).
+  std::optional<GradSum64> grad_sums;
   std::optional<BatchIterator> it;
   Schedule sched;
   std::optional<GradScaler> scaler;

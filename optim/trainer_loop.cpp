@@ -115,6 +115,12 @@ StepProgress Trainer::step() {
   const int64_t mem_before = memory_stats().current;
   reset_peak_memory();
   double loss_sum = 0, my_targets = 0;
+  if (!m.full && !m.grad_sums) {
+    std::vector<Tensor> leaves;
+    for (auto& p : m.params) leaves.push_back(p.value);
+    m.grad_sums.emplace(leaves);
+  }
+  GradSum64::Scope grad_scope(m.grad_sums ? &*m.grad_sums : nullptr);
   for (auto& b : micro) {
     if (b.n_targets == 0) continue;
     Batch part;
@@ -132,6 +138,7 @@ StepProgress Trainer::step() {
       // Normalised by the supervised tokens of the whole global batch (every rank sees all of it).
       scale(ls, loss_scale * (1.f / float(std::max<int64_t>(n_targets, 1)))).backward();
     }
+    if (m.grad_sums) m.grad_sums->absorb();  // fp32 gradients of ops without fp64 sums (DoRA's magnitude)
     if (m.ranks > 1) {
       dropout_row_base() = 0;
       sync_dropout_stream();
@@ -139,7 +146,8 @@ StepProgress Trainer::step() {
   }
   if (m.ranks > 1) {  // one all-reduce of the gradients per optimiser step (bucketed), and of the loss
     FT_PROFILE_PHASE("allreduce");
-    allreduce_grads(m.params);
+    if (m.grad_sums) allreduce_grads(*m.grad_sums);
+    else allreduce_grads(m.params);
     double sums[2] = {loss_sum, my_targets};
     dist::allreduce_sum(sums, 2);
     loss_sum = sums[0];
@@ -147,6 +155,7 @@ StepProgress Trainer::step() {
     // rank normalised its loss by (n_targets: each rank iterates the whole global batch).
     FT_CHECK(int64_t(sums[1]) == n_targets, "internal: the ranks computed ", int64_t(sums[1]), " supervised tokens of a global batch of ", n_targets);
   }
+  if (m.grad_sums) m.grad_sums->finish();  // the fp32 gradients the optimiser steps with
   const int64_t act_bytes = memory_stats().peak - mem_before;
   m.window_act = std::max(m.window_act, act_bytes);
   if (!m.memory_reported) {
@@ -155,7 +164,7 @@ StepProgress Trainer::step() {
     for (auto& p : m.params) trainable_bytes += int64_t(p.value.nbytes());
     m.log(TrainLogLevel::Info,
           cat("Memory: weights ", mib(model.weight_bytes()), " MB (", c.dtype, "), trainable weights + gradients + ", name_of(c.optimizer),
-              " state ", mib(trainable_bytes * (c.optimizer == OptimizerType::AdamW ? 4 : c.momentum > 0 ? 3 : 2)), " MB, activations ", mib(act_bytes), " MB (peak of step ",
+              " state ", mib(trainable_bytes * (c.optimizer == OptimizerType::AdamW ? 4 : c.momentum > 0 ? 3 : 2) + (m.grad_sums ? 2 * trainable_bytes : 0)), " MB, activations ", mib(act_bytes), " MB (peak of step ",
               m.step + 1, ", ", c.grad_checkpoint ? cat(name_of(c.checkpoint_policy), " checkpointing every ", c.checkpoint_every, " block(s)") : std::string("no checkpointing"),
               "), process peak RSS ", mib(peak_rss_bytes()), " MB"));
   }
