@@ -20,7 +20,7 @@ once under --work with bench/make_bench_model.py; fp16 loads the float32 one (ft
 The anchor has no fp16 mode (it must stay identical to the shared copy), so fp16 rows compare ft's
 float16 run with the anchor's fp32 one.
 """
-import argparse, json, os, resource, subprocess, sys, time
+import argparse, json, os, resource, shutil, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 p = argparse.ArgumentParser()
@@ -67,7 +67,8 @@ def env(threads):
 def run_ft(name, dtype, ckpt):
     d = model_dir(dtype)
     run = os.path.join(a.work, "runs", f"{name}-t{a.threads}-s{a.seq}")
-    os.makedirs(run, exist_ok=True)
+    shutil.rmtree(run, ignore_errors=True)  # a fresh run each time (ft refuses to train over another run)
+    os.makedirs(run)
     metrics = os.path.join(run, "metrics.jsonl")
     cmd = [a.ft, "train", "--model", d, "--data", os.path.join(d, "train.jsonl"), "--iters", str(a.iters + 1),
            "--batch-size", "4", "--max-seq-length", str(a.seq), "--group-by-length", "false", "--lora-rank", "8",
