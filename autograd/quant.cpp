@@ -278,31 +278,38 @@ void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float a
   const int cpl = 32 / W.bits;
   const int64_t blk = perm ? int64_t(lanes) * cpl : 32;
   const int64_t ldxp = (K + blk - 1) / blk * blk, gpr = W.groups_per_row(), G = W.group_size;
-  std::vector<float> xp(size_t(M * ldxp), 0.0f), xs(size_t(M * gpr));
+  std::vector<float> xp(size_t(M * ldxp)), xs(size_t(M * gpr));
   for (int64_t i = 0; i < M; ++i) {
     const float* a = A + i * lda;
     float* p = xp.data() + i * ldxp;
     if (perm) {
-      for (int64_t b0 = 0; b0 < ldxp; b0 += blk)
-        for (int l = 0; l < lanes; ++l)
-          for (int k = 0; k < cpl; ++k) {
+      const int64_t full = K / blk * blk;  // whole blocks: no bounds checks
+      for (int64_t b0 = 0; b0 < full; b0 += blk)
+        for (int k = 0; k < cpl; ++k)
+          for (int l = 0; l < lanes; ++l) p[b0 + int64_t(k) * lanes + l] = a[b0 + int64_t(l) * cpl + k];
+      for (int64_t b0 = full; b0 < ldxp; b0 += blk)
+        for (int k = 0; k < cpl; ++k)
+          for (int l = 0; l < lanes; ++l) {
             const int64_t c = b0 + int64_t(l) * cpl + k;
             p[b0 + int64_t(k) * lanes + l] = c < K ? a[c] : 0.0f;
           }
     } else {
       std::copy(a, a + K, p);
+      std::fill(p + K, p + ldxp, 0.0f);
     }
+    // group sums in 8 interleaved partial sums (groups are multiples of 16), then a fixed tree
     for (int64_t g = 0; g < gpr; ++g) {
-      float t = 0.0f;
-      for (int64_t c = g * G; c < (g + 1) * G; ++c) t += a[c];
-      xs[size_t(i * gpr + g)] = t;
+      float t[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+      for (int64_t c = g * G; c < (g + 1) * G; c += 8)
+        for (int u = 0; u < 8; ++u) t[u] += a[c + u];
+      xs[size_t(i * gpr + g)] = ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]));
     }
   }
   const int P = allow_parallel ? num_threads() : 1;
   const int64_t row_bytes = std::max<int64_t>(1, K * W.bits / 8);
   const int64_t min_rows = std::max<int64_t>(1, (int64_t(32) << 10) / row_bytes);
   const int64_t tasks = P <= 1 ? 1 : std::clamp<int64_t>(N / min_rows, 1, 4 * int64_t(P));
-  const int64_t chunk = (N + tasks - 1) / tasks;
+  const int64_t chunk = ((N + tasks - 1) / tasks + 3) / 4 * 4;  // whole 4-row steps of the kernels
   auto block = [&](int64_t t) {
     const int64_t j0 = t * chunk, n = std::min(chunk, N - j0);
     if (n <= 0) return;

@@ -112,109 +112,162 @@ inline void store_rows(const __m512* acc, float alpha, float beta, float* C, int
   }
 }
 
-// Bits 2, 4, 8 (codes never straddle a word): LANES words per block, vector k = field k of each word
+// The sums of up to four accumulators (a[i] for i < n, the others ignored), each summed over its 16
+// lanes in _mm512_reduce_add_ps's order: lanes i and i+8, then i and i+4, then i and i+2, then i and
+// i+1 (fp32 addition commutes exactly, so only this pairing matters): an output's bits do not depend
+// on which accumulators are reduced beside it.
+inline __m128 reduce4(const __m512* a, int n) {
+  const __m512 z = _mm512_setzero_ps();
+  const __m512 a0 = a[0], a1 = n > 1 ? a[1] : z, a2 = n > 2 ? a[2] : z, a3 = n > 3 ? a[3] : z;
+  // [a0.lo8 | a1.lo8] + [a0.hi8 | a1.hi8], and the same for a2, a3
+  const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xee));
+  const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xee));
+  // [a0 lanes 0-3 | a1 0-3 | a2 0-3 | a3 0-3] + [the lanes 4-7 of each]
+  const __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xdd));
+  const __m512 u = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4e));  // lane i + lane i^2 within each 128 bits
+  const __m512 w = _mm512_add_ps(u, _mm512_permute_ps(u, 0xb1));  // + lane i^1: the sum in lane 0 of each 128 bits
+  // lane 0 of each 128-bit quarter -> lanes 0..3
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), w));
+}
+
+// Outputs of R rows of W (j .. j+R-1) × M rows of A from acc[r·M + i] (R·M <= 4).
+template <int R, int M>
+inline void store_outputs(const __m512* acc, float alpha, float beta, float* C, int64_t ldc, int64_t j) {
+  alignas(16) float sum[4];
+  _mm_store_ps(sum, _mm_mul_ps(_mm_set1_ps(alpha), reduce4(acc, R * M)));
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      float* c = C + i * ldc + j + r;
+      *c = beta != 0.0f ? sum[r * M + i] + beta * *c : sum[r * M + i];
+    }
+}
+
+// Bits 2, 4, 8 (codes never straddle a word): 16 words per block, vector k = field k of each word
 // against x in the permuted layout (quant_kernels.h). The scale enters once per group when whole
-// blocks fit in a group, else once per block and lane (a permute of the block's scales).
-#define LANES 16
-#define VF __m512
-#define VI __m512i
-#define LOADI(t) _mm512_load_si512(t)
-#define LOADU_W(p) _mm512_loadu_si512(p)
-#define MASKLOAD_W(p, n) _mm512_maskz_loadu_epi32(first_n(n), p)
-#define MASKLOAD_F(p, n) _mm512_maskz_loadu_ps(first_n(n), p)
-#define PERMF(idx, v) _mm512_permutexvar_ps(idx, v)
-#define CVT(x) _mm512_cvtepi32_ps(x)
-#define AND(a, b) _mm512_and_si512(a, b)
-#define SET1I(x) _mm512_set1_epi32(x)
-#define SRLI(a, n) _mm512_srli_epi32(a, unsigned(n))
-#define LOADU_F(p) _mm512_loadu_ps(p)
-#define FMADD(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define ZERO() _mm512_setzero_ps()
-#define SET1F(x) _mm512_set1_ps(x)
-#define ADDF(a, b) _mm512_add_ps(a, b)
-#define MULF(a, b) _mm512_mul_ps(a, b)
-template <int M, int BITS>
-void rows_shift(const View& v, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
-                float beta, float* C, int64_t ldc) {
-  constexpr int CPL = 32 / BITS, B = LANES * CPL;
-  const int64_t K = v.cols, G = v.group, gpr = v.gpr;
+// blocks fit in a group, else once per block and lane (a permute of the block's scales). R rows of W
+// at a time share the loads of x and keep 2·R·M independent product chains in flight; every output
+// is computed with the same operations in the same order whatever R and M are (R only interleaves
+// independent rows), so results do not depend on how the rows are split.
+template <int M, int BITS, int G, int R>
+inline void rows_shift_r(const View& v, int64_t j, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
+                         float beta, float* C, int64_t ldc, __m512 table, __m512i sidx) {
+  constexpr int CPL = 32 / BITS, B = 16 * CPL;
+  constexpr bool one_group = B <= G;
+  constexpr int per = one_group ? G / B : 1;  // blocks per group
+  constexpr int ns = one_group ? 1 : B / G;   // groups per block
+  const int64_t K = v.cols, gpr = v.gpr, wpr = v.wpr;
   const int64_t nblk = (K + B - 1) / B;
   const int tailw = int((K % B) * BITS / 32);  // words in a partial last block (only when B > G)
-  const bool one_group = B <= G;               // whole blocks per group: the scale enters once per group
-  const int ns = one_group ? 1 : int(B / G);   // groups per block otherwise (<= LANES)
-  alignas(64) int32_t t[LANES];
-  for (int l = 0; l < LANES; ++l) t[l] = one_group ? 0 : int32_t(l * CPL / G);
-  const VI sidx = LOADI(t);
-  alignas(64) float tab[16];
-  for (int i = 0; i < 16; ++i) tab[i] = float(i & ((1 << BITS) - 1));
-  const VF table = _mm512_load_ps(tab);
-  // p0/p1 += the products of one block (vector k = field k of the 16/8 words, see permuted_layout)
-  auto block = [&]<bool FIRST>(const uint32_t* w, int64_t bi, VF* p0, VF* p1) __attribute__((always_inline)) {
-    const VI W = (bi + 1 < nblk || tailw == 0) ? LOADU_W(w + bi * LANES) : MASKLOAD_W(w + bi * LANES, tailw);
+  const uint32_t* w[R];
+  const float* s[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    w[r] = v.packed + (j + r) * wpr;
+    s[r] = v.scales + (j + r) * gpr;
+  }
+  {
+    // the rows two groups ahead (rows are contiguous): the hardware prefetcher alone leaves the
+    // stream at about half the read bandwidth when the matrix is larger than the L2 cache
+    const char* pf = reinterpret_cast<const char*>(w[0] + 2 * R * wpr);
+    for (int64_t b = 0; b < R * wpr * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+    const char* ps = reinterpret_cast<const char*>(s[0] + 2 * R * gpr);
+    const char* pb = reinterpret_cast<const char*>(v.biases + (j + 2 * R) * gpr);
+    for (int64_t b = 0; b < R * gpr * 4; b += 64) {
+      _mm_prefetch(ps + b, _MM_HINT_T0);
+      _mm_prefetch(pb + b, _MM_HINT_T0);
+    }
+  }
+  __m512 acc[R * M], p0[R * M], p1[R * M];
+#pragma GCC unroll 4
+  for (int u = 0; u < R * M; ++u) acc[u] = _mm512_setzero_ps();
+  const __m512i mask = _mm512_set1_epi32(int((1u << BITS) - 1u));
+  // p0/p1 (+)= the products of block bi (vector k = field k of the 16 words)
+  auto block = [&]<bool FIRST>(int64_t bi) __attribute__((always_inline)) {
+    __m512i W[R];
+    const bool full = bi + 1 < nblk || tailw == 0;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) W[r] = full ? _mm512_loadu_si512(w[r] + bi * 16) : _mm512_maskz_loadu_epi32(first_n(tailw), w[r] + bi * 16);
     const float* xb = XP + bi * B;
 #pragma GCC unroll 16
     for (int k = 0; k < CPL; ++k) {
-      // 2 and 4 bits: vpermps reads only the low 4 bits of each lane, so a table lookup of the
-      // shifted word (table[i] = i & mask, exact floats) replaces the mask and the conversion
-      const VF q = BITS <= 4 ? _mm512_permutexvar_ps(k == 0 ? W : SRLI(W, k * BITS), table)
-                             : CVT(k + 1 < CPL ? AND(k == 0 ? W : SRLI(W, k * BITS), SET1I(int((1u << BITS) - 1u))) : SRLI(W, 32 - BITS));
+      __m512 x[M];
 #pragma GCC unroll 4
-      for (int i = 0; i < M; ++i) {
-        const VF x = LOADU_F(xb + i * ldxp + k * LANES);
-        if (FIRST && k == 0) p0[i] = MULF(q, x);
-        else if (FIRST && k == 1) p1[i] = MULF(q, x);
-        else if (k % 2 == 0) p0[i] = FMADD(q, x, p0[i]);
-        else p1[i] = FMADD(q, x, p1[i]);
+      for (int i = 0; i < M; ++i) x[i] = _mm512_loadu_ps(xb + i * ldxp + k * 16);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        // 2 and 4 bits: vpermps reads only the low 4 bits of each lane, so a table lookup of the
+        // shifted word (table[i] = i & mask, exact floats) replaces the mask and the conversion
+        const __m512i sh = k == 0 ? W[r] : _mm512_srli_epi32(W[r], unsigned(k * BITS));
+        const __m512 q = BITS <= 4 ? _mm512_permutexvar_ps(sh, table)
+                                   : _mm512_cvtepi32_ps(k + 1 < CPL ? _mm512_and_si512(sh, mask) : sh);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) {
+          const int u = r * M + i;
+          if (FIRST && k == 0) p0[u] = _mm512_mul_ps(q, x[i]);
+          else if (FIRST && k == 1) p1[u] = _mm512_mul_ps(q, x[i]);
+          else if (k % 2 == 0) p0[u] = _mm512_fmadd_ps(q, x[i], p0[u]);
+          else p1[u] = _mm512_fmadd_ps(q, x[i], p1[u]);
+        }
       }
     }
   };
-  for (int64_t j = 0; j < n; ++j) {
-    const uint32_t* w = v.packed + (j0 + j) * v.wpr;
-    const float* s = v.scales + (j0 + j) * gpr;
-    VF acc[M], p0[M], p1[M];
+  if constexpr (one_group) {
+    for (int64_t g = 0; g < gpr; ++g) {
+      block.template operator()<true>(g * per);
+      for (int64_t bi = g * per + 1; bi < (g + 1) * per; ++bi) block.template operator()<false>(bi);
 #pragma GCC unroll 4
-    for (int i = 0; i < M; ++i) acc[i] = ZERO();
-    if (one_group) {
-      const int64_t per = G / B;
-      for (int64_t g = 0; g < gpr; ++g) {
-        block.template operator()<true>(w, g * per, p0, p1);
-        for (int64_t bi = g * per + 1; bi < (g + 1) * per; ++bi) block.template operator()<false>(w, bi, p0, p1);
-        const VF sv = SET1F(s[g]);
+      for (int r = 0; r < R; ++r) {
+        const __m512 sv = _mm512_set1_ps(s[r][g]);
 #pragma GCC unroll 4
-        for (int i = 0; i < M; ++i) acc[i] = FMADD(sv, ADDF(p0[i], p1[i]), acc[i]);
-      }
-    } else {
-      for (int64_t bi = 0; bi < nblk; ++bi) {
-        block.template operator()<true>(w, bi, p0, p1);
-        const int64_t g0 = bi * B / G;
-        const VF sv = PERMF(sidx, MASKLOAD_F(s + g0, ns < gpr - g0 ? ns : gpr - g0));
-#pragma GCC unroll 4
-        for (int i = 0; i < M; ++i) acc[i] = FMADD(sv, ADDF(p0[i], p1[i]), acc[i]);
+        for (int i = 0; i < M; ++i) acc[r * M + i] = _mm512_fmadd_ps(sv, _mm512_add_ps(p0[r * M + i], p1[r * M + i]), acc[r * M + i]);
       }
     }
-    bias_terms<M>(v.biases + (j0 + j) * gpr, gpr, XS, ldxs, acc);
-    store_rows<M>(acc, alpha, beta, C, ldc, j);
+  } else {
+    for (int64_t bi = 0; bi < nblk; ++bi) {
+      block.template operator()<true>(bi);
+      const int64_t g0 = bi * ns;
+      const __mmask16 sm = first_n(ns < gpr - g0 ? ns : gpr - g0);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m512 sv = _mm512_permutexvar_ps(sidx, _mm512_maskz_loadu_ps(sm, s[r] + g0));
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[r * M + i] = _mm512_fmadd_ps(sv, _mm512_add_ps(p0[r * M + i], p1[r * M + i]), acc[r * M + i]);
+      }
+    }
   }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) bias_terms<M>(v.biases + (j + r) * gpr, gpr, XS, ldxs, acc + r * M);
+  store_outputs<R, M>(acc, alpha, beta, C, ldc, 0);  // C points at row j's outputs
 }
 
-#undef LANES
-#undef VF
-#undef VI
-#undef LOADI
-#undef LOADU_W
-#undef MASKLOAD_W
-#undef MASKLOAD_F
-#undef PERMF
-#undef CVT
-#undef AND
-#undef SET1I
-#undef SRLI
-#undef LOADU_F
-#undef FMADD
-#undef ZERO
-#undef SET1F
-#undef ADDF
-#undef MULF
+template <int M, int BITS, int G>
+void rows_shift(const View& v, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
+                float beta, float* C, int64_t ldc) {
+  constexpr int CPL = 32 / BITS, B = 16 * CPL;
+  constexpr int R = M == 1 ? 4 : M == 2 ? 2 : 1;  // rows of W at a time: R·M <= 4 outputs
+  alignas(64) int32_t t[16];
+  for (int l = 0; l < 16; ++l) t[l] = B <= G ? 0 : int32_t(l * CPL / G);
+  const __m512i sidx = _mm512_load_si512(t);
+  alignas(64) float tab[16];
+  for (int i = 0; i < 16; ++i) tab[i] = float(i & ((1 << BITS) - 1));
+  const __m512 table = _mm512_load_ps(tab);
+  int64_t j = 0;
+  for (; j + R <= n; j += R) rows_shift_r<M, BITS, G, R>(v, j0 + j, alpha, XP, ldxp, XS, ldxs, beta, C + j, ldc, table, sidx);
+  for (; j < n; ++j) rows_shift_r<M, BITS, G, 1>(v, j0 + j, alpha, XP, ldxp, XS, ldxs, beta, C + j, ldc, table, sidx);
+}
+
+template <int M, int BITS>
+void rows_shift_g(const View& v, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
+                  float beta, float* C, int64_t ldc) {
+  switch (v.group) {
+    case 16: return rows_shift<M, BITS, 16>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    case 32: return rows_shift<M, BITS, 32>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    case 64: return rows_shift<M, BITS, 64>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    default: return rows_shift<M, BITS, 128>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+  }
+}
 
 // Bits 3, 5, 6: 32 codes (= BITS words) at a time in natural order; lane u of half h takes its code
 // from words idx = o >> 5 and idx + 1, o = (16h + u)·BITS (shifts of 32 give 0 in vpsrlvd/vpsllvd).
@@ -291,9 +344,9 @@ template <int M>
 void rows_m(const View& v, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
             float beta, float* C, int64_t ldc) {
   switch (v.bits) {
-    case 2: return rows_shift<M, 2>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
-    case 4: return rows_shift<M, 4>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
-    case 8: return rows_shift<M, 8>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    case 2: return rows_shift_g<M, 2>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    case 4: return rows_shift_g<M, 4>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    case 8: return rows_shift_g<M, 8>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
     default: return rows_generic<M>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
   }
 }

@@ -13,12 +13,15 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <ctime>
 
 #include <tbb/parallel_for.h>
 #include <tbb/parallel_reduce.h>
 
 #include "autograd/cpu.h"
 #include "autograd/ops.h"
+#include "autograd/quant.h"
 #include "models/generate.h"
 #include "models/model.h"
 
@@ -155,6 +158,55 @@ void BM_DecodeBf16(benchmark::State& st) {
   st.counters["threads"] = num_threads();
 }
 BENCHMARK(BM_DecodeBf16)->Args({64, 0})->Args({2048, 0})->Args({2048, 1})->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime()->MinTime(3.0);
+
+// The same model with every matrix (projections, the tied embedding / LM head) quantised to
+// `bits` in groups of `group` (quantize_affine, as `--quantize`; GGUF q4_0/q8_0/q4_k become 4/8-bit
+// groups of 32 in memory). Args: bits (0 = the bf16 model), group. Context 64 .. 192, fp32 KV cache.
+// "tok/cpu_s": tokens per process-CPU-second (robust to a loaded machine; 1 thread: ≈ tok/s).
+Model& quant_model(int bits, int group) {
+  static std::map<std::pair<int, int>, Model> models;
+  auto it = models.find({bits, group});
+  if (it != models.end()) return it->second;
+  Model x = smollm();
+  if (bits) {
+    x.embed = quantize_affine(x.embed, bits, group, DType::BF16, "embed");
+    x.lm_head = x.embed;
+    for (Projection* p : x.projections()) p->weight = quantize_affine(p->weight, bits, group, DType::BF16, p->name);
+  }
+  return models.emplace(std::make_pair(bits, group), std::move(x)).first->second;
+}
+
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+void BM_DecodeQuant(benchmark::State& st) {
+  Model& m = quant_model(int(st.range(0)), int(st.range(1)));
+  NoGradGuard ng;
+  const int64_t prompt = 64;
+  std::vector<int32_t> ids(static_cast<size_t>(prompt));
+  for (int64_t i = 0; i < prompt; ++i) ids[size_t(i)] = int32_t(1 + i * 7 % 4000);
+  KVCache cache = m.make_cache(1, prompt + 129);
+  ForwardOptions fo;
+  fo.cache = &cache;
+  m.forward(Tensor::from_ids(ids, {1, prompt}), fo);
+  int32_t next = 5;
+  const double t0 = now(), c0 = process_cpu_seconds();
+  for (auto _ : st) {
+    Tensor lg = m.forward(Tensor::from_ids({next}, {1, 1}), fo);
+    benchmark::DoNotOptimize(lg.raw());
+    if (cache.len >= prompt + 128) cache.len = prompt;
+  }
+  const double secs = now() - t0, cpu = process_cpu_seconds() - c0;
+  st.counters["tok/s"] = double(st.iterations()) / secs;
+  st.counters["tok/cpu_s"] = double(st.iterations()) / cpu;
+  st.counters["weight_MB/token"] = weight_bytes_per_token(m) / 1e6;
+  st.counters["threads"] = num_threads();
+}
+BENCHMARK(BM_DecodeQuant)->Args({0, 64})->Args({8, 64})->Args({4, 64})->Args({8, 32})->Args({4, 32})->Unit(benchmark::kMillisecond)
+    ->UseRealTime()->MeasureProcessCPUTime()->MinTime(2.0);
 
 // End to end through generate() (what `ft generate` runs): prefill of a 64-token prompt, then 128
 // tokens, each a decode step plus sampling over the 49152-token vocabulary. Arg 0: greedy;

@@ -6,6 +6,8 @@
 //   build/bench/bench_qgemv --benchmark_min_time=0.2
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -28,13 +30,18 @@ void BM_Gemv(benchmark::State& st) {
   Tensor q = kind ? quantize_affine(w, kind, 64, DType::BF16) : Tensor();
   Tensor x = Tensor::randn({1, K}, 2);
   std::vector<float> y(static_cast<size_t>(N));
+  double best = 1e30;
   for (auto _ : st) {
+    const auto t0 = std::chrono::steady_clock::now();
     if (kind)
       qgemv(1, x.data<float>(), K, quant_params(q), 1.f, 0.f, y.data(), N);
     else
       gemv(1, N, K, 1.f, x.data<float>(), K, wb.raw(), DType::BF16, K, 0.f, y.data(), N);
     benchmark::DoNotOptimize(y.data());
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
+  // best-of: the fastest single call (robust to other processes on a shared machine)
+  st.counters["best_Gw/s"] = double(N * K) * 1e-9 / best;
   st.counters["Gweights/s"] = benchmark::Counter(double(N * K) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["GB/s"] = benchmark::Counter(double(kind ? quant_params(q).nbytes() : wb.nbytes()) * 1e-9,
                                            benchmark::Counter::kIsIterationInvariantRate);

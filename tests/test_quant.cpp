@@ -320,6 +320,46 @@ TEST(Quant, GemvMatchesDoubleReference) {
       }
 }
 
+// The kernels take several rows of W at a time (and, for one row of A, several rows of W share
+// the loads of x): an output's bits must not depend on its neighbours. Every row of W gives the
+// same value computed inside the whole matrix, inside a slice that starts at any offset (the row
+// then sits at another place of the kernel's row groups), and with M = 1..4 rows of A, on every
+// bit width, group size and ISA path, single-threaded and split over tasks.
+TEST(Quant, GemvOutputsIndependentOfNeighbourRows) {
+  testing::IsaGuard guard;
+  for (int bits : {2, 3, 4, 5, 6, 8})
+    for (int group : {16, 32, 64, 128}) {
+      const int64_t out = 23, in = group == 16 ? 160 : 3 * std::max<int64_t>(group, 64);
+      std::vector<uint32_t> codes;
+      const QuantParams p = random_params(out, in, bits, group, uint64_t(bits * 7 + group), codes);
+      Tensor w = make_quantized(p);
+      const std::vector<float> x = Tensor::randn({4, in}, uint64_t(bits + group), 1.f).to_vector();
+      for (const std::string& isa : testing::isa_levels()) {
+        set_isa(isa);
+        std::vector<float> whole(size_t(4 * out));
+        qgemv(4, x.data(), in, p, 1.f, 0.f, whole.data(), out, false);
+        for (int64_t M = 1; M <= 3; ++M) {
+          std::vector<float> y(size_t(M * out));
+          qgemv(M, x.data(), in, p, 1.f, 0.f, y.data(), out);
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < out; ++j)
+              ASSERT_EQ(y[size_t(i * out + j)], whole[size_t(i * out + j)]) << isa << " bits " << bits << " group " << group << " M " << M;
+        }
+        for (int64_t r0 : {1, 2, 3, 5})
+          for (int64_t M : {1, 2}) {
+            const Tensor slice = quant_slice_rows(w, r0, out);
+            const QuantParams& sp = quant_params(slice);
+            std::vector<float> y(size_t(M * (out - r0)));
+            qgemv(M, x.data(), in, sp, 1.f, 0.f, y.data(), out - r0, false);
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = r0; j < out; ++j)
+                ASSERT_EQ(y[size_t(i * (out - r0) + j - r0)], whole[size_t(i * out + j)])
+                    << isa << " bits " << bits << " group " << group << " rows from " << r0 << " M " << M;
+          }
+      }
+    }
+}
+
 // alpha, beta, lda > K, M > kGemvMaxRows through qgemv directly; the linear op's decode path.
 TEST(Quant, GemvAlphaBetaStridesAndTheLinearOp) {
   testing::IsaGuard guard;
