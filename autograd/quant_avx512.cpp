@@ -152,7 +152,7 @@ inline void store_outputs(const __m512* acc, float alpha, float beta, float* C, 
 // independent rows), so results do not depend on how the rows are split.
 template <int M, int BITS, int G, int R>
 inline void rows_shift_r(const View& v, int64_t j, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
-                         float beta, float* C, int64_t ldc, __m512 table, __m512i sidx) {
+                         float beta, float* C, int64_t ldc, __m512 table, __m512i sidx, bool prefetch) {
   constexpr int CPL = 32 / BITS, B = 16 * CPL;
   constexpr bool one_group = B <= G;
   constexpr int per = one_group ? G / B : 1;  // blocks per group
@@ -167,9 +167,10 @@ inline void rows_shift_r(const View& v, int64_t j, float alpha, const float* XP,
     w[r] = v.packed + (j + r) * wpr;
     s[r] = v.scales + (j + r) * gpr;
   }
-  {
-    // the rows two groups ahead (rows are contiguous): the hardware prefetcher alone leaves the
-    // stream at about half the read bandwidth when the matrix is larger than the L2 cache
+  if (prefetch) {
+    // the rows two groups ahead (rows are contiguous; the caller checks that they exist): the
+    // hardware prefetcher alone leaves the stream at about half the read bandwidth when the matrix
+    // is larger than the L2 cache
     const char* pf = reinterpret_cast<const char*>(w[0] + 2 * R * wpr);
     for (int64_t b = 0; b < R * wpr * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
     const char* ps = reinterpret_cast<const char*>(s[0] + 2 * R * gpr);
@@ -254,8 +255,9 @@ void rows_shift(const View& v, int64_t j0, int64_t n, float alpha, const float* 
   for (int i = 0; i < 16; ++i) tab[i] = float(i & ((1 << BITS) - 1));
   const __m512 table = _mm512_load_ps(tab);
   int64_t j = 0;
-  for (; j + R <= n; j += R) rows_shift_r<M, BITS, G, R>(v, j0 + j, alpha, XP, ldxp, XS, ldxs, beta, C + j, ldc, table, sidx);
-  for (; j < n; ++j) rows_shift_r<M, BITS, G, 1>(v, j0 + j, alpha, XP, ldxp, XS, ldxs, beta, C + j, ldc, table, sidx);
+  for (; j + R <= n; j += R)
+    rows_shift_r<M, BITS, G, R>(v, j0 + j, alpha, XP, ldxp, XS, ldxs, beta, C + j, ldc, table, sidx, j + 3 * R <= n);
+  for (; j < n; ++j) rows_shift_r<M, BITS, G, 1>(v, j0 + j, alpha, XP, ldxp, XS, ldxs, beta, C + j, ldc, table, sidx, false);
 }
 
 template <int M, int BITS>
@@ -304,15 +306,29 @@ void rows_generic(const View& v, int64_t j0, int64_t n, float alpha, const float
     __m512 acc[M];
 #pragma GCC unroll 4
     for (int i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
-    if (G == 16) {  // groups of 16 (GGUF Q6_K): one scale per half
-      for (int64_t c = 0; c < v.cols; c += 32) {
+    if (G == 16) {  // groups of 16 (GGUF Q6_K): one scale per half; four chains (by half and 32-step parity)
+      __m512 a[3][M];
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) a[0][i] = a[1][i] = a[2][i] = _mm512_setzero_ps();
+      auto step = [&]<int ODD>(int64_t c) __attribute__((always_inline)) {
         const __m512i W = _mm512_maskz_loadu_epi32(wmask, w + c / 32 * bits);
+#pragma GCC unroll 2
         for (int h = 0; h < 2; ++h) {
           const __m512 q = unpack(W, h), sv = _mm512_set1_ps(s[c / 16 + h]);
 #pragma GCC unroll 4
-          for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(sv, _mm512_mul_ps(q, _mm512_loadu_ps(XP + i * ldxp + c + 16 * h)), acc[i]);
+          for (int i = 0; i < M; ++i) {
+            const __m512 p = _mm512_mul_ps(q, _mm512_loadu_ps(XP + i * ldxp + c + 16 * h));
+            if (ODD == 0 && h == 0) acc[i] = _mm512_fmadd_ps(sv, p, acc[i]);
+            else a[2 * ODD + h - 1][i] = _mm512_fmadd_ps(sv, p, a[2 * ODD + h - 1][i]);
+          }
         }
+      };
+      for (int64_t c = 0; c < v.cols; c += 64) {
+        step.template operator()<0>(c);
+        if (c + 32 < v.cols) step.template operator()<1>(c + 32);
       }
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) acc[i] = _mm512_add_ps(_mm512_add_ps(acc[i], a[1][i]), _mm512_add_ps(a[0][i], a[2][i]));
     } else {
       for (int64_t g = 0; g < gpr; ++g) {
         __m512 p0[M], p1[M];
