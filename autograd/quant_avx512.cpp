@@ -4,7 +4,10 @@
 // The decode GEMV regroups by the affine identity: per 16-word block, vector k of codes
 // (words >> k·bits) & mask for bits 2/4/8 (x pre-permuted to that order), a permute + shift pair for
 // 3/5/6; fp32 FMAs of the codes with x, one FMA by the block's scales, biases against the group sums
-// of x at the end of the row.
+// of x at the end of the row. For bits 2/4/8, one row of A takes 4 rows of W at a time (2 rows: 2),
+// sharing the loads of x (independent FMA chains; every output's operations and order unchanged),
+// with the codes, scales and biases of the row group two groups ahead prefetched (bench/RESULTS.md,
+// "The multi-row GEMV").
 // No STL here (ODR, see CMakeLists.txt): only <immintrin.h>, <cstdint>, <cstring>.
 #include <immintrin.h>
 
