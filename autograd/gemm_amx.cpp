@@ -40,19 +40,24 @@ struct alignas(64) TileConfig {
 // and read by them must be published first, or its stores may be dropped or moved past the asm.
 inline void publish(const void* p) { __asm__ volatile("" : : "r"(p) : "memory"); }
 
-// The tile configuration of this thread (loaded once; ft uses no other tile shapes).
+// The tile configuration ft's kernel needs, loaded when this thread's current one differs. Checked on
+// every call, not remembered per thread: other AMX code in the process (oneDNN inside PyTorch, a
+// oneDNN matmul on the same thread) configures other tile shapes or releases the tiles
+// (tilerelease), after which a tile instruction would compute with wrong shapes or fault (SIGILL).
+// sttilecfg is cheap next to a call's depth loop (a block of up to 96 × 4 tdpbf16ps).
 void configure_tiles() {
-  thread_local bool done = false;
-  if (done) return;
-  TileConfig cfg = {};
-  cfg.palette_id = 1;
+  TileConfig want = {};
+  want.palette_id = 1;
   for (int t = 0; t < 8; ++t) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
+    want.colsb[t] = 64;
+    want.rows[t] = 16;
   }
-  publish(&cfg);
-  _tile_loadconfig(&cfg);
-  done = true;
+  TileConfig cur;
+  _tile_storeconfig(&cur);
+  __asm__ volatile("" : : "r"(&cur) : "memory");  // sttilecfg's stores, seen by the compare below
+  if (__builtin_memcmp(&cur, &want, sizeof want) == 0) return;
+  publish(&want);
+  _tile_loadconfig(&want);
 }
 
 inline __mmask16 lanes(int n) { return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1); }

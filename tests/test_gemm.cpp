@@ -268,6 +268,32 @@ TEST(Gemm, Bf16ThreadCountsDoNotChangeResults) {
     }
 }
 
+TEST(Gemm, AmxReloadsItsTileConfigAfterOtherAmxCode) {
+  // Other AMX code on the same thread (oneDNN, e.g. inside PyTorch or a oneDNN matmul) leaves another
+  // tile configuration behind, or none (tilerelease): ft's kernel must load its own again rather than
+  // compute with the other tile shapes or fault (SIGILL).
+  if (!ft::cpu_features_hw().amx) GTEST_SKIP() << "no AMX on this CPU";
+  IsaGuard guard;
+  ft::set_isa("amx");
+  ft::set_num_threads(1);  // the kernel runs on this thread, whose tile state is changed below
+  const Problem p = make(false, true, 64, 64, 96, 0, 1.0f, 0.0f, 5);
+  const Ref ref = reference(p, true);
+  struct alignas(64) Cfg {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t colsb[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+    uint8_t rows[16] = {4, 4, 4, 4, 4, 4, 4, 4};
+  } other;
+  for (const char* before : {"ft's own", "another configuration", "released tiles"}) {
+    if (std::string(before) == "another configuration") __asm__ volatile("ldtilecfg %0" : : "m"(other) : "memory");
+    if (std::string(before) == "released tiles") __asm__ volatile("tilerelease" : : : "memory");
+    std::vector<float> C = p.C0;
+    ft::gemm_bf16w(p.ta, p.tb, p.M, p.N, p.K, 1.0f, p.A.data(), p.lda, p.Bh.data(), p.ldb, 0.0f, C.data(), p.ldc,
+                   /*round_a=*/true);
+    expect_close(p, ref, C, std::string("gemm_bf16w round_a on AMX after ") + before);
+  }
+  ft::set_num_threads(0);
+}
+
 TEST(Gemm, Batched) {
   IsaGuard guard;
   for (int64_t batch : {1, 3, 9}) {
