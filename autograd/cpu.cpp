@@ -47,6 +47,9 @@ CpuFeatures detect() {
   f.avx512bf16 = f.avx512f && __builtin_cpu_supports("avx512bf16");
   f.fast_bf16_dot = f.avx512bf16 && __builtin_cpu_is("amd");
   f.amx = f.avx512bf16 && amx_usable();
+  f.avx512vnni = f.avx512f && __builtin_cpu_supports("avx512vnni");
+  // AVX-VNNI: CPUID.(EAX=7, ECX=1):EAX bit 4 (GCC 12's __builtin_cpu_supports has no name for it)
+  f.avxvnni = f.avx2 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4));
   return f;
 }
 
@@ -54,11 +57,15 @@ CpuFeatures capped(const CpuFeatures& hw, const std::string& level) {
   CpuFeatures f = hw;
   if (level == "amx" || level == "native" || level.empty()) return f;
   if (level == "avx512") { f.amx = false; return f; }
-  if (level == "avx512f") { f.avx512bf16 = f.fast_bf16_dot = f.amx = false; return f; }
-  if (level == "avx2") { f.avx512f = f.avx512bf16 = f.fast_bf16_dot = f.amx = false; return f; }
+  if (level == "avx512f") { f.avx512bf16 = f.fast_bf16_dot = f.amx = f.avx512vnni = f.avxvnni = false; return f; }
+  if (level == "avx2" || level == "avx2vnni") {
+    f.avx512f = f.avx512bf16 = f.fast_bf16_dot = f.amx = f.avx512vnni = false;
+    if (level == "avx2") f.avxvnni = false;
+    return f;
+  }
   if (level == "baseline") return CpuFeatures{};
   throw Error(cat("ISA level '", level,
-                  "' is unknown (FT_ISA / set_isa accept baseline, avx2, avx512f, avx512, amx, native)"));
+                  "' is unknown (FT_ISA / set_isa accept baseline, avx2, avx2vnni, avx512f, avx512, amx, native)"));
 }
 
 CpuFeatures& current() {
@@ -82,7 +89,11 @@ void set_isa(const std::string& level) { current() = capped(cpu_features_hw(), l
 
 const char* isa_name() {
   const CpuFeatures& f = cpu_features();
-  return f.amx ? "amx" : f.avx512bf16 ? "avx512" : f.avx512f ? "avx512f" : f.avx2 ? "avx2" : "baseline";
+  return f.amx          ? "amx"
+         : f.avx512bf16 ? "avx512"
+         : f.avx512f    ? "avx512f"
+         : f.avx2       ? (f.avxvnni ? "avx2vnni" : "avx2")
+                        : "baseline";
 }
 
 namespace {

@@ -422,7 +422,10 @@ void gemm_any(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
       A = at.data();
       lda = K;
     }
-    if (q) return qgemv(M, A, lda, *q, alpha, beta, C, ldc, allow_parallel);
+    if (q) {  // the opt-in int8 activations (--compute int8, autograd/quant.h Int8ComputeGuard) or exact fp32
+      if (int8_compute()) return qgemv_int8(M, A, lda, *q, alpha, beta, C, ldc, allow_parallel);
+      return qgemv(M, A, lda, *q, alpha, beta, C, ldc, allow_parallel);
+    }
     return gemv(M, N, K, alpha, A, lda, B,
                 b_type == kSrcBF16 ? DType::BF16 : b_type == kSrcF16 ? DType::F16 : DType::F32, ldb, beta, C,
                 ldc, allow_parallel, round_a);

@@ -136,6 +136,90 @@ void rows_portable(const View& v, int m, int64_t j0, int64_t n, float alpha, con
   }
 }
 
+// Portable int8 GEMV rows (qgemv_int8; XQ natural order, XD one d per block of 32): per block the
+// exact int32 sum, d_b·sum summed over the group's blocks, s_g· that, then + Σ_g b_g·xs_g.
+void rows_int8_portable(const View& v, int m, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD,
+                        int64_t ldxd, const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  for (int64_t j = 0; j < n; ++j) {
+    const uint32_t* row = v.packed + (j0 + j) * v.wpr;
+    const float* s = v.scales + (j0 + j) * v.gpr;
+    const float* b = v.biases + (j0 + j) * v.gpr;
+    for (int i = 0; i < m; ++i) {
+      const int8_t* xq = XQ + i * ldxq;
+      float acc = 0.0f, bacc = 0.0f;
+      for (int64_t g = 0; g < v.gpr; ++g) {
+        float ga = 0.0f;
+        for (int64_t c0 = g * v.group; c0 < (g + 1) * v.group; c0 += 32) {
+          int32_t isum = 0;
+          for (int64_t c = c0; c < c0 + 32; ++c) isum += int32_t(code_at(row, v.bits, c)) * int32_t(xq[c]);
+          ga += XD[i * ldxd + c0 / 32] * float(isum);
+        }
+        acc += s[g] * ga;
+        bacc += b[g] * XS[i * ldxs + g];
+      }
+      const float val = alpha * (acc + bacc);
+      float* c = C + i * ldc + j;
+      *c = beta != 0.0f ? val + beta * *c : val;
+    }
+  }
+}
+
+// x rounded to int8 per block of 32 (K a multiple of 32; see qgemv_int8 in quant.h): d[b], xq in
+// natural order and bs[b] = Σ xq over the block. Rounding to nearest even by adding and subtracting 1.5·2²³ (exact for |r| < 2²²;
+// the operands are in [−127, 127]); a NaN product clamps to −127 (no undefined conversion).
+void quantize_x_int8(const float* x, int64_t K, int8_t* q, float* d, int32_t* bs) {
+  for (int64_t b0 = 0; b0 < K; b0 += 32) {
+    float amax = 0.0f;
+    for (int c = 0; c < 32; ++c) {
+      const float a = std::fabs(x[b0 + c]);
+      amax = a > amax ? a : amax;
+    }
+    const float db = amax / 127.0f;
+    const float id = db != 0.0f ? 1.0f / db : 0.0f;
+    d[b0 / 32] = db;
+    int32_t sum = 0;
+    for (int c = 0; c < 32; ++c) {
+      float r = x[b0 + c] * id;
+      r = r > -127.0f ? r : -127.0f;
+      r = r < 127.0f ? r : 127.0f;
+      r = (r + 12582912.0f) - 12582912.0f;
+      q[b0 + c] = int8_t(int(r));
+      sum += int(r);
+    }
+    bs[b0 / 32] = sum;
+  }
+}
+
+const quant_detail::Int8Kernels* int8_kernels() {
+  const CpuFeatures& f = cpu_features();
+  if (f.avx512f && f.avx512vnni) return quant_detail::int8_kernels_avx512vnni();
+  if (f.avx2) return f.avxvnni ? quant_detail::int8_kernels_avxvnni() : quant_detail::int8_kernels_avx2();
+  return nullptr;
+}
+
+// Rows of W split into tasks of whole 4-row steps (the kernels' row groups), each at least ~32 KiB
+// of codes; block(j0, n) runs rows [j0, j0 + n). Which rows a task gets never changes an output.
+template <class F>
+void for_row_tasks(int64_t N, int64_t K, int bits, bool allow_parallel, const F& block) {
+  const int P = allow_parallel ? num_threads() : 1;
+  const int64_t row_bytes = std::max<int64_t>(1, K * bits / 8);
+  const int64_t min_rows = std::max<int64_t>(1, (int64_t(32) << 10) / row_bytes);
+  const int64_t tasks = P <= 1 ? 1 : std::clamp<int64_t>(N / min_rows, 1, 4 * int64_t(P));
+  const int64_t chunk = ((N + tasks - 1) / tasks + 3) / 4 * 4;  // whole 4-row steps of the kernels
+  auto run = [&](int64_t t) {
+    const int64_t j0 = t * chunk, n = std::min(chunk, N - j0);
+    if (n > 0) block(j0, n);
+  };
+  if (tasks == 1) return run(0);
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, tasks, 1),
+                    [&](const tbb::blocked_range<int64_t>& r) {
+                      for (int64_t t = r.begin(); t < r.end(); ++t) run(t);
+                    },
+                    tbb::simple_partitioner());
+}
+
+thread_local bool t_int8_compute = false;
+
 }  // namespace
 
 uint32_t quant_code(const QuantParams& q, int64_t r, int64_t c) {
@@ -305,25 +389,68 @@ void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float a
       xs[size_t(i * gpr + g)] = ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]));
     }
   }
-  const int P = allow_parallel ? num_threads() : 1;
-  const int64_t row_bytes = std::max<int64_t>(1, K * W.bits / 8);
-  const int64_t min_rows = std::max<int64_t>(1, (int64_t(32) << 10) / row_bytes);
-  const int64_t tasks = P <= 1 ? 1 : std::clamp<int64_t>(N / min_rows, 1, 4 * int64_t(P));
-  const int64_t chunk = ((N + tasks - 1) / tasks + 3) / 4 * 4;  // whole 4-row steps of the kernels
-  auto block = [&](int64_t t) {
-    const int64_t j0 = t * chunk, n = std::min(chunk, N - j0);
-    if (n <= 0) return;
+  for_row_tasks(N, K, W.bits, allow_parallel, [&](int64_t j0, int64_t n) {
     for (int64_t i0 = 0; i0 < M; i0 += 4) {
       const int m = int(std::min<int64_t>(4, M - i0));
       rows(v, m, j0, n, alpha, xp.data() + i0 * ldxp, ldxp, xs.data() + i0 * gpr, gpr, beta, C + i0 * ldc + j0, ldc);
     }
-  };
-  if (tasks == 1) return block(0);
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, tasks, 1),
-                    [&](const tbb::blocked_range<int64_t>& r) {
-                      for (int64_t t = r.begin(); t < r.end(); ++t) block(t);
-                    },
-                    tbb::simple_partitioner());
+  });
+}
+
+bool int8_compute() { return t_int8_compute; }
+Int8ComputeGuard::Int8ComputeGuard(bool on) : prev(t_int8_compute) { t_int8_compute = on; }
+Int8ComputeGuard::~Int8ComputeGuard() { t_int8_compute = prev; }
+
+bool qgemv_int8_supported(const QuantParams& W) {
+  return W.format == QuantFormat::MlxAffine && (W.bits == 4 || W.bits == 8) && quant_group_supported(W.group_size);
+}
+
+const char* qgemv_int8_path() {
+  const quant_detail::Int8Kernels* kr = int8_kernels();
+  return kr ? kr->name : "portable";
+}
+
+void qgemv_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
+                bool allow_parallel) {
+  if (!qgemv_int8_supported(W)) return qgemv(M, A, lda, W, alpha, beta, C, ldc, allow_parallel);
+  const int64_t N = W.rows, K = W.cols;
+  FT_CHECK(M >= 0 && lda >= K && ldc >= std::max<int64_t>(1, N), "qgemv_int8: bad arguments M=", M, " lda=", lda, " ldc=", ldc,
+           " for W [", N, ", ", K, "]");
+  if (M == 0 || N == 0) return;
+  if (alpha == 0.0f) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  const View v = view_of(W);
+  const quant_detail::Int8Kernels* kr = int8_kernels();
+  const quant_detail::Int8RowsFn rows = kr ? kr->rows : rows_int8_portable;
+  // Each row of A once: int8 values and block scales in the kernel's layout (quant_kernels.h), group sums.
+  const int L = kr ? kr->lanes : 0, cpl = 32 / W.bits;
+  const int64_t CH = L ? int64_t(L) * cpl : 32, nch = (K + CH - 1) / CH, nb = K / 32;
+  const int64_t ldxq = nch * CH, ldxd = L ? nch * L : nb, gpr = W.groups_per_row(), G = W.group_size;
+  std::vector<int8_t> xq(size_t(M * ldxq), 0);
+  std::vector<float> xd(size_t(M * ldxd), 0.0f), xs(size_t(M * gpr));
+  std::vector<int32_t> bs(static_cast<size_t>(nb));
+  for (int64_t i = 0; i < M; ++i) {
+    float* dd = xd.data() + i * ldxd;
+    if (kr) kr->prep(A + i * lda, K, W.bits, xq.data() + i * ldxq, dd, bs.data());  // vectorised, the same values
+    else quantize_x_int8(A + i * lda, K, xq.data() + i * ldxq, dd, bs.data());
+    // the group sums of the rounded x: Σ_{b∈g} d_b·Σ xq (the bias terms then see the same x as the codes)
+    const int64_t dstride = L ? W.bits : 1;  // XD holds one d per lane: W.bits lanes per block
+    for (int64_t g = 0; g < gpr; ++g) {
+      float t = 0.0f;
+      for (int64_t b = g * (G / 32); b < (g + 1) * (G / 32); ++b) t += dd[b * dstride] * float(bs[size_t(b)]);
+      xs[size_t(i * gpr + g)] = t;
+    }
+  }
+  for_row_tasks(N, K, W.bits, allow_parallel, [&](int64_t j0, int64_t n) {
+    for (int64_t i0 = 0; i0 < M; i0 += 4) {
+      const int m = int(std::min<int64_t>(4, M - i0));
+      rows(v, m, j0, n, alpha, xq.data() + i0 * ldxq, ldxq, xd.data() + i0 * ldxd, ldxd, xs.data() + i0 * gpr, gpr, beta,
+           C + i0 * ldc + j0, ldc);
+    }
+  });
 }
 
 }  // namespace ft

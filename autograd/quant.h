@@ -93,4 +93,44 @@ Tensor quant_slice_rows(const Tensor& w, int64_t r0, int64_t r1);
 void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
            bool allow_parallel = true);
 
+// ---- opt-in int8 activations (`ft generate|eval --compute int8`, Int8ComputeGuard below)
+// The same product with x rounded to int8, as llama.cpp's quantised dot products do (its Q8_0 / Q8_1
+// activations): NOT exact, never the default. Each row of A is cut into blocks of 32 (within a
+// group); per block b
+//   amax = max |x_c|,  d_b = amax / 127 (fp32),  id = d_b != 0 ? 1 / d_b : 0 (fp32),
+//   xq_c = x_c·id (fp32) rounded to the nearest integer, ties to even, in [−127, 127]
+// (llama.cpp: the same with ties away from zero, and d_b stored as fp16), and the product is the
+// dequantised weights' dot with the rounded x̃_c = d_b·xq_c:
+//   C = alpha · Σ_g Σ_{b∈g} d_b · ( s_g·Σ_{c∈b} q_c·xq_c + b_g·Σ_{c∈b} xq_c ) + beta · C
+// where the integer sums are exact (int32: AVX512-VNNI / AVX-VNNI vpdpbusd, AVX2 vpmaddubsw +
+// vpmaddwd for 4-bit codes and a widening vpmaddwd for 8-bit ones, or scalar) and only the fp32
+// combination rounds:
+//   |C − C_exact| <= (K/32 + groups + 40)·2⁻²³·Σ_g Σ_{b∈g} d_b·(|s_g|·Σ|q·xq| + |b_g|·Σ|xq|)
+// (alpha = 1, beta = 0), C_exact the formula in exact arithmetic (tests/test_quant_int8.cpp). The
+// bias term uses the rounded x's sums, as llama.cpp's Q4_1/Q4_K dot products (Q8_1's s = d·Σ xq):
+// with the unrounded Σ x instead, the error of the codes' term s·q·(x̃ − x) is not cancelled by the
+// bias's and the output error doubles (measured: 2.2% against 1.2% relative RMS error on a 4-bit
+// g64 matrix; bench/RESULTS.md). The summation order is fixed by the ISA path, bits, group and K:
+// results never depend on the thread count, on M or on neighbouring rows. Supported: bits 4 and 8,
+// groups 32, 64, 128 (qgemv_int8_supported: MLX 4/8-bit, GGUF Q4_0, Q4_1, Q4_K, Q8_0); other widths
+// (2, 3, 5, 6 bits: GGUF Q5_*) and groups of 16 (GGUF Q6_K) run the exact qgemv.
+bool qgemv_int8_supported(const QuantParams& W);
+// The mode, per thread (off by default; set for a scope by generate/eval with --compute int8): while
+// on, the GEMM entry points (autograd/gemm.h gemm_qw, through linear, lora_linear and the LM head)
+// route a quantised weight's decode GEMV (M <= kGemvMaxRows rows, trans_b) to qgemv_int8 instead of
+// qgemv. GEMMs (prefill, eval batches, training), backward products and non-quantised weights are
+// unchanged. Read on the calling thread when the product starts.
+bool int8_compute();
+struct Int8ComputeGuard {
+  bool prev;
+  explicit Int8ComputeGuard(bool on = true);
+  ~Int8ComputeGuard();
+  Int8ComputeGuard(const Int8ComputeGuard&) = delete;
+  Int8ComputeGuard& operator=(const Int8ComputeGuard&) = delete;
+};
+void qgemv_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
+                bool allow_parallel = true);
+// The ISA path qgemv_int8 takes now: "avx512vnni", "avxvnni", "avx2" (vpmaddubsw/vpmaddwd) or "portable".
+const char* qgemv_int8_path();
+
 }  // namespace ft

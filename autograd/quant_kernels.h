@@ -48,4 +48,35 @@ struct Kernels {
 const Kernels* kernels_avx2();    // quant_avx2.cpp
 const Kernels* kernels_avx512();  // quant_avx512.cpp
 
+// ---- the opt-in int8 GEMV (qgemv_int8 in autograd/quant.h): bits 4 and 8, groups 32, 64, 128.
+// The caller prepares each row i of A once per call (quant.cpp), in the layout of a kernel with
+// `lanes` 32-bit lanes (0: the portable kernel):
+//   XQ + i·ldxq: x rounded to int8 per block of 32. lanes == 0: natural order. lanes L > 0: chunks
+//     of CH = L·(32/bits) codes (the codes of 4L bytes of a row of W: lane l of a vpdpbusd covers
+//     word l, i.e. codes l·(32/bits) .. +32/bits of the chunk); 8 bits: natural order; 4 bits: the
+//     chunk's even codes, then its odd ones (byte j of W holds codes 2j and 2j+1 in its low and high
+//     nibble):  XQ[c·CH + j] = xq[c·CH + 2j],  XQ[c·CH + 4L + j] = xq[c·CH + 2j + 1]  (j < 4L).
+//     Zero-padded to whole chunks.
+//   XD + i·ldxd: the block scales d. lanes == 0: d[b] per block of 32. lanes L > 0: per chunk c and
+//     lane l the d of the block holding the lane's codes, XD[c·L + l] = d[(c·CH + l·32/bits) / 32]
+//     (0 past K).
+//   XS + i·ldxs: the group sums of the ROUNDED x, Σ_{b∈g} d_b·Σ_{c∈b} xq_c (fp32, block order).
+//   C[i·ldc + j] = alpha·(Σ_g s_g·Σ_b d_b·Σ q·xq + Σ_g b_g·XS[g]) + beta·C[i·ldc + j] (beta == 0: not read)
+using Int8RowsFn = void (*)(const View& v, int m, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq,
+                            const float* XD, int64_t ldxd, const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc);
+// Rounds one row x[0 .. K) (K a multiple of 32) to int8 per block of 32 exactly as qgemv_int8
+// states (d = amax/127, id = 1/d or 0, x·id clamped to [−127, 127] — a NaN to −127 — rounded to
+// nearest even) and writes XQ and XD in the kernel's layout; the padding past K is left as it is
+// (the caller zeroes it), and BS[b] = Σ xq over block b (exact).
+using Int8PrepFn = void (*)(const float* x, int64_t K, int bits, int8_t* XQ, float* XD, int32_t* BS);
+struct Int8Kernels {
+  Int8PrepFn prep;
+  Int8RowsFn rows;
+  int lanes;
+  const char* name;
+};
+const Int8Kernels* int8_kernels_avx512vnni();  // quant_int8_avx512.cpp (needs avx512f + avx512vnni)
+const Int8Kernels* int8_kernels_avxvnni();     // quant_int8_avxvnni.cpp (avx2 + avxvnni)
+const Int8Kernels* int8_kernels_avx2();        // quant_int8_avx2.cpp (avx2: vpmaddubsw / vpmaddwd)
+
 }  // namespace ft::quant_detail

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autograd/ops.h"
+#include "autograd/quant.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "data/batching.h"
@@ -27,9 +28,9 @@ struct EvalArgs {
 void run(const EvalArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   AutocastBF16Guard bf(a.compute == "bfloat16");  // matmul precision (autograd/ops.h)
+  Int8ComputeGuard i8(a.compute == "int8");        // quantised decode GEMVs with int8 inputs (autograd/quant.h)
   Loaded L = load_all(a.model, a.adapter, a.dtype, true, a.quantize, a.group_size);
-  FT_CHECK(a.compute != "bfloat16" || L.model.lm_head.dtype() == DType::BF16, "--compute bfloat16 rounds the inputs of matmuls with "
-           "bfloat16 weights, but this model's weights are held in ", dtype_name(L.model.lm_head.dtype()), ": add --dtype bfloat16");
+  check_compute(a.compute, L.model, a.model);
   std::string file = eval_data_file(a.data, a.split);
   std::unique_ptr<ChatRenderer> rend;
   if (L.chat) rend = std::make_unique<ChatTemplateRenderer>(*L.chat);
@@ -64,6 +65,7 @@ void run(const EvalArgs& a) {
     }
     GenerateOptions go;
     go.compute = a.compute == "bfloat16" ? DType::BF16 : DType::F32;
+    go.int8_activations = a.compute == "int8";
     go.max_tokens = a.max_tokens;
     go.eos_ids = eos_ids(L.model, L.tok->eos_id());
     int64_t match = 0, gen_tokens = 0;
@@ -123,11 +125,9 @@ void add_eval(CLI::App& app) {
   sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32 (default), bfloat16 or float16 (the numbers stay exact fp32, see --compute)")
       ->default_val("float32")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
-  sub->add_option("--compute", a->compute,
-                  "Matmul precision: float32 (default: exact fp32 on every CPU, as transformers with dtype=float32) or bfloat16 "
-                  "(bf16-weight matmuls round their inputs to bf16 and sum in fp32; with --dtype bfloat16)")
+  sub->add_option("--compute", a->compute, kComputeHelp)
       ->default_val("float32")
-      ->check(CLI::IsMember({"float32", "bfloat16"}));
+      ->check(CLI::IsMember({"float32", "bfloat16", "int8"}));
   sub->add_flag("--json", a->json, "Print one JSON object: loss, perplexity, tokens");
   sub->callback([a] { run(*a); });
 }

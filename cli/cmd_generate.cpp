@@ -41,8 +41,7 @@ void run(const GenArgs& a) {
     prompt = ss.str();
   }
   Loaded L = load_all(a.model, a.adapter, a.dtype, true, a.quantize, a.group_size);
-  FT_CHECK(a.compute != "bfloat16" || L.model.lm_head.dtype() == DType::BF16, "--compute bfloat16 rounds the inputs of matmuls with "
-           "bfloat16 weights, but this model's weights are held in ", dtype_name(L.model.lm_head.dtype()), ": add --dtype bfloat16");
+  check_compute(a.compute, L.model, a.model);
   const Tokenizer& tok = *L.tok;
   std::vector<int32_t> ids;
   if (a.chat) {
@@ -61,6 +60,7 @@ void run(const GenArgs& a) {
   go.max_tokens = a.max_tokens;
   go.kv_cache = a.kv_cache == "bfloat16" ? DType::BF16 : DType::F32;
   go.compute = a.compute == "bfloat16" ? DType::BF16 : DType::F32;
+  go.int8_activations = a.compute == "int8";
   go.sampling = {a.temp, a.top_k, a.top_p, a.min_p, a.rep, a.seed};
   go.eos_ids = eos_ids(L.model, tok.eos_id());
 
@@ -136,11 +136,9 @@ void add_generate(CLI::App& app) {
   add_quantize_options(sub, a->quantize, a->group_size);
   sub->add_option("--dtype", a->dtype, "Weight dtype in memory: float32, bfloat16 or float16 (default: as stored; the numbers stay exact fp32, see --compute)")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
-  sub->add_option("--compute", a->compute,
-                  "Matmul precision: float32 (default: exact fp32 on every CPU, as transformers with dtype=float32) or bfloat16 "
-                  "(bf16-weight matmuls round their inputs to bf16 and sum in fp32: faster on CPUs with AMX or AVX512-BF16)")
+  sub->add_option("--compute", a->compute, kComputeHelp)
       ->default_val("float32")
-      ->check(CLI::IsMember({"float32", "bfloat16"}));
+      ->check(CLI::IsMember({"float32", "bfloat16", "int8"}));
   sub->add_option("--kv-cache", a->kv_cache, "KV cache dtype: float32 or bfloat16 (half the cache memory, faster at long contexts)")
       ->default_val("float32")
       ->check(CLI::IsMember({"float32", "bfloat16"}));

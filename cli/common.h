@@ -24,6 +24,11 @@ inline Loaded load_all(const std::string& model_dir, const std::string& adapter_
 void add_quantize_options(CLI::App* sub, int& quantize, int& group_size);
 // "4-bit, group 64 (210 matrices)" or "" for a float model.
 std::string quant_summary(const Model& m);
+// --compute for generate/eval: float32, bfloat16 or int8, checked against the loaded model (bfloat16
+// needs bf16 weights; int8 needs quantised matrices that qgemv_int8 supports), with the error naming what to add.
+void check_compute(const std::string& compute, const Model& m, const std::string& model_path);
+// The --compute help text (what each value changes).
+extern const char* const kComputeHelp;
 
 std::string human_bytes(double bytes);
 std::string human_count(double n);

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "autograd/ops.h"
+#include "autograd/quant.h"
 
 namespace ft {
 
@@ -31,6 +32,7 @@ std::vector<int32_t> generate(const Model& model, const std::vector<int32_t>& pr
            dtype_name(opt.compute));
   NoGradGuard ng;
   AutocastBF16Guard bf(opt.compute == DType::BF16);
+  Int8ComputeGuard i8(opt.int8_activations);
   const int64_t V = model.cfg.vocab_size;
   for (int32_t id : prompt) FT_CHECK(id >= 0 && id < V, "generate: prompt token id ", id, " is outside the vocabulary [0, ", V, ")");
   KVCache cache = model.make_cache(1, int64_t(prompt.size()) + std::max<int64_t>(opt.max_tokens, 1), opt.kv_cache);
@@ -73,6 +75,7 @@ std::vector<std::vector<int32_t>> generate_batch(const Model& model, const std::
            dtype_name(opt.compute));
   NoGradGuard ng;
   AutocastBF16Guard bf(opt.compute == DType::BF16);
+  Int8ComputeGuard i8(opt.int8_activations);
   const int64_t B = int64_t(prompts.size()), V = model.cfg.vocab_size;
   std::vector<std::vector<int32_t>> out(static_cast<size_t>(B));
   if (B == 0) return out;

@@ -588,6 +588,29 @@ TEST(CliHappy, Bf16CheckpointIsExactByDefaultAndComputeBfloat16IsOptIn) {
   EXPECT_NEAR(last_json_line(ok.out)["loss"].get<double>(), want, 1e-2 * want);
 }
 
+// --compute int8 (quantised weights' decode GEMVs with int8 inputs, autograd/quant.h qgemv_int8) is
+// opt-in: a float model is refused (saying what to add), as is a model with only widths it does not
+// support; on a 4-bit model generate and eval run with it.
+TEST(CliHappy, ComputeInt8NeedsQuantisedWeights) {
+  const std::string model = (kModels / "llama").string();
+  RunResult bad = run_ft({"generate", "--model", model, "--prompt", "x", "--max-tokens", "2", "--compute", "int8"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("no quantised weights: add --quantize 4"), std::string::npos) << bad.err;
+  RunResult bad3 = run_ft({"generate", "--model", model, "--prompt", "x", "--max-tokens", "2", "--quantize", "3", "--group-size", "32",
+                           "--compute", "int8"});
+  EXPECT_NE(bad3.exit_code, 0);
+  EXPECT_NE(bad3.err.find("supports 4- and 8-bit"), std::string::npos) << bad3.err;
+  RunResult ok = run_ok({"generate", "--model", model, "--prompt", "hello", "--max-tokens", "6", "--quantize", "4", "--group-size", "32",
+                         "--compute", "int8", "--json"});
+  EXPECT_EQ(last_json_line(ok.out)["tokens"].size(), 6u) << ok.out;
+  TempDir tmp;
+  fs::path data = write_fixture_texts(tmp.path);
+  RunResult bade = run_ft({"eval", "--model", model, "--data", data.string(), "--compute", "int8"});
+  EXPECT_NE(bade.exit_code, 0);
+  EXPECT_NE(bade.err.find("--compute int8"), std::string::npos) << bade.err;
+  run_ok({"eval", "--model", model, "--data", data.string(), "--quantize", "8", "--group-size", "32", "--compute", "int8", "--json"});
+}
+
 TEST(CliHappy, TrainMergeEvalGivesTheAdaptersLoss) {
   TempDir tmp;
   fs::path model = kModels / "llama", data = write_fixture_texts(tmp.path), adapter = tmp / "adapter", merged = tmp / "merged";

@@ -155,7 +155,15 @@ TEST(Gemm, CpuFeaturesAndIsaOverride) {
   ft::set_isa("avx2");
   EXPECT_EQ(ft::cpu_features().avx2, hw.avx2);
   EXPECT_FALSE(ft::cpu_features().avx512f);
+  EXPECT_FALSE(ft::cpu_features().avxvnni);
+  EXPECT_FALSE(ft::cpu_features().avx512vnni);
+  ft::set_isa("avx2vnni");  // the int8 decode kernels' AVX-VNNI path (not in the default ladder)
+  EXPECT_EQ(ft::cpu_features().avxvnni, hw.avxvnni);
+  EXPECT_FALSE(ft::cpu_features().avx512f);
+  EXPECT_FALSE(ft::cpu_features().avx512vnni);
   ft::set_isa("avx512f");
+  EXPECT_FALSE(ft::cpu_features().avx512vnni);
+  EXPECT_FALSE(ft::cpu_features().avxvnni);
   EXPECT_EQ(ft::cpu_features().avx512f, hw.avx512f);
   EXPECT_FALSE(ft::cpu_features().avx512bf16);
   EXPECT_FALSE(ft::cpu_features().fast_bf16_dot);
@@ -163,12 +171,19 @@ TEST(Gemm, CpuFeaturesAndIsaOverride) {
   EXPECT_STREQ(ft::gemm_bf16_dot_path(), "fp32");
   ft::set_isa("avx512");
   EXPECT_FALSE(ft::cpu_features().amx);
+  EXPECT_EQ(ft::cpu_features().avx512vnni, hw.avx512vnni);
   EXPECT_EQ(ft::cpu_features().avx512bf16, hw.avx512bf16);
   ft::set_isa("native");
   EXPECT_EQ(ft::cpu_features().avx512bf16, hw.avx512bf16);
   EXPECT_EQ(ft::cpu_features().amx, hw.amx);
   EXPECT_STREQ(ft::gemm_bf16_dot_path(), hw.amx ? "amx" : hw.fast_bf16_dot ? "avx512bf16" : "fp32");
-  EXPECT_STREQ(ft::isa_name(), hw.amx ? "amx" : hw.avx512bf16 ? "avx512" : hw.avx512f ? "avx512f" : hw.avx2 ? "avx2" : "baseline");
+  EXPECT_STREQ(ft::isa_name(), hw.amx          ? "amx"
+                               : hw.avx512bf16 ? "avx512"
+                               : hw.avx512f    ? "avx512f"
+                               : hw.avx2       ? (hw.avxvnni ? "avx2vnni" : "avx2")
+                                               : "baseline");
+  EXPECT_TRUE(!hw.avx512vnni || hw.avx512f);
+  EXPECT_TRUE(!hw.avxvnni || hw.avx2);
   EXPECT_TRUE(!hw.fast_bf16_dot || hw.avx512bf16);
   EXPECT_TRUE(!hw.amx || hw.avx512bf16);
   EXPECT_THROW(ft::set_isa("sse9"), ft::Error);

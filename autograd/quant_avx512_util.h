@@ -1,0 +1,67 @@
+#pragma once
+// Internal to the AVX-512 quantised GEMV kernels (quant_avx512.cpp, quant_int8_avx512.cpp; both built
+// with the AVX-512 flags, see CMakeLists.txt): masks, the bias terms Σ_g b_g·xs_g and the reduction
+// of up to four accumulators whose order makes an output's bits independent of its neighbours.
+// Everything in an anonymous namespace (each including file gets its own copy: no ODR across ISAs).
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace {
+
+inline __mmask16 first_n(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1u); }
+
+// Σ_g b_g·xs_g over a row's gpr groups for each of the M rows of A, added to acc lane-wise.
+template <int M>
+inline void bias_terms(const float* b, int64_t gpr, const float* XS, int64_t ldxs, __m512* acc) {
+  for (int64_t g = 0; g < gpr; g += 16) {
+    const __mmask16 mk = first_n(gpr - g);
+    const __m512 bv = _mm512_maskz_loadu_ps(mk, b + g);
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(bv, _mm512_maskz_loadu_ps(mk, XS + i * ldxs + g), acc[i]);
+  }
+}
+
+template <int M>
+inline void store_rows(const __m512* acc, float alpha, float beta, float* C, int64_t ldc, int64_t j) {
+#pragma GCC unroll 4
+  for (int i = 0; i < M; ++i) {
+    const float val = alpha * _mm512_reduce_add_ps(acc[i]);
+    float* c = C + i * ldc + j;
+    *c = beta != 0.0f ? val + beta * *c : val;
+  }
+}
+
+// The sums of up to four accumulators (a[i] for i < n, the others ignored), each summed over its 16
+// lanes in _mm512_reduce_add_ps's order: lanes i and i+8, then i and i+4, then i and i+2, then i and
+// i+1 (fp32 addition commutes exactly, so only this pairing matters): an output's bits do not depend
+// on which accumulators are reduced beside it.
+inline __m128 reduce4(const __m512* a, int n) {
+  const __m512 z = _mm512_setzero_ps();
+  const __m512 a0 = a[0], a1 = n > 1 ? a[1] : z, a2 = n > 2 ? a[2] : z, a3 = n > 3 ? a[3] : z;
+  // [a0.lo8 | a1.lo8] + [a0.hi8 | a1.hi8], and the same for a2, a3
+  const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xee));
+  const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xee));
+  // [a0 lanes 0-3 | a1 0-3 | a2 0-3 | a3 0-3] + [the lanes 4-7 of each]
+  const __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xdd));
+  const __m512 u = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4e));  // lane i + lane i^2 within each 128 bits
+  const __m512 w = _mm512_add_ps(u, _mm512_permute_ps(u, 0xb1));  // + lane i^1: the sum in lane 0 of each 128 bits
+  // lane 0 of each 128-bit quarter -> lanes 0..3
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), w));
+}
+
+// Outputs of R rows of W (j .. j+R-1) × M rows of A from acc[r·M + i] (R·M <= 4).
+template <int R, int M>
+inline void store_outputs(const __m512* acc, float alpha, float beta, float* C, int64_t ldc, int64_t j) {
+  alignas(16) float sum[4];
+  _mm_store_ps(sum, _mm_mul_ps(_mm_set1_ps(alpha), reduce4(acc, R * M)));
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      float* c = C + i * ldc + j + r;
+      *c = beta != 0.0f ? sum[r * M + i] + beta * *c : sum[r * M + i];
+    }
+}
+
+}  // namespace

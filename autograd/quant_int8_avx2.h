@@ -1,0 +1,229 @@
+#pragma once
+// Internal: the AVX2 kernels of the opt-in int8 decode GEMV (qgemv_int8, autograd/quant.h; layouts:
+// autograd/quant_kernels.h), included by exactly two files with FT_Q8_VNNI set:
+//   quant_int8_avxvnni.cpp (FT_Q8_VNNI 1, built with -mavxvnni): vpdpbusd on ymm (AVX-VNNI);
+//   quant_int8_avx2.cpp    (FT_Q8_VNNI 0): 4-bit codes through vpmaddubsw (u8·s8 pairs to int16:
+//     at most 2·15·127 per pair, and two such pairs summed: no saturation) then vpmaddwd with ones;
+//     8-bit codes through a widening vpmaddwd (u8 and s8 widened to int16; vpmaddubsw would saturate:
+//     2·255·127 > 32767).
+// Both give the same int32 lane sums (lane l = the codes of word l of a 32-byte chunk), so the same
+// results. Per 32 bytes of a row of W (a chunk: 64 4-bit or 32 8-bit codes) the lane sums are exact,
+// converted to fp32, scaled by the lane's block scale d_b and group scale s_g, as quant_int8_avx512.cpp
+// with 8 lanes. One row of A takes 4 rows of W at a time (2 rows: 2) sharing the loads of x, with the
+// row group two groups ahead prefetched; every output's operations and order are the same whatever
+// its neighbours. Everything in an anonymous namespace; no STL (ODR, see CMakeLists.txt).
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "autograd/quant_int8_prep.h"
+#include "autograd/quant_kernels.h"
+
+namespace {
+
+using ft::quant_detail::View;
+
+inline __m256i first_n8(int64_t n) {  // 32-bit lanes < n all ones
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n > 8 ? 8 : n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+inline float hsum8(__m256 v) {  // a fixed order: the halves, then as _mm_hadd would
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+// int32 lane l = Σ over the 8 codes of word l: 4-bit codes (lo = even codes, hi = odd codes) against x0/x1
+inline __m256i dot4(__m256i lo, __m256i hi, __m256i x0, __m256i x1) {
+#if FT_Q8_VNNI
+  return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), lo, x0), hi, x1);
+#else
+  const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1));
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#endif
+}
+
+// 8-bit codes: int32 lanes summing 4 products each (a chunk of 32 codes is one block of 32, so which
+// codes a lane sums does not matter: all lanes carry the same d_b and s_g)
+inline __m256i dot8(__m256i W, const int8_t* xq) {
+#if FT_Q8_VNNI
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), W, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)));
+#else
+  const __m256i w0 = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(W)), w1 = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(W, 1));
+  const __m256i x0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xq)));
+  const __m256i x1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xq + 16)));
+  return _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
+#endif
+}
+
+template <int M, int BITS, int G, int R>
+inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+                   const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc, __m256i sidx, bool prefetch) {
+  constexpr int CPL = 32 / BITS, CH = 8 * CPL;
+  constexpr bool one_group = CH <= G;
+  constexpr int per = one_group ? G / CH : 1;  // chunks per group
+  constexpr int ns = one_group ? 1 : CH / G;   // groups per chunk (4 bits, groups of 32: 2)
+  const int64_t K = v.cols, gpr = v.gpr, wpr = v.wpr;
+  const int64_t nch = (K + CH - 1) / CH;
+  const int64_t tailw = (K % CH) * BITS / 32;  // words of W in a partial last chunk (only when !one_group)
+  const uint32_t* w[R];
+  const float* s[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    w[r] = v.packed + (j + r) * wpr;
+    s[r] = v.scales + (j + r) * gpr;
+  }
+  if (prefetch) {
+    const char* pf = reinterpret_cast<const char*>(v.packed + (j + 2 * R) * wpr);
+    for (int64_t b = 0; b < R * wpr * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+    const char* ps = reinterpret_cast<const char*>(v.scales + (j + 2 * R) * gpr);
+    const char* pb = reinterpret_cast<const char*>(v.biases + (j + 2 * R) * gpr);
+    for (int64_t b = 0; b < R * gpr * 4; b += 64) {
+      _mm_prefetch(ps + b, _MM_HINT_T0);
+      _mm_prefetch(pb + b, _MM_HINT_T0);
+    }
+  }
+  __m256 acc[R * M], t[R * M], f[R * M];
+#pragma GCC unroll 4
+  for (int u = 0; u < R * M; ++u) acc[u] = _mm256_setzero_ps();
+  auto chunk = [&](int64_t ci, __m256* out) __attribute__((always_inline)) {
+    const bool full = ci + 1 < nch || tailw == 0;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256i W = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + ci * 8))
+                             : _mm256_maskload_epi32(reinterpret_cast<const int*>(w[r] + ci * 8), first_n8(tailw));
+      if constexpr (BITS == 4) {
+        const __m256i nib = _mm256_set1_epi8(0x0f);
+        const __m256i lo = _mm256_and_si256(W, nib), hi = _mm256_and_si256(_mm256_srli_epi16(W, 4), nib);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) {
+          const int8_t* xq = XQ + i * ldxq + ci * CH;
+          const __m256i q = dot4(lo, hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)),
+                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32)));
+          out[r * M + i] = _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(XD + i * ldxd + ci * 8));
+        }
+      } else {
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i)
+          out[r * M + i] = _mm256_mul_ps(_mm256_cvtepi32_ps(dot8(W, XQ + i * ldxq + ci * CH)), _mm256_loadu_ps(XD + i * ldxd + ci * 8));
+      }
+    }
+  };
+  if constexpr (one_group) {
+    for (int64_t g = 0; g < gpr; ++g) {
+      chunk(g * per, t);
+      for (int64_t ci = g * per + 1; ci < (g + 1) * per; ++ci) {
+        chunk(ci, f);
+#pragma GCC unroll 4
+        for (int u = 0; u < R * M; ++u) t[u] = _mm256_add_ps(t[u], f[u]);
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m256 sv = _mm256_set1_ps(s[r][g]);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[r * M + i] = _mm256_fmadd_ps(sv, t[r * M + i], acc[r * M + i]);
+      }
+    }
+  } else {
+    for (int64_t ci = 0; ci < nch; ++ci) {
+      chunk(ci, f);
+      const int64_t g0 = ci * ns;
+      const __m256i sm = first_n8(ns < gpr - g0 ? ns : gpr - g0);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m256 sv = _mm256_permutevar8x32_ps(_mm256_maskload_ps(s[r] + g0, sm), sidx);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[r * M + i] = _mm256_fmadd_ps(sv, f[r * M + i], acc[r * M + i]);
+      }
+    }
+  }
+  // Σ_g b_g·xs_g, then each output's 8 lanes summed in a fixed order
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const float* b = v.biases + (j + r) * gpr;
+    for (int64_t g = 0; g < gpr; g += 8) {
+      const __m256i mk = first_n8(gpr - g);
+      const __m256 bv = _mm256_maskload_ps(b + g, mk);
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) acc[r * M + i] = _mm256_fmadd_ps(bv, _mm256_maskload_ps(XS + i * ldxs + g, mk), acc[r * M + i]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      const float val = alpha * hsum8(acc[r * M + i]);
+      float* c = C + i * ldc + r;
+      *c = beta != 0.0f ? val + beta * *c : val;
+    }
+  }
+}
+
+template <int M, int BITS, int G>
+void rows_mbg(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+              const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  constexpr int CPL = 32 / BITS, CH = 8 * CPL;
+  constexpr int R = M == 1 ? 4 : M == 2 ? 2 : 1;
+  alignas(32) int32_t t[8];
+  for (int l = 0; l < 8; ++l) t[l] = CH <= G ? 0 : int32_t(l * CPL / G);
+  const __m256i sidx = _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
+  int64_t j = 0;
+  for (; j + R <= n; j += R)
+    rows_r<M, BITS, G, R>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, j + 3 * R <= n);
+  for (; j < n; ++j) rows_r<M, BITS, G, 1>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, false);
+}
+
+template <int M, int BITS>
+void rows_mb(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+             const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  switch (v.group) {
+    case 32: return rows_mbg<M, BITS, 32>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    case 64: return rows_mbg<M, BITS, 64>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    default: return rows_mbg<M, BITS, 128>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  }
+}
+
+template <int M>
+void rows_m(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+            const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  if (v.bits == 4) return rows_mb<M, 4>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  return rows_mb<M, 8>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+}
+
+void rows_any(const View& v, int m, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD,
+              int64_t ldxd, const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  switch (m) {
+    case 1: return rows_m<1>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    case 2: return rows_m<2>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    case 3: return rows_m<3>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    default: return rows_m<4>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  }
+}
+
+// x rounded to int8 per block of 32 (quant_kernels.h Int8PrepFn): |x| max, x·id clamped to ±127
+// (vmaxps/vminps give the constant for a NaN, as the portable code), vcvtps2dq rounds to nearest even,
+// then packed to bytes in order.
+void prep(const float* x, int64_t K, int bits, int8_t* XQ, float* XD, int32_t* BS) {
+  const int64_t CH = 8 * (32 / bits);
+  const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  for (int64_t b = 0; b < K / 32; ++b) {
+    __m256 v[4];
+    for (int k = 0; k < 4; ++k) v[k] = _mm256_loadu_ps(x + 32 * b + 8 * k);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], absm), _mm256_and_ps(v[1], absm)),
+                             _mm256_max_ps(_mm256_and_ps(v[2], absm), _mm256_and_ps(v[3], absm)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float id;
+    const float d = block_scale(_mm_cvtss_f32(h), &id);
+    const __m256 s = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) q[k] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v[k], s), lo), hi));
+    const __m256i qs = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m128i h4 = _mm_add_epi32(_mm256_castsi256_si128(qs), _mm256_extracti128_si256(qs, 1));
+    h4 = _mm_add_epi32(h4, _mm_shuffle_epi32(h4, 0x4e));
+    BS[b] = _mm_cvtsi128_si32(_mm_add_epi32(h4, _mm_shuffle_epi32(h4, 0xb1)));
+    // packs interleave the 128-bit halves: dwords (q0a q1a q2a q3a | q0b q1b q2b q3b) -> in order
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    store_block(_mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)), d, b, bits, CH, XQ, XD);
+  }
+}
+
+}  // namespace

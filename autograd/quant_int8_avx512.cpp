@@ -1,0 +1,185 @@
+// AVX512-VNNI kernel of the opt-in int8 decode GEMV (qgemv_int8, autograd/quant.h; layouts:
+// autograd/quant_kernels.h). Built with the AVX-512 flags plus -mavx512vnni (CMakeLists.txt) and
+// called only when the CPU has both. Per 64 bytes of a row of W (a chunk: 128 4-bit or 64 8-bit
+// codes): 8-bit codes go to vpdpbusd as they are; 4-bit codes as two vectors (low nibbles = even
+// codes, high nibbles = odd codes) against x's even and odd int8 values, two vpdpbusd into the same
+// int32 lanes (lane l = the 8 codes of word l). Each chunk's int32 sums are exact (at most
+// 8·15·127 or 4·255·127 per lane); they are converted to fp32 and scaled by the lane's block scale
+// d_b and group scale s_g. One row of A takes 4 rows of W at a time (2 rows: 2), sharing the loads of
+// x, with the codes and scales of the row group two groups ahead prefetched, as quant_avx512.cpp;
+// every output's operations and their order are the same whatever its neighbours (R, M), so results
+// do not depend on how rows are split.
+// No STL here (ODR, see CMakeLists.txt): only <immintrin.h>, <cstdint>.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "autograd/quant_avx512_util.h"
+#include "autograd/quant_int8_prep.h"
+#include "autograd/quant_kernels.h"
+
+namespace {
+
+using ft::quant_detail::View;
+
+inline __mmask64 first_bytes(int64_t n) { return n >= 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1; }
+
+// R rows of W (j .. j+R-1) × M rows of A. CH codes per chunk; one_group: a group spans whole chunks
+// (the group scale enters once per group), else a chunk spans ns = CH/G groups (a permute of the
+// chunk's group scales gives each lane its scale).
+template <int M, int BITS, int G, int R>
+inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+                   const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc, __m512i sidx, bool prefetch) {
+  constexpr int CPL = 32 / BITS, CH = 16 * CPL;
+  constexpr bool one_group = CH <= G;
+  constexpr int per = one_group ? G / CH : 1;  // chunks per group
+  constexpr int ns = one_group ? 1 : CH / G;   // groups per chunk
+  const int64_t K = v.cols, gpr = v.gpr, wpr = v.wpr;
+  const int64_t nch = (K + CH - 1) / CH;
+  const int64_t tailb = (K % CH) * BITS / 8;  // bytes of W in a partial last chunk (only when !one_group)
+  const unsigned char* w[R];
+  const float* s[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    w[r] = reinterpret_cast<const unsigned char*>(v.packed + (j + r) * wpr);
+    s[r] = v.scales + (j + r) * gpr;
+  }
+  if (prefetch) {  // the rows two groups ahead (the caller checks that they exist), as quant_avx512.cpp
+    const char* pf = reinterpret_cast<const char*>(v.packed + (j + 2 * R) * wpr);
+    for (int64_t b = 0; b < R * wpr * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+    const char* ps = reinterpret_cast<const char*>(v.scales + (j + 2 * R) * gpr);
+    const char* pb = reinterpret_cast<const char*>(v.biases + (j + 2 * R) * gpr);
+    for (int64_t b = 0; b < R * gpr * 4; b += 64) {
+      _mm_prefetch(ps + b, _MM_HINT_T0);
+      _mm_prefetch(pb + b, _MM_HINT_T0);
+    }
+  }
+  const __m512i nib = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
+  __m512 acc[R * M], t[R * M];
+#pragma GCC unroll 4
+  for (int u = 0; u < R * M; ++u) acc[u] = _mm512_setzero_ps();
+  // f[u] = the chunk's products (fp32, per lane: the exact int32 sum), times the lane's d_b
+  auto chunk = [&](int64_t ci, __m512* f) __attribute__((always_inline)) {
+    const bool full = ci + 1 < nch || tailb == 0;
+    __m512i x0[M], x1[M];
+    __m512 d[M];
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      const int8_t* xq = XQ + i * ldxq + ci * CH;
+      x0[i] = _mm512_loadu_si512(xq);
+      if constexpr (BITS == 4) x1[i] = _mm512_loadu_si512(xq + 64);
+      d[i] = _mm512_loadu_ps(XD + i * ldxd + ci * 16);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512i W = full ? _mm512_loadu_si512(w[r] + ci * 64) : _mm512_maskz_loadu_epi8(first_bytes(tailb), w[r] + ci * 64);
+      if constexpr (BITS == 4) {
+        const __m512i lo = _mm512_and_si512(W, nib), hi = _mm512_and_si512(_mm512_srli_epi16(W, 4), nib);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) {
+          const __m512i q = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, x0[i]), hi, x1[i]);
+          f[r * M + i] = _mm512_mul_ps(_mm512_cvtepi32_ps(q), d[i]);
+        }
+      } else {
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) f[r * M + i] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, W, x0[i])), d[i]);
+      }
+    }
+  };
+  __m512 f[R * M];
+  if constexpr (one_group) {
+    for (int64_t g = 0; g < gpr; ++g) {
+      chunk(g * per, t);
+      for (int64_t ci = g * per + 1; ci < (g + 1) * per; ++ci) {
+        chunk(ci, f);
+#pragma GCC unroll 4
+        for (int u = 0; u < R * M; ++u) t[u] = _mm512_add_ps(t[u], f[u]);
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m512 sv = _mm512_set1_ps(s[r][g]);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[r * M + i] = _mm512_fmadd_ps(sv, t[r * M + i], acc[r * M + i]);
+      }
+    }
+  } else {
+    for (int64_t ci = 0; ci < nch; ++ci) {
+      chunk(ci, f);
+      const int64_t g0 = ci * ns;
+      const __mmask16 sm = first_n(ns < gpr - g0 ? ns : gpr - g0);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m512 sv = _mm512_permutexvar_ps(sidx, _mm512_maskz_loadu_ps(sm, s[r] + g0));
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[r * M + i] = _mm512_fmadd_ps(sv, f[r * M + i], acc[r * M + i]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) bias_terms<M>(v.biases + (j + r) * gpr, gpr, XS, ldxs, acc + r * M);
+  store_outputs<R, M>(acc, alpha, beta, C, ldc, 0);  // C points at row j's outputs
+}
+
+template <int M, int BITS, int G>
+void rows_mbg(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+              const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  constexpr int CPL = 32 / BITS, CH = 16 * CPL;
+  constexpr int R = M == 1 ? 4 : M == 2 ? 2 : 1;  // rows of W at a time: R·M <= 4 outputs
+  alignas(64) int32_t t[16];
+  for (int l = 0; l < 16; ++l) t[l] = CH <= G ? 0 : int32_t(l * CPL / G);
+  const __m512i sidx = _mm512_load_si512(t);
+  int64_t j = 0;
+  for (; j + R <= n; j += R)
+    rows_r<M, BITS, G, R>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, j + 3 * R <= n);
+  for (; j < n; ++j) rows_r<M, BITS, G, 1>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, false);
+}
+
+template <int M, int BITS>
+void rows_mb(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+             const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  switch (v.group) {
+    case 32: return rows_mbg<M, BITS, 32>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    case 64: return rows_mbg<M, BITS, 64>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    default: return rows_mbg<M, BITS, 128>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  }
+}
+
+template <int M>
+void rows_m(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+            const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  if (v.bits == 4) return rows_mb<M, 4>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  return rows_mb<M, 8>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+}
+
+void rows_any(const View& v, int m, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD,
+              int64_t ldxd, const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  switch (m) {
+    case 1: return rows_m<1>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    case 2: return rows_m<2>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    case 3: return rows_m<3>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    default: return rows_m<4>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  }
+}
+
+// x rounded to int8 per block of 32 (quant_kernels.h Int8PrepFn): |x| max, x·id clamped to ±127
+// (vmaxps/vminps give the constant for a NaN, as the portable code), vcvtps2dq rounds to nearest even.
+void prep(const float* x, int64_t K, int bits, int8_t* XQ, float* XD, int32_t* BS) {
+  const int64_t CH = 16 * (32 / bits);
+  const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  for (int64_t b = 0; b < K / 32; ++b) {
+    const __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
+    float id;
+    const float d = block_scale(_mm512_reduce_max_ps(_mm512_max_ps(_mm512_and_ps(v0, absm), _mm512_and_ps(v1, absm))), &id);
+    const __m512 s = _mm512_set1_ps(id);
+    const __m512i q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v0, s), lo), hi));
+    const __m512i q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v1, s), lo), hi));
+    BS[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    store_block(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)), _mm512_cvtepi32_epi8(q1), 1), d, b, bits, CH, XQ, XD);
+  }
+}
+
+const ft::quant_detail::Int8Kernels kKernels = {prep, rows_any, 16, "avx512vnni"};
+
+}  // namespace
+
+const ft::quant_detail::Int8Kernels* ft::quant_detail::int8_kernels_avx512vnni() { return &kKernels; }
