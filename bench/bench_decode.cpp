@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <string>
 #include <ctime>
 
 #include <tbb/parallel_for.h>
@@ -161,7 +162,8 @@ BENCHMARK(BM_DecodeBf16)->Args({64, 0})->Args({2048, 0})->Args({2048, 1})->Unit(
 
 // The same model with every matrix (projections, the tied embedding / LM head) quantised to
 // `bits` in groups of `group` (quantize_affine, as `--quantize`; GGUF q4_0/q8_0/q4_k become 4/8-bit
-// groups of 32 in memory). Args: bits (0 = the bf16 model), group. Context 64 .. 192, fp32 KV cache.
+// groups of 32 in memory). Args: bits (0 = the bf16 model), group, int8 (1: the decode steps under
+// Int8ComputeGuard, i.e. `--compute int8`: qgemv_int8). Context 64 .. 192, fp32 KV cache.
 // "tok/cpu_s": tokens per process-CPU-second (robust to a loaded machine; 1 thread: ≈ tok/s).
 Model& quant_model(int bits, int group) {
   static std::map<std::pair<int, int>, Model> models;
@@ -193,6 +195,7 @@ void BM_DecodeQuant(benchmark::State& st) {
   fo.cache = &cache;
   m.forward(Tensor::from_ids(ids, {1, prompt}), fo);
   int32_t next = 5;
+  Int8ComputeGuard i8(st.range(2) != 0);
   const double t0 = now(), c0 = process_cpu_seconds();
   for (auto _ : st) {
     Tensor lg = m.forward(Tensor::from_ids({next}, {1, 1}), fo);
@@ -204,8 +207,10 @@ void BM_DecodeQuant(benchmark::State& st) {
   st.counters["tok/cpu_s"] = double(st.iterations()) / cpu;
   st.counters["weight_MB/token"] = weight_bytes_per_token(m) / 1e6;
   st.counters["threads"] = num_threads();
+  if (st.range(2)) st.SetLabel(std::string("int8 ") + qgemv_int8_path());
 }
-BENCHMARK(BM_DecodeQuant)->Args({0, 64})->Args({8, 64})->Args({4, 64})->Args({8, 32})->Args({4, 32})->Unit(benchmark::kMillisecond)
+BENCHMARK(BM_DecodeQuant)->Args({0, 64, 0})->Args({8, 64, 0})->Args({8, 64, 1})->Args({4, 64, 0})->Args({4, 64, 1})->Args({8, 32, 0})
+    ->Args({8, 32, 1})->Args({4, 32, 0})->Args({4, 32, 1})->Unit(benchmark::kMillisecond)
     ->UseRealTime()->MeasureProcessCPUTime()->MinTime(2.0);
 
 // End to end through generate() (what `ft generate` runs): prefill of a 64-token prompt, then 128
