@@ -56,9 +56,13 @@ void gemm_f16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
 // bit-identical to sgemm on the dequantised fp32 matrix (same ISA path) — except M <= kGemvMaxRows
 // with trans_b, which reads the packed codes directly (qgemv: fp32 but regrouped by the affine
 // identity, within the error bound stated in autograd/quant.h).
+// round_a (bf16 autocast, `--dtype bfloat16` training): op(A) and the dequantised B are rounded to
+// bf16 and their products summed in fp32 (bf16 dot products / AMX where the CPU has them) — bit for
+// bit gemm_bf16w(round_a) on the bf16-rounded dequantised matrix. The decode GEMV (M <= kGemvMaxRows
+// with trans_b) ignores it and stays exact fp32.
 struct QuantParams;
 void gemm_qw(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-             const QuantParams& B, float beta, float* C, int64_t ldc);
+             const QuantParams& B, float beta, float* C, int64_t ldc, bool round_a = false);
 
 // batch independent sgemms: item b uses A + b*stride_a, B + b*stride_b, C + b*stride_c
 // (e.g. attention scores per head). Parallel over items and blocks within them.

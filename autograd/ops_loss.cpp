@@ -166,10 +166,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
 namespace {
 
 // C = op(A)·op(B) with B a weight that may be bf16 or fp16 (W [V, H] of the LM head).
-// round_bf16 (autocast_bf16()): a bf16 W's product rounds A to bf16.
+// round_bf16 (autocast_bf16()): a bf16 or quantised W's product rounds A (and the dequantised W) to bf16.
 void gemm_weight(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const Tensor& w, float beta,
                  float* C, int64_t ldc, bool round_bf16) {
-  if (is_quantized(w)) return gemm_qw(ta, tb, M, N, K, 1.f, A, lda, quant_params(w), beta, C, ldc);
+  if (is_quantized(w)) return gemm_qw(ta, tb, M, N, K, 1.f, A, lda, quant_params(w), beta, C, ldc, round_bf16);
   if (w.dtype() == DType::BF16)
     return gemm_bf16w(ta, tb, M, N, K, 1.f, A, lda, w.data<uint16_t>(), w.size(1), beta, C, ldc, round_bf16);
   if (w.dtype() == DType::F16) return gemm_f16w(ta, tb, M, N, K, 1.f, A, lda, w.data<uint16_t>(), w.size(1), beta, C, ldc);

@@ -22,10 +22,10 @@ void gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, co
 }
 
 // B given as a weight tensor [rows, cols] that may be bf16 or fp16 (frozen base weights): widened
-// while packing, never copied. round_bf16 (autocast_bf16()): a bf16 B's product rounds A to bf16.
+// while packing, never copied. round_bf16 (autocast_bf16()): a bf16 or quantised B's product rounds A (and the dequantised B) to bf16.
 void gemm_w(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
             const Tensor& B, float beta, float* C, int64_t ldc, bool round_bf16) {
-  if (is_quantized(B)) return gemm_qw(ta, tb, M, N, K, alpha, A, lda, quant_params(B), beta, C, ldc);
+  if (is_quantized(B)) return gemm_qw(ta, tb, M, N, K, alpha, A, lda, quant_params(B), beta, C, ldc, round_bf16);
   if (B.dtype() == DType::BF16)
     return gemm_bf16w(ta, tb, M, N, K, alpha, A, lda, B.data<uint16_t>(), B.size(1), beta, C, ldc, round_bf16);
   if (B.dtype() == DType::F16) return gemm_f16w(ta, tb, M, N, K, alpha, A, lda, B.data<uint16_t>(), B.size(1), beta, C, ldc);

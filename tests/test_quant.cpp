@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 #include <vector>
+#include <tuple>
 
 #include "autograd/cpu.h"
 #include "autograd/gemm.h"
@@ -255,6 +256,41 @@ TEST(Quant, GemmEqualsTheDequantisedMatrixOnEveryIsa) {
           gemm_qw(false, false, M, in, out, 1.f, g.data<float>(), out, p, 0.f, d1.data(), in);
           sgemm(false, false, M, in, out, 1.f, g.data<float>(), out, wf.data<float>(), in, 0.f, d2.data(), in);
           ASSERT_EQ(d1, d2) << isa << " backward, bits " << bits << " M " << M;
+        }
+      }
+    }
+}
+
+// bf16 autocast (`--dtype bfloat16` training on a quantised base): the GEMM rounds op(A) and the
+// dequantised weight to bf16 — bit for bit gemm_bf16w(round_a) on the bf16 bits of dequantize(W), on
+// every ISA path (bf16 pairs with AVX512-BF16 / AMX, rounded fp32 panels otherwise), odd depths
+// (a last half pair), several column and depth blocks, both directions.
+TEST(Quant, AutocastGemmEqualsTheBf16RoundedDequantisedMatrix) {
+  testing::IsaGuard guard;
+  for (int bits : {4, 8})
+    for (auto [out, in, group] : {std::tuple<int64_t, int64_t, int>{70, 96, 32}, {33, 1600, 64}, {2100, 64, 64}}) {
+      Tensor q = quantize_affine(Tensor::randn({out, in}, uint64_t(bits * 7 + in), 0.1f), bits, group, DType::F32);
+      const QuantParams& p = quant_params(q);
+      std::vector<float> wf = dequantize(q).to_vector();
+      std::vector<uint16_t> wb(wf.size());
+      for (size_t i = 0; i < wf.size(); ++i) wb[i] = f32_to_bf16(wf[i]);
+      for (const std::string& isa : testing::isa_levels()) {
+        set_isa(isa);
+        for (int64_t M : {9, 37}) {
+          Tensor x = Tensor::randn({M, in}, uint64_t(M + in), 1.f);
+          std::vector<float> y1(size_t(M * out)), y2(size_t(M * out));
+          gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p, 0.f, y1.data(), out, true);
+          gemm_bf16w(false, true, M, out, in, 1.f, x.data<float>(), in, wb.data(), in, 0.f, y2.data(), out, true);
+          ASSERT_EQ(y1, y2) << isa << " forward, bits " << bits << " " << out << "x" << in << " M " << M;
+          Tensor g = Tensor::randn({M, out}, uint64_t(M + out), 1.f);
+          std::vector<float> d1(size_t(M * in)), d2(size_t(M * in));
+          gemm_qw(false, false, M, in, out, 1.f, g.data<float>(), out, p, 0.f, d1.data(), in, true);
+          gemm_bf16w(false, false, M, in, out, 1.f, g.data<float>(), out, wb.data(), in, 0.f, d2.data(), in, true);
+          ASSERT_EQ(d1, d2) << isa << " backward, bits " << bits << " " << out << "x" << in << " M " << M;
+          // and it is not the exact product (the rounding happened)
+          std::vector<float> e(size_t(M * out));
+          gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p, 0.f, e.data(), out);
+          ASSERT_NE(y1, e) << isa;
         }
       }
     }
