@@ -216,7 +216,8 @@ TEST(QuantInt8, NeighboursThreadsAlphaBetaAndFallback) {
             for (int64_t j = 0; j < out; ++j) ASSERT_EQ(y[size_t(i * out + j)], whole[size_t((4 - M + i) * out + j)]) << isa << " M " << M;
         }
         for (int64_t r0 : {1, 2, 3, 6}) {
-          const QuantParams& sp = quant_params(quant_slice_rows(w, r0, out));
+          const Tensor slice = quant_slice_rows(w, r0, out);  // keeps the slice's QuantParams alive
+          const QuantParams& sp = quant_params(slice);
           std::vector<float> y(size_t(out - r0));
           qgemv_int8(1, x.data(), in, sp, 1.f, 0.f, y.data(), out - r0, false);
           for (int64_t j = r0; j < out; ++j) ASSERT_EQ(y[size_t(j - r0)], whole[size_t(j)]) << isa << " rows from " << r0;
