@@ -228,7 +228,11 @@ Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& 
   const float* ph = hc.data<float>();
   Tensor gh = need_gh ? Tensor::empty({N, H}) : Tensor();
   Tensor gw = need_gw ? (N ? Tensor::empty({V, H}) : Tensor::zeros({V, H})) : Tensor();
-  const int64_t chunk = chunk_rows > 0 ? std::min(chunk_rows, std::max<int64_t>(N, 1)) : ce_chunk_rows(N, V);
+  // A quantised W is dequantised again in the packing of every chunk's two GEMMs, so it gets chunks of
+  // at least 256 rows: an 8B model's LM head (128256 × 4096) would otherwise be unpacked 16 times for
+  // 512 rows (65-row chunks), a quarter of a QLoRA step; the buffer grows to 256 × V floats (131 MB).
+  int64_t chunk = chunk_rows > 0 ? std::min(chunk_rows, std::max<int64_t>(N, 1)) : ce_chunk_rows(N, V);
+  if (chunk_rows == 0 && is_quantized(w)) chunk = std::min(std::max<int64_t>(N, 1), std::max<int64_t>(chunk, 256));
   Tensor buf = Tensor::empty({std::max<int64_t>(chunk, 1), V});
   float* L = buf.data<float>();
   std::vector<double> row_loss(size_t(N), 0.0);

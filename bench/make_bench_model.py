@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Random SmolLM2-135M-shaped (or, with --shape 1b, Llama-1B-shaped) Llama model directory for the training benchmark (bench/train_bench.py).
+"""Random SmolLM2-135M-shaped (or, with --shape 1b, Llama-1B-shaped; --shape 8b, Llama-3.1-8B-shaped) Llama model directory for the training benchmark (bench/train_bench.py).
 
 Writes DIR/config.json, DIR/model.safetensors (HF layout, random N(0, 0.02) weights, unit norms,
 tied embeddings) and the GPT-2 tokenizer files, plus DIR/train.jsonl: text rows long enough that
@@ -20,23 +20,27 @@ p = argparse.ArgumentParser()
 p.add_argument("--out", required=True)
 p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
 p.add_argument("--tokenizer", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tokenizers", "gpt2"))
-p.add_argument("--vocab", type=int, default=50304, help="GPT-2's 50257 ids padded to a multiple of 64")
-p.add_argument("--layers", type=int, default=None, help="default: 30 (smollm2-135m), 16 (1b)")
-p.add_argument("--shape", default="smollm2-135m", choices=["smollm2-135m", "1b"],
-               help="smollm2-135m: hidden 576, MLP 1536, 9/3 heads; 1b: Llama-3.2-1B-like, hidden 2048, MLP 8192, 32/8 heads")
+p.add_argument("--vocab", type=int, default=None, help="default: 50304 (GPT-2's 50257 ids padded to a multiple of 64); 128256 for 8b")
+p.add_argument("--layers", type=int, default=None, help="default: 30 (smollm2-135m), 16 (1b), 32 (8b)")
+p.add_argument("--shape", default="smollm2-135m", choices=["smollm2-135m", "1b", "8b"],
+               help="smollm2-135m: hidden 576, MLP 1536, 9/3 heads; 1b: Llama-3.2-1B-like, hidden 2048, MLP 8192, 32/8 heads; "
+                    "8b: Llama-3.1-8B-like, hidden 4096, MLP 14336, 32/8 heads, vocabulary 128256, untied LM head (16 GB in bf16)")
 p.add_argument("--rows", type=int, default=64, help="training rows in train.jsonl")
 p.add_argument("--seed", type=int, default=0)
 a = p.parse_args()
 
-if a.shape == "1b":
-    H, I, L, NH, NKV, V = 2048, 8192, a.layers or 16, 32, 8, a.vocab
+if a.shape == "8b":
+    H, I, L, NH, NKV, V = 4096, 14336, a.layers or 32, 32, 8, a.vocab or 128256
+elif a.shape == "1b":
+    H, I, L, NH, NKV, V = 2048, 8192, a.layers or 16, 32, 8, a.vocab or 50304
 else:
-    H, I, L, NH, NKV, V = 576, 1536, a.layers or 30, 9, 3, a.vocab
+    H, I, L, NH, NKV, V = 576, 1536, a.layers or 30, 9, 3, a.vocab or 50304
+TIED = a.shape != "8b"
 D = H // NH
 cfg = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": H, "intermediate_size": I,
     "num_hidden_layers": L, "num_attention_heads": NH, "num_key_value_heads": NKV, "head_dim": D,
-    "vocab_size": V, "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": True,
+    "vocab_size": V, "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": TIED,
     "hidden_act": "silu", "max_position_embeddings": 8192, "attention_bias": False, "mlp_bias": False,
     "bos_token_id": 50256, "eos_token_id": 50256, "torch_dtype": a.dtype,
 }
@@ -48,6 +52,8 @@ for n in ("tokenizer.json", "tokenizer_config.json"):
 
 rng = np.random.default_rng(a.seed) if np else random.Random(a.seed)
 tensors = {"model.embed_tokens.weight": (V, H), "model.norm.weight": (H,)}
+if not TIED:
+    tensors["lm_head.weight"] = (V, H)
 for i in range(L):
     pre = f"model.layers.{i}."
     tensors.update({pre + "input_layernorm.weight": (H,), pre + "post_attention_layernorm.weight": (H,),

@@ -116,6 +116,9 @@ Tensor load_quantized_matrix(const CheckpointReader& ck, const std::string& modu
   if (p.scale_dtype == DType::F32) {  // from_external views: own a copy only when misaligned
     if (reinterpret_cast<uintptr_t>(sc->data) % 4 != 0) p.scales = p.scales.clone();
     if (reinterpret_cast<uintptr_t>(bi->data) % 4 != 0) p.biases = p.biases.clone();
+  } else {  // widened to fp32 copies: the file's 16-bit pages need not stay resident (8B, g64: ~500 MB)
+    ck.file_of(sn)->release(*sc);
+    ck.file_of(bn)->release(*bi);
   }
   return make_quantized(std::move(p), cat(file(w), ": tensor '", wn, "'"));
 }

@@ -73,6 +73,10 @@ class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
   const SafetensorsMetadata& metadata() const { return metadata_; }
   size_t file_size() const { return size_; }
   std::shared_ptr<const void> keep_alive() const { return shared_from_this(); }
+  // Drops the resident pages of a tensor whose bytes were copied/converted (the loader's quantise on
+  // load, scale widening, dtype conversion) so they stop counting in the RSS; a later read maps them
+  // in again from the file. Only whole pages inside the tensor's range; no-op for in-memory images.
+  void release(const TensorRecord& r) const { image_.release(r.data, r.nbytes); }
 
  private:
   SafetensorsFile() = default;
