@@ -196,61 +196,42 @@ void pack_a(const Job& g, const Kernels& kr, int64_t i0, int64_t m, int64_t d0, 
   if (g.round_a && !g.pairs) round_to_bf16(reinterpret_cast<float*>(dst), (m + kr.mr - 1) / kr.mr * kr.mr * kc);
 }
 
-// Quantised B: op(B)[k][j] = W[j][k] (trans_b) or W[k][j]. Each weight row segment is dequantised
-// once (autograd/quant.h) into a thread-local buffer, then spread over the slivers (semantics of
-// PackFn). Under round_a (bf16 autocast) the dequantised values are rounded to bf16 — the weight is
-// a matmul input like any other, as bitsandbytes' QLoRA dequantises to its bf16 compute dtype — and,
-// with bf16 dot products (pairs), packed as bf16 pairs of consecutive depth k. d0/dc are in depth
-// units (k-pairs when g.pairs).
-void pack_b_quant(const Job& g, int w, int64_t d0, int64_t dc, int64_t j0, int n, uint32_t* dst) {
+// Quantised B: op(B)[k][j] = W[j][k] (trans_b) or W[k][j]. The block of W under this task is
+// dequantised (autograd/quant.h, the ISA's vector unpacker) into a thread-local fp32 buffer, a
+// depth block of kQuantDepth at a time (it stays in L1/L2), and each sliver is then packed from it
+// by the ISA's float packer — the packer a float B would get, so the layout, the zero padding and,
+// under round_a with bf16 dot products (pairs), the RNE rounding to bf16 pairs are those of
+// gemm_bf16w(round_a) on the bf16-rounded dequantised matrix. Under round_a without pairs the
+// dequantised values are rounded to bf16 values first (the weight is a matmul input like any
+// other, as bitsandbytes' QLoRA dequantises to its bf16 compute dtype). d0/dc are in depth units
+// (k-pairs when g.pairs).
+constexpr int64_t kQuantDepth = 256;  // even: a depth block never splits a k-pair
+void pack_b_quant(const Job& g, const Kernels& kr, int64_t d0, int64_t dc, int64_t j0, int n, uint32_t* dst) {
   thread_local std::vector<float> buf;
+  const int w = kr.nr;
+  const gemm_detail::PackFn pk = kr.pack ? kr.pack : pack_portable;
   const int64_t k0 = g.pairs ? 2 * d0 : d0, kc = std::min(g.pairs ? 2 * dc : dc, g.K - k0);
   const int64_t units = g.pairs ? (kc + 1) / 2 : kc;
-  const int64_t panels = (n + w - 1) / w;
-  if (n % w)  // the last sliver's padding lanes (0u is +0.0f and a pair of bf16 zeros); all else is written below
-    std::fill(dst + (panels - 1) * units * w, dst + panels * units * w, 0u);
-  float* o = reinterpret_cast<float*>(dst);
-  auto bits16 = [](float v) { uint32_t u; std::memcpy(&u, &v, 4); return u >> 16; };  // of a bf16-rounded value
-  if (g.tb) {  // lane x = weight row j0 + x, depth k = column k0 + k
-    buf.resize(size_t(kc) + 1);
-    for (int x = 0; x < n; ++x) {
-      dequantize_block(*g.q, j0 + x, j0 + x + 1, k0, k0 + kc, buf.data(), kc);
-      if (g.round_a) round_to_bf16(buf.data(), kc);
-      const int64_t at = (x / w) * units * w + x % w;
-      if (g.pairs) {
-        buf[size_t(kc)] = 0.0f;  // an odd kc's last pair
-        for (int64_t d = 0; d < units; ++d)
-          dst[at + d * w] = bits16(buf[size_t(2 * d)]) | (bits16(buf[size_t(2 * d + 1)]) << 16);
-      } else {
-        for (int64_t k = 0; k < kc; ++k) o[at + k * w] = buf[size_t(k)];
-      }
+  buf.resize(size_t(kQuantDepth) * size_t(n));
+  float* t = buf.data();
+  for (int64_t kb = 0; kb < kc; kb += kQuantDepth) {
+    const int64_t kk = std::min(kQuantDepth, kc - kb);
+    if (g.tb)  // t [n × kQuantDepth]: lane x = weight row j0 + x, depth k = column k0 + kb + k
+      dequantize_block(*g.q, j0, j0 + n, k0 + kb, k0 + kb + kk, t, kQuantDepth);
+    else       // t [kk × n]: depth k = weight row k0 + kb + k, lane x = column j0 + x
+      dequantize_block(*g.q, k0 + kb, k0 + kb + kk, j0, j0 + n, t, n);
+    if (g.round_a && !g.pairs) {
+      if (g.tb)
+        for (int x = 0; x < n; ++x) round_to_bf16(t + x * kQuantDepth, kk);
+      else
+        round_to_bf16(t, kk * n);
     }
-  } else {  // depth k = weight row k0 + k, lane x = column j0 + x
-    buf.resize(2 * size_t(n));
-    float* r0 = buf.data();
-    float* r1 = buf.data() + n;
-    for (int64_t d = 0; d < units; ++d) {
-      const int64_t k = g.pairs ? 2 * d : d;
-      dequantize_block(*g.q, k0 + k, k0 + k + 1, j0, j0 + n, r0, n);
-      if (g.round_a) round_to_bf16(r0, n);
-      if (!g.pairs) {
-        for (int x0 = 0; x0 < n; x0 += w)
-          std::memcpy(o + (x0 / w) * kc * w + k * w, r0 + x0, size_t(std::min(w, n - x0)) * sizeof(float));
-        continue;
-      }
-      if (k + 1 < kc) {
-        dequantize_block(*g.q, k0 + k + 1, k0 + k + 2, j0, j0 + n, r1, n);
-        round_to_bf16(r1, n);
-      } else {
-        std::fill(r1, r1 + n, 0.0f);
-      }
-      for (int x0 = 0; x0 < n; x0 += w) {  // contiguous runs of a sliver's lanes (vectorises)
-        uint32_t* od = dst + (x0 / w) * units * w + d * w;
-        const float* a = r0 + x0;
-        const float* b = r1 + x0;
-        const int nn = std::min(w, n - x0);
-        for (int x = 0; x < nn; ++x) od[x] = bits16(a[x]) | (bits16(b[x]) << 16);
-      }
+    const int64_t u0 = g.pairs ? kb / 2 : kb;
+    for (int x0 = 0; x0 < n; x0 += w) {
+      const int nn = std::min(w, n - x0);
+      uint32_t* out = dst + (x0 / w) * units * w + u0 * w;
+      if (g.tb) pk(t + x0 * kQuantDepth, kQuantDepth, kSrcF32, true, g.pairs, w, nn, kk, out);
+      else      pk(t + x0, n, kSrcF32, false, g.pairs, w, nn, kk, out);
     }
   }
 }
@@ -258,7 +239,7 @@ void pack_b_quant(const Job& g, int w, int64_t d0, int64_t dc, int64_t j0, int n
 // op(B) depth units [d0, d0+dc) × columns [j0, j0+n) into ceil(n/nr) consecutive dc×nr slivers.
 void pack_b(const Job& g, const Kernels& kr, int64_t d0, int64_t dc, int64_t j0, int n,
             uint32_t* dst) {
-  if (g.b_type == kSrcQuant) return pack_b_quant(g, kr.nr, d0, dc, j0, n, dst);
+  if (g.b_type == kSrcQuant) return pack_b_quant(g, kr, d0, dc, j0, n, dst);
   const gemm_detail::PackFn pk = g.b_type == kSrcF16 ? (kr.pack_f16 ? kr.pack_f16 : pack_portable)
                                                      : (kr.pack ? kr.pack : pack_portable);
   const int64_t k0 = g.pairs ? 2 * d0 : d0, kc = std::min(g.pairs ? 2 * dc : dc, g.K - k0);

@@ -22,6 +22,8 @@
 #include "autograd/cpu.h"
 #include "autograd/dtype.h"
 #include "autograd/gemm.h"
+#include "autograd/quant.h"
+#include "autograd/tensor.h"
 
 #ifdef FT_HAVE_OPENBLAS
 #include <cblas.h>
@@ -44,6 +46,9 @@ const Shape kShapes[] = {
     {"attn_fwd_1024x576.576x576", 1024, 576, 576, false, true},     // q/o proj
     {"down_fwd_1024x1536.1536x576", 1024, 576, 1536, false, true},  // down proj
     {"lm_head_1024x576.576x49152", 1024, 49152, 576, false, true},
+    // a chunk of the fused LM head + cross-entropy (autograd/ops_loss.cpp): logits, then dh = dlogits·W
+    {"lm_head_256x576.576x49152", 256, 49152, 576, false, true},
+    {"lm_head_dX_256x49152.49152x576", 256, 576, 49152, false, false},
 };
 
 struct Data {
@@ -99,6 +104,34 @@ void BM_ft_f16w(benchmark::State& st, Shape s) {
   for (auto _ : st) {
     ft::gemm_f16w(s.ta, s.tb, s.M, s.N, s.K, 1.0f, d.A.data(), s.ta ? s.M : s.K, d.Bf16.data(),
                   s.tb ? s.K : s.N, 0.0f, d.C.data(), s.N);
+    benchmark::ClobberMemory();
+  }
+  set_flops(st, s);
+  st.SetLabel(ft::isa_name());
+}
+
+// bf16 autocast (round_a, `--dtype bfloat16` training): a bf16 weight, and the same matrix held
+// quantised (MLX affine, group 64; QLoRA), whose GEMM dequantises in its packing step.
+void BM_ft_bf16w_autocast(benchmark::State& st, Shape s) {
+  Data d(s);
+  for (auto _ : st) {
+    ft::gemm_bf16w(s.ta, s.tb, s.M, s.N, s.K, 1.0f, d.A.data(), s.ta ? s.M : s.K, d.Bh.data(),
+                   s.tb ? s.K : s.N, 0.0f, d.C.data(), s.N, true);
+    benchmark::ClobberMemory();
+  }
+  set_flops(st, s);
+  st.SetLabel(ft::isa_name());
+}
+
+void BM_ft_qw_autocast(benchmark::State& st, Shape s, int bits) {
+  Data d(s);
+  const int64_t rows = s.tb ? s.N : s.K, cols = s.tb ? s.K : s.N;
+  ft::Tensor w = ft::Tensor::empty({rows, cols});
+  std::copy(d.B.begin(), d.B.end(), w.data<float>());
+  const ft::Tensor q = ft::quantize_affine(w, bits, 64, ft::DType::BF16);
+  const ft::QuantParams& qp = ft::quant_params(q);
+  for (auto _ : st) {
+    ft::gemm_qw(s.ta, s.tb, s.M, s.N, s.K, 1.0f, d.A.data(), s.ta ? s.M : s.K, qp, 0.0f, d.C.data(), s.N, true);
     benchmark::ClobberMemory();
   }
   set_flops(st, s);
@@ -216,6 +249,12 @@ int register_all() {
         ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark((std::string("ft_f16w/") + s.name).c_str(), BM_ft_f16w, s)
         ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark((std::string("ft_bf16w_autocast/") + s.name).c_str(), BM_ft_bf16w_autocast, s)
+        ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
+    for (int bits : {4, 8})
+      benchmark::RegisterBenchmark((std::string("ft_q") + std::to_string(bits) + "w_autocast/" + s.name).c_str(),
+                                   BM_ft_qw_autocast, s, bits)
+          ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark((std::string("eigen/") + s.name).c_str(), BM_eigen, s)
         ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
 #ifdef FT_HAVE_OPENBLAS

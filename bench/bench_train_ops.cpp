@@ -6,6 +6,7 @@
 #include <benchmark/benchmark.h>
 
 #include "autograd/ops.h"
+#include "autograd/quant.h"
 
 using namespace ft;
 
@@ -48,6 +49,24 @@ void LmHeadCe(benchmark::State& st, bool fused) {
   st.counters["FLOPS"] = benchmark::Counter(double(st.iterations()) * 2.0 * 2 * kRows * H * V, benchmark::Counter::kIsRate);
 }
 void LmHeadCeFused(benchmark::State& st) { LmHeadCe(st, true); }
+
+// The same under `--dtype bfloat16` (autocast), the head bf16 or 4-bit (group 64; QLoRA). Args: V,
+// bits (16 = bf16), rows per chunk (0 = the op's default).
+void LmHeadCeBf16(benchmark::State& st) {
+  const int64_t H = 576, V = st.range(0);
+  Tensor h = Tensor::randn({kRows, H}, 1).set_requires_grad(), W = Tensor::randn({V, H}, 2, 0.02f);
+  W = st.range(1) == 16 ? W.to(DType::BF16) : quantize_affine(W, int(st.range(1)), 64, DType::BF16);
+  std::vector<int32_t> t(kRows);
+  for (int64_t i = 0; i < kRows; ++i) t[size_t(i)] = int32_t((i * 7919) % V);
+  Tensor targets = Tensor::from_ids(t, {kRows});
+  AutocastBF16Guard ac;
+  for (auto _ : st) {
+    Tensor l = linear_cross_entropy_sum(h, W, targets, -100, 0.f, st.range(2));
+    l.backward();
+    h.zero_grad();
+  }
+  st.counters["FLOPS"] = benchmark::Counter(double(st.iterations()) * 2.0 * 2 * kRows * H * V, benchmark::Counter::kIsRate);
+}
 void LmHeadCeUnfused(benchmark::State& st) { LmHeadCe(st, false); }
 
 // Causal GQA attention [4, 256, 9|3, 64], forward + backward.
@@ -81,6 +100,7 @@ BENCHMARK(LoraFused) LORA_SHAPES;
 BENCHMARK(LoraUnfused) LORA_SHAPES;
 BENCHMARK(LoraFusedBf16) LORA_SHAPES;
 BENCHMARK(LmHeadCeFused)->Args({50304, 0})->Args({50304, 128})->Args({50304, 256})->Args({50304, 512})->Args({50304, 1024})->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(LmHeadCeBf16)->ArgsProduct({{49152}, {16, 4}, {128, 170, 205, 256, 342}})->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(LmHeadCeUnfused)->Args({50304, 0})->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(Attention)->Arg(256)->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(GatedSilu)->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);

@@ -268,7 +268,7 @@ TEST(Quant, GemmEqualsTheDequantisedMatrixOnEveryIsa) {
 TEST(Quant, AutocastGemmEqualsTheBf16RoundedDequantisedMatrix) {
   testing::IsaGuard guard;
   for (int bits : {4, 8})
-    for (auto [out, in, group] : {std::tuple<int64_t, int64_t, int>{70, 96, 32}, {33, 1600, 64}, {2100, 64, 64}}) {
+    for (auto [out, in, group] : {std::tuple<int64_t, int64_t, int>{70, 96, 32}, {33, 1600, 64}, {2100, 64, 64}, {40, 6208, 64}}) {
       Tensor q = quantize_affine(Tensor::randn({out, in}, uint64_t(bits * 7 + in), 0.1f), bits, group, DType::F32);
       const QuantParams& p = quant_params(q);
       std::vector<float> wf = dequantize(q).to_vector();
