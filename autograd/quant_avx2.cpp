@@ -25,10 +25,9 @@ inline uint32_t code_at(const uint32_t* row, int bits, int64_t c) {
   return x & ((1u << bits) - 1u);
 }
 
-// 8 dequantised weights of row r from element c (c % 8 == 0).
+// 8 codes of a row from element c (c % 8 == 0), as fp32 (exact).
 template <int BITS>
-inline __m256 deq8(const View& v, int64_t r, int64_t c) {
-  const uint32_t* row = v.packed + r * v.wpr;
+inline __m256 codes8(const View& v, const uint32_t* row, int64_t c) {
   __m256i q;
   if constexpr (BITS == 4) {
     uint32_t w;
@@ -44,14 +43,20 @@ inline __m256 deq8(const View& v, int64_t r, int64_t c) {
     for (int u = 0; u < 8; ++u) t[u] = int32_t(code_at(row, v.bits, c + u));
     q = _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
   }
-  const int64_t g = r * v.gpr + c / v.group;
-  const __m256 p = _mm256_mul_ps(_mm256_set1_ps(v.scales[g]), _mm256_cvtepi32_ps(q));
-  return _mm256_add_ps(p, _mm256_set1_ps(v.biases[g]));
+  return _mm256_cvtepi32_ps(q);
 }
 
+// Group by group (scale and offset broadcast once per group): w = scale·q rounded, + bias rounded.
 template <int BITS>
 void dequant(const View& v, int64_t r, int64_t c0, int64_t c1, float* out) {
-  for (int64_t c = c0; c < c1; c += 8) _mm256_storeu_ps(out + (c - c0), deq8<BITS>(v, r, c));
+  const uint32_t* row = v.packed + r * v.wpr;
+  const float* sc = v.scales + r * v.gpr;
+  const float* bi = v.biases + r * v.gpr;
+  for (int64_t c = c0; c < c1;) {
+    const int64_t g = c / v.group, end = (g + 1) * v.group < c1 ? (g + 1) * v.group : c1;
+    const __m256 s = _mm256_set1_ps(sc[g]), b = _mm256_set1_ps(bi[g]);
+    for (; c < end; c += 8) _mm256_storeu_ps(out + (c - c0), _mm256_add_ps(_mm256_mul_ps(s, codes8<BITS>(v, row, c)), b));
+  }
 }
 
 inline float hsum(__m256 v) {  // as gemv_avx2.cpp

@@ -32,10 +32,9 @@ inline uint32_t code_at(const uint32_t* row, int bits, int64_t c) {
   return x & ((1u << bits) - 1u);
 }
 
-// 16 dequantised weights of row r from element c (c % 16 == 0: within one group).
+// 16 codes of a row from element c (c % 16 == 0), as fp32 (exact).
 template <int BITS>
-inline __m512 deq16(const View& v, int64_t r, int64_t c) {
-  const uint32_t* row = v.packed + r * v.wpr;
+inline __m512 codes16(const View& v, const uint32_t* row, int64_t c) {
   __m512i q;
   if constexpr (BITS == 4) {
     uint64_t w;
@@ -51,15 +50,12 @@ inline __m512 deq16(const View& v, int64_t r, int64_t c) {
     for (int u = 0; u < 16; ++u) t[u] = int32_t(code_at(row, v.bits, c + u));
     q = _mm512_load_si512(t);
   }
-  const int64_t g = r * v.gpr + c / v.group;
-  const __m512 p = _mm512_mul_ps(_mm512_set1_ps(v.scales[g]), _mm512_cvtepi32_ps(q));
-  return _mm512_add_ps(p, _mm512_set1_ps(v.biases[g]));
+  return _mm512_cvtepi32_ps(q);
 }
 
-// 8 weights from c (c % 8 == 0), for the ends of a segment.
+// 8 codes from c (c % 8 == 0), for the ends of a segment.
 template <int BITS>
-inline __m256 deq8(const View& v, int64_t r, int64_t c) {
-  const uint32_t* row = v.packed + r * v.wpr;
+inline __m256 codes8(const View& v, const uint32_t* row, int64_t c) {
   __m256i q;
   if constexpr (BITS == 4) {
     uint32_t w;
@@ -75,20 +71,32 @@ inline __m256 deq8(const View& v, int64_t r, int64_t c) {
     for (int u = 0; u < 8; ++u) t[u] = int32_t(code_at(row, v.bits, c + u));
     q = _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
   }
-  const int64_t g = r * v.gpr + c / v.group;
-  const __m256 p = _mm256_mul_ps(_mm256_set1_ps(v.scales[g]), _mm256_cvtepi32_ps(q));
-  return _mm256_add_ps(p, _mm256_set1_ps(v.biases[g]));
+  return _mm256_cvtepi32_ps(q);
 }
 
+// Group by group: the scale and offset are broadcast once per group (the group index is one division
+// per group, not per vector). w = scale·q rounded, + bias rounded.
 template <int BITS>
 void dequant(const View& v, int64_t r, int64_t c0, int64_t c1, float* out) {
+  const uint32_t* row = v.packed + r * v.wpr;
+  const float* sc = v.scales + r * v.gpr;
+  const float* bi = v.biases + r * v.gpr;
   int64_t c = c0;
-  if (c % 16 != 0 && c < c1) {
-    _mm256_storeu_ps(out, deq8<BITS>(v, r, c));
-    c += 8;
+  while (c < c1) {
+    const int64_t g = c / v.group, end = (g + 1) * v.group < c1 ? (g + 1) * v.group : c1;
+    const __m512 s = _mm512_set1_ps(sc[g]), b = _mm512_set1_ps(bi[g]);
+    if (c % 16 != 0) {
+      _mm256_storeu_ps(out + (c - c0), _mm256_add_ps(_mm256_mul_ps(_mm512_castps512_ps256(s), codes8<BITS>(v, row, c)),
+                                                     _mm512_castps512_ps256(b)));
+      c += 8;
+    }
+    for (; c + 16 <= end; c += 16) _mm512_storeu_ps(out + (c - c0), _mm512_add_ps(_mm512_mul_ps(s, codes16<BITS>(v, row, c)), b));
+    if (c < end) {
+      _mm256_storeu_ps(out + (c - c0), _mm256_add_ps(_mm256_mul_ps(_mm512_castps512_ps256(s), codes8<BITS>(v, row, c)),
+                                                     _mm512_castps512_ps256(b)));
+      c += 8;
+    }
   }
-  for (; c + 16 <= c1; c += 16) _mm512_storeu_ps(out + (c - c0), deq16<BITS>(v, r, c));
-  if (c < c1) _mm256_storeu_ps(out + (c - c0), deq8<BITS>(v, r, c));
 }
 
 // ---- the decode GEMV (regrouped: Σ_g s_g·Σ q·x + Σ_g b_g·xs_g, see quant_kernels.h)
