@@ -10,6 +10,7 @@
 #include <set>
 
 #include <nlohmann/json.hpp>
+#include <tbb/parallel_for.h>
 
 #include "data/tokenizer.h"
 #include "models/gguf_load.h"
@@ -255,7 +256,9 @@ struct Out {
       const int64_t rows = int64_t(v.size()) / ne[0];
       const size_t rb = ggml_row_bytes(t, ne[0]);
       std::vector<uint8_t> q(size_t(rows) * rb);
-      for (int64_t r = 0; r < rows; ++r) ggml_quantize_row(t, v.data() + r * ne[0], ne[0], q.data() + size_t(r) * rb);
+      tbb::parallel_for(tbb::blocked_range<int64_t>(0, rows, 16), [&](const tbb::blocked_range<int64_t>& rr) {  // rows are independent
+        for (int64_t r = rr.begin(); r < rr.end(); ++r) ggml_quantize_row(t, v.data() + r * ne[0], ne[0], q.data() + size_t(r) * rb);
+      });
       w.add_tensor(name, ne, t, q.data(), q.size());
     }
   }

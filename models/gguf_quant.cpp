@@ -38,16 +38,92 @@ void q4_0(const float* x, uint8_t* b) {
   }
 }
 
-// Q4_K: per sub-block of 32, x ≈ s·q − m with q in 0..15, s = (max − min)/15, m = −min (min <= 0);
-// s and m are coded as 6-bit multiples of the super-block's d and dmin.
+// Q4_K and Q6_K: as llama.cpp's reference quantisers (ggml-quants.c quantize_row_q4_K_ref /
+// quantize_row_q6_K_ref, without an importance matrix), each sub-block's scale is searched rather than
+// taken from its range: candidate scales around the range's, the integers rounded for each, then the
+// scale (and for Q4_K the offset) refitted by weighted least squares to those integers; the candidate
+// with the smallest weighted squared error wins, the plain range scale being one of the candidates.
+// Weights: Q4_K |x| + rms(sub-block) (the error of large weights counts more), Q6_K none. The 6/8-bit
+// coding of the sub-block scales against the super-block's d (and dmin) follows, then the integers are
+// rounded again against the coded scales.
+
+// Nearest integer of v (|v| < 2^22; ties to even), branch-free so that the search loops vectorise.
+inline int near_int(float v) {
+  const float r = v + 12582912.f;  // 1.5·2^23: the integer lands in the low mantissa bits
+  int32_t i;
+  std::memcpy(&i, &r, 4);
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+// Q4_K sub-block of n (<= 32) values: x ≈ s·q + b with q in 0..nmax and b <= 0. Returns s, writes -b
+// to *m. The error of a candidate follows from its sums: Σw(s·q + b − x)² = s²·Σwq² + b²·Σw + Σwx²
+// + 2sb·Σwq − 2s·Σwqx − 2b·Σwx.
+float fit_scale_min(const float* x, int n, int nmax, float* m) {
+  float lo = 0, hi = 0, ss = 0;
+  for (int j = 0; j < n; ++j) lo = std::min(lo, x[j]), hi = std::max(hi, x[j]), ss += x[j] * x[j];
+  *m = -lo;
+  if (!(hi > lo) || !std::isfinite(hi - lo)) return hi > lo ? (hi - lo) / float(nmax) : 0.f;
+  const float rms = std::sqrt(ss / float(n));
+  float w[32];
+  double sw = 0, sx = 0, sxx = 0;
+  for (int j = 0; j < n; ++j) {
+    w[j] = rms + std::fabs(x[j]);
+    sw += w[j], sx += double(w[j]) * x[j], sxx += double(w[j]) * x[j] * x[j];
+  }
+  auto err = [&](double s, double b, double sq, double sqq, double sqx) {
+    return s * s * sqq + b * b * sw + sxx + 2 * s * b * sq - 2 * s * sqx - 2 * b * sx;
+  };
+  double best = -1;
+  float best_s = (hi - lo) / float(nmax), best_b = lo;
+  for (int k = -1; k <= 20; ++k) {  // k = −1: the plain range scale, b = lo (no refit)
+    const float iscale = k < 0 ? float(nmax) / (hi - lo) : (float(nmax) - 1.f + 0.1f * float(k)) / (hi - lo);
+    float sq = 0, sqq = 0, sqx = 0;
+    for (int j = 0; j < n; ++j) {
+      const float q = float(std::clamp(near_int(iscale * (x[j] - lo)), 0, nmax));
+      sq += w[j] * q, sqq += w[j] * q * q, sqx += w[j] * q * x[j];
+    }
+    double s = (hi - lo) / float(nmax), b = lo;
+    if (k >= 0) {
+      const double det = sw * sqq - double(sq) * sq;
+      if (!(det > 0)) continue;
+      s = (sw * sqx - double(sq) * sx) / det, b = (double(sqq) * sx - double(sq) * sqx) / det;
+      if (b > 0) b = 0, s = sqx / sqq;  // the offset may not be positive (Q4_K stores −b >= 0)
+      if (!(s > 0)) continue;
+    }
+    const double e = err(s, b, sq, sqq, sqx);
+    if (best < 0 || e < best) best = e, best_s = float(s), best_b = float(b);
+  }
+  *m = -best_b;
+  return best_s;
+}
+
+// Q6_K sub-block of 16: x ≈ s·q with q in −32..31; s may be negative (the largest-magnitude value
+// then takes −32). For fixed q the best s is Σxq/Σq², with squared error Σx² − (Σxq)²/Σq²: the
+// candidate with the largest (Σxq)²/Σq² wins. Returns s.
+float fit_scale_signed(const float* x) {
+  float amax = 0, mx = 0;
+  for (int j = 0; j < 16; ++j)
+    if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), mx = x[j];
+  if (!(amax > 0) || !std::isfinite(amax)) return mx / -32.f;
+  float best_s = mx / -32.f;
+  double best = -1;
+  for (int k = -16; k <= 16; ++k) {
+    const float iscale = -(32.f + 0.1f * float(k)) / mx;
+    float slx = 0, sll = 0;
+    for (int j = 0; j < 16; ++j) {
+      const float q = float(std::clamp(near_int(iscale * x[j]), -32, 31));
+      slx += x[j] * q, sll += q * q;
+    }
+    if (sll > 0 && double(slx) * slx / sll > best) best = double(slx) * slx / sll, best_s = slx / sll;
+  }
+  return best_s;
+}
+
+// Q4_K: per sub-block of 32, x ≈ s·q − m with q in 0..15 and m >= 0 (fit_scale_min); s and m are
+// coded as 6-bit multiples of the super-block's d and dmin.
 void q4_k(const float* x, uint8_t* b) {
   float sc[8], mn[8];
-  for (int s = 0; s < 8; ++s) {
-    float lo = 0, hi = 0;
-    for (int j = 0; j < 32; ++j) lo = std::min(lo, x[s * 32 + j]), hi = std::max(hi, x[s * 32 + j]);
-    sc[s] = (hi - lo) / 15.f;
-    mn[s] = -lo;
-  }
+  for (int s = 0; s < 8; ++s) sc[s] = fit_scale_min(x + s * 32, 32, 15, &mn[s]);
   float msc = *std::max_element(sc, sc + 8), mmn = *std::max_element(mn, mn + 8);
   float d = msc / 63.f, dmin = mmn / 63.f;
   uint16_t dh = f32_to_f16(d), dmh = f32_to_f16(dmin);
@@ -78,25 +154,21 @@ void q4_k(const float* x, uint8_t* b) {
     for (int l = 0; l < 32; ++l) qs[c * 32 + l] = uint8_t(q[c * 64 + l] | (q[c * 64 + 32 + l] << 4));
 }
 
-// Q6_K: per sub-block of 16, x ≈ d·sc·(q − 32) with q − 32 in −32..31, sc an int8 multiple of d.
+// Q6_K: per sub-block of 16, x ≈ d·sc·(q − 32) with q − 32 in −32..31 (fit_scale_signed), sc an
+// int8 multiple of d (either sign).
 void q6_k(const float* x, uint8_t* b) {
-  float sc[16];
-  for (int s = 0; s < 16; ++s) {
-    float amax = 0;
-    for (int j = 0; j < 16; ++j) amax = std::max(amax, std::fabs(x[s * 16 + j]));
-    sc[s] = amax / 31.f;
-  }
-  float msc = *std::max_element(sc, sc + 16);
-  float d = msc / 127.f;
+  float sc[16], amax = 0;
+  for (int s = 0; s < 16; ++s) sc[s] = fit_scale_signed(x + s * 16), amax = std::max(amax, std::fabs(sc[s]));
+  float d = amax / 127.f;
   uint16_t dh = f32_to_f16(d);
   float dq = f16_to_f32(dh);
   int8_t ls[16];
-  for (int s = 0; s < 16; ++s) ls[s] = int8_t(dq > 0 ? std::clamp(int(std::lround(sc[s] / dq)), 0, 127) : 0);
+  for (int s = 0; s < 16; ++s) ls[s] = int8_t(dq > 0 ? std::clamp(int(std::lround(sc[s] / dq)), -127, 127) : 0);
   uint8_t L[256];
   for (int s = 0; s < 16; ++s) {
     float ds = dq * ls[s];
     for (int j = 0; j < 16; ++j) {
-      int v = ds > 0 ? int(std::lround(x[s * 16 + j] / ds)) : 0;
+      int v = ds != 0 ? int(std::lround(x[s * 16 + j] / ds)) : 0;
       L[s * 16 + j] = uint8_t(std::clamp(v, -32, 31) + 32);
     }
   }

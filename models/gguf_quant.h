@@ -12,9 +12,10 @@
 //   Q5_K 256: as Q4_K plus qh[32] (the fifth bits)
 //   Q6_K 256: ql[128], qh[64], i8 scales[16] (sub-blocks of 16), f16 d     x = d·sc·(q − 32)
 //
-// The quantisers (Q8_0 and Q4_0 exactly as ggml's reference ones; Q4_K and Q6_K a direct
-// min/max-per-sub-block scheme, not ggml's iterative search) write blocks any ggml reader decodes;
-// the dequantisers are exact (the value ggml computes, in float32).
+// The quantisers (Q8_0 and Q4_0 exactly as ggml's reference ones; Q4_K and Q6_K with a least-squares
+// search of each sub-block's scale (weighted for Q4_K), as ggml's reference K-quantisers do without an
+// importance matrix — not bit-identical to them) write blocks any ggml reader decodes; the
+// dequantisers are exact (the value ggml computes, in float32).
 #include <cstddef>
 #include <cstdint>
 
