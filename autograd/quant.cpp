@@ -43,6 +43,8 @@ bool quant_bits_supported(int bits) { return bits == 2 || bits == 3 || bits == 4
 bool quant_group_supported(int g) { return g == 32 || g == 64 || g == 128; }
 bool quant_group_valid(int g) { return g == 16 || quant_group_supported(g); }
 
+static bool scale_storage_ok(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
 void check_quant_params(const QuantParams& p, const std::string& what) {
   FT_CHECK(p.format == QuantFormat::MlxAffine, what, ": unsupported quantization format");
   FT_CHECK(quant_bits_supported(p.bits), what, ": ", p.bits, "-bit quantization is not supported (affine: 2, 3, 4, 5, 6 or 8 bits)");
@@ -57,11 +59,17 @@ void check_quant_params(const QuantParams& p, const std::string& what) {
            ", ", p.cols, "] matrix need ", shape_str(ws), " uint32 words (", p.cols, " · ", p.bits, " / 32 per row)");
   for (const Tensor* t : {&p.scales, &p.biases}) {
     const char* nm = t == &p.scales ? "scales" : "biases";
-    FT_CHECK(t->defined() && t->dtype() == DType::F32 && t->is_contiguous(), what, ": ", nm, " must be contiguous float32 in memory");
+    FT_CHECK(t->defined() && scale_storage_ok(t->dtype()) && t->is_contiguous(), what, ": ", nm,
+             " must be contiguous float32, float16 or bfloat16 in memory");
+    FT_CHECK(t->dtype() == p.scales.dtype(), what, ": scales are ", dtype_name(p.scales.dtype()), " but biases are ",
+             dtype_name(t->dtype()), " (both must have one dtype)");
     FT_CHECK(t->shape() == gs, what, ": ", nm, " have shape ", t->shape_str(), " but a [", p.rows, ", ", p.cols, "] matrix in groups of ",
              p.group_size, " needs ", shape_str(gs));
   }
   FT_CHECK(p.rows == 0 || reinterpret_cast<uintptr_t>(p.packed.raw()) % 4 == 0, what, ": packed weights are not 4-byte aligned");
+  for (const Tensor* t : {&p.scales, &p.biases})
+    FT_CHECK(p.rows == 0 || reinterpret_cast<uintptr_t>(t->raw()) % dtype_size(t->dtype()) == 0, what,
+             ": scales/biases are not aligned to their element size");
 }
 
 Tensor make_quantized(QuantParams p, const std::string& what) {
@@ -77,10 +85,63 @@ Tensor make_quantized(QuantParams p, const std::string& what) {
 
 namespace {
 
-View view_of(const QuantParams& q) {
-  return View{q.bits, q.group_size, q.cols, q.words_per_row(), q.groups_per_row(), static_cast<const uint32_t*>(q.packed.raw()),
-              q.scales.data<float>(), q.biases.data<float>()};
+const quant_detail::Kernels* isa_kernels(int) {
+  const CpuFeatures& f = cpu_features();
+  return f.avx512f ? quant_detail::kernels_avx512() : f.avx2 ? quant_detail::kernels_avx2() : nullptr;
 }
+
+// dst[i] = src[i] (16-bit float of dtype t) widened to fp32, exactly.
+void widen16(const uint16_t* src, DType t, float* dst, int64_t n) {
+  if (t == DType::BF16) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+    return;
+  }
+  const quant_detail::Kernels* kr = isa_kernels(0);
+  if (kr) return kr->widen_f16(src, dst, n);
+  for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+}
+
+// The kernels' View of rows [j0, j0 + n) of q (row 0 of the View is row j0), with fp32 scales and
+// biases for groups [g0, g1) of those rows: pointers into F32 storage, or the 16-bit values widened
+// (exactly) into buf (n × gpr floats each; only groups [g0, g1) are filled). A View is only valid
+// while buf is not resized.
+View view_rows(const QuantParams& q, int64_t j0, int64_t n, int64_t g0, int64_t g1, std::vector<float>& buf) {
+  const int64_t gpr = q.groups_per_row();
+  View v{q.bits, q.group_size, q.cols, q.words_per_row(), gpr, static_cast<const uint32_t*>(q.packed.raw()) + j0 * q.words_per_row(),
+         nullptr, nullptr};
+  const DType t = q.scales.dtype();
+  if (t == DType::F32) {
+    v.scales = static_cast<const float*>(q.scales.raw()) + j0 * gpr;
+    v.biases = static_cast<const float*>(q.biases.raw()) + j0 * gpr;
+    return v;
+  }
+  if (buf.size() < size_t(2 * n * gpr)) buf.resize(size_t(2 * n * gpr));
+  float* s = buf.data();
+  float* b = s + n * gpr;
+  const uint16_t* ss = static_cast<const uint16_t*>(q.scales.raw()) + j0 * gpr;
+  const uint16_t* bb = static_cast<const uint16_t*>(q.biases.raw()) + j0 * gpr;
+  if (g0 == 0 && g1 == gpr) {
+    widen16(ss, t, s, n * gpr);
+    widen16(bb, t, b, n * gpr);
+  } else {
+    for (int64_t j = 0; j < n; ++j) {
+      widen16(ss + j * gpr + g0, t, s + j * gpr + g0, g1 - g0);
+      widen16(bb + j * gpr + g0, t, b + j * gpr + g0, g1 - g0);
+    }
+  }
+  v.scales = s;
+  v.biases = b;
+  return v;
+}
+
+// Rows per call of a GEMV kernel: all of a task's rows when the scales are fp32 in memory, else
+// blocks of whole 4-row steps whose widened scales and biases fit ~16 KiB (they stay in L1).
+int64_t scale_block_rows(const QuantParams& q, int64_t n) {
+  if (q.scales.dtype() == DType::F32) return std::max<int64_t>(n, 1);
+  return std::max<int64_t>(4, 2048 / std::max<int64_t>(1, q.groups_per_row()) / 4 * 4);
+}
+
+thread_local std::vector<float> t_scale_buf;  // view_rows' buffer (kernels never nest: one per thread is enough)
 
 inline uint32_t code_at(const uint32_t* row, int bits, int64_t c) {
   const int64_t bit = c * bits;
@@ -105,11 +166,6 @@ void dequant_portable(const View& v, int64_t r, int64_t c0, int64_t c1, float* o
     const int64_t g = c / v.group;
     out[c - c0] = deq(s[g], code_at(row, v.bits, c), b[g]);
   }
-}
-
-const quant_detail::Kernels* isa_kernels(int) {
-  const CpuFeatures& f = cpu_features();
-  return f.avx512f ? quant_detail::kernels_avx512() : f.avx2 ? quant_detail::kernels_avx2() : nullptr;
 }
 
 // Portable GEMV rows (x in natural order): per group s·(Σ q·x) then + Σ_g b·xs at the end.
@@ -230,18 +286,20 @@ uint32_t quant_code(const QuantParams& q, int64_t r, int64_t c) {
 void dequantize_block(const QuantParams& q, int64_t r0, int64_t r1, int64_t c0, int64_t c1, float* out, int64_t ldo) {
   FT_CHECK(0 <= r0 && r0 <= r1 && r1 <= q.rows && 0 <= c0 && c0 <= c1 && c1 <= q.cols, "dequantize_block: rows [", r0, ", ", r1,
            ") × cols [", c0, ", ", c1, ") outside [", q.rows, ", ", q.cols, "]");
-  const View v = view_of(q);
+  if (r0 == r1 || c0 == c1) return;
   const quant_detail::Kernels* kr = isa_kernels(q.bits);
   const int64_t a0 = std::min(c1, (c0 + 7) / 8 * 8), a1 = std::max(a0, c1 / 8 * 8);
+  const int64_t g0 = c0 / q.group_size, g1 = (c1 + q.group_size - 1) / q.group_size;
   for (int64_t r = r0; r < r1; ++r) {
+    const View v = view_rows(q, r, 1, g0, g1, t_scale_buf);  // row 0 of v is row r
     float* o = out + (r - r0) * ldo;
     if (!kr) {
-      dequant_portable(v, r, c0, c1, o);
+      dequant_portable(v, 0, c0, c1, o);
       continue;
     }
-    dequant_portable(v, r, c0, a0, o);
-    if (a1 > a0) kr->dequant(v, r, a0, a1, o + (a0 - c0));
-    dequant_portable(v, r, a1, c1, o + (a1 - c0));
+    dequant_portable(v, 0, c0, a0, o);
+    if (a1 > a0) kr->dequant(v, 0, a0, a1, o + (a0 - c0));
+    dequant_portable(v, 0, a1, c1, o + (a1 - c0));
   }
 }
 
@@ -287,19 +345,21 @@ Tensor quantize_affine(const Tensor& w_in, int bits, int group_size, DType scale
   FT_CHECK(p.cols % 32 == 0, what, ": the input dimension ", p.cols, " is not a multiple of 32");
   FT_CHECK(p.cols % group_size == 0, what, ": the input dimension ", p.cols, " is not a multiple of the group size ", group_size);
   p.packed = Tensor::zeros({p.rows, p.words_per_row()}, DType::I32);
-  p.scales = Tensor::empty({p.rows, p.groups_per_row()});
-  p.biases = Tensor::empty({p.rows, p.groups_per_row()});
+  // Stored as MLX stores them: in scale_dtype (fp32 for an fp32 input, else 16 bits).
+  const DType st = scale_dtype == DType::BF16 || scale_dtype == DType::F16 ? scale_dtype : DType::F32;
+  p.scales = Tensor::empty({p.rows, p.groups_per_row()}, st);
+  p.biases = Tensor::empty({p.rows, p.groups_per_row()}, st);
   const Tensor w = w_in.contiguous();
   const size_t es = dtype_size(w.dtype());
   const char* src = static_cast<const char*>(w.raw());
   uint32_t* packed = static_cast<uint32_t*>(p.packed.raw());
-  float* scales = p.scales.data<float>();
-  float* biases = p.biases.data<float>();
+  void* scales = p.scales.raw();
+  void* biases = p.biases.raw();
   const int64_t wpr = p.words_per_row(), gpr = p.groups_per_row(), cols = p.cols;
-  auto round_to = [&](float x) {  // the stored value (MLX stores scales/biases in the input's dtype)
-    if (scale_dtype == DType::BF16) return bf16_to_f32(f32_to_bf16(x));
-    if (scale_dtype == DType::F16) return f16_to_f32(f32_to_f16(x));
-    return x;
+  auto put = [&](void* dst, int64_t i, float x) {  // the stored value (MLX stores scales/biases in the input's dtype)
+    if (st == DType::BF16) static_cast<uint16_t*>(dst)[i] = f32_to_bf16(x);
+    else if (st == DType::F16) static_cast<uint16_t*>(dst)[i] = f32_to_f16(x);
+    else static_cast<float*>(dst)[i] = x;
   };
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, p.rows, 8), [&](const tbb::blocked_range<int64_t>& rr) {
     std::vector<float> row(static_cast<size_t>(cols));
@@ -334,12 +394,33 @@ Tensor quantize_affine(const Tensor& w_in, int bits, int group_size, DType scale
           out[wi] |= uint32_t(code << sh);
           if (sh + bits > 32) out[wi + 1] |= uint32_t(code >> (32 - sh));
         }
-        scales[r * gpr + g] = round_to(scale);
-        biases[r * gpr + g] = round_to(bias);
+        put(scales, r * gpr + g, scale);
+        put(biases, r * gpr + g, bias);
       }
     }
   });
   return make_quantized(std::move(p), what);
+}
+
+void compact_quant_scales(QuantParams& p) {
+  if (p.scales.dtype() != DType::F32 || p.rows == 0) return;
+  const int64_t n = p.rows * p.groups_per_row();
+  const float* s = p.scales.data<float>();
+  const float* b = p.biases.data<float>();
+  auto exact_in = [&](DType t) {
+    for (const float* x : {s, b})
+      for (int64_t i = 0; i < n; ++i) {
+        const float back = t == DType::F16 ? f16_to_f32(f32_to_f16(x[i])) : bf16_to_f32(f32_to_bf16(x[i]));
+        if (f32_to_bits(back) != f32_to_bits(x[i])) return false;
+      }
+    return true;
+  };
+  for (DType t : {DType::F16, DType::BF16})
+    if (exact_in(t)) {
+      p.scales = p.scales.to(t).contiguous();
+      p.biases = p.biases.to(t).contiguous();
+      return;
+    }
 }
 
 void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
@@ -353,7 +434,6 @@ void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float a
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
   }
-  const View v = view_of(W);
   const quant_detail::Kernels* kr = isa_kernels(W.bits);
   const quant_detail::RowsFn rows = kr ? kr->rows : rows_portable;
   // Each row of A once: x in the kernel's unpack order (zero-padded to whole blocks) and its group sums.
@@ -390,9 +470,14 @@ void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float a
     }
   }
   for_row_tasks(N, K, W.bits, allow_parallel, [&](int64_t j0, int64_t n) {
-    for (int64_t i0 = 0; i0 < M; i0 += 4) {
-      const int m = int(std::min<int64_t>(4, M - i0));
-      rows(v, m, j0, n, alpha, xp.data() + i0 * ldxp, ldxp, xs.data() + i0 * gpr, gpr, beta, C + i0 * ldc + j0, ldc);
+    const int64_t R = scale_block_rows(W, n);
+    for (int64_t r0 = j0; r0 < j0 + n; r0 += R) {
+      const int64_t nr = std::min(R, j0 + n - r0);
+      const View v = view_rows(W, r0, nr, 0, gpr, t_scale_buf);
+      for (int64_t i0 = 0; i0 < M; i0 += 4) {
+        const int m = int(std::min<int64_t>(4, M - i0));
+        rows(v, m, 0, nr, alpha, xp.data() + i0 * ldxp, ldxp, xs.data() + i0 * gpr, gpr, beta, C + i0 * ldc + r0, ldc);
+      }
     }
   });
 }
@@ -422,7 +507,6 @@ void qgemv_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, fl
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
   }
-  const View v = view_of(W);
   const quant_detail::Int8Kernels* kr = int8_kernels();
   const quant_detail::Int8RowsFn rows = kr ? kr->rows : rows_int8_portable;
   // Each row of A once: int8 values and block scales in the kernel's layout (quant_kernels.h), group sums.
@@ -445,10 +529,15 @@ void qgemv_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, fl
     }
   }
   for_row_tasks(N, K, W.bits, allow_parallel, [&](int64_t j0, int64_t n) {
-    for (int64_t i0 = 0; i0 < M; i0 += 4) {
-      const int m = int(std::min<int64_t>(4, M - i0));
-      rows(v, m, j0, n, alpha, xq.data() + i0 * ldxq, ldxq, xd.data() + i0 * ldxd, ldxd, xs.data() + i0 * gpr, gpr, beta,
-           C + i0 * ldc + j0, ldc);
+    const int64_t R = scale_block_rows(W, n);
+    for (int64_t r0 = j0; r0 < j0 + n; r0 += R) {
+      const int64_t nr = std::min(R, j0 + n - r0);
+      const View v = view_rows(W, r0, nr, 0, gpr, t_scale_buf);
+      for (int64_t i0 = 0; i0 < M; i0 += 4) {
+        const int m = int(std::min<int64_t>(4, M - i0));
+        rows(v, m, 0, nr, alpha, xq.data() + i0 * ldxq, ldxq, xd.data() + i0 * ldxd, ldxd, xs.data() + i0 * gpr, gpr, beta,
+             C + i0 * ldc + r0, ldc);
+      }
     }
   });
 }

@@ -17,7 +17,12 @@
 //           w[r][c] = scale·q + bias, evaluated in fp32 as MLX's float kernels do: the product
 //           rounded, then the sum rounded (never fused: the quant kernels are built with
 //           -ffp-contract=off).
-// Scales and biases are held as fp32 (exact widenings of the checkpoint's bf16/fp16 values);
+// Scales and biases are held in 16 bits (fp16 or bf16) wherever that is exact — as an MLX
+// checkpoint stores them, as quantize_affine rounds them for a 16-bit input, and for GGUF blocks
+// whose scales are the file's own fp16 values (compact_quant_scales) — and as fp32 otherwise (GGUF
+// K-quants' d·sub-scale products, fp32 checkpoints). The kernels widen them exactly to fp32, a
+// block of rows at a time, so the arithmetic is the same either way; 16 bits cut the bytes a decode
+// step reads (4-bit in groups of 32: 6 → 5 bits per weight) and the memory of a quantised model.
 // scale_dtype records the dtype they are written back in.
 // GGUF's block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are re-expressed exactly
 // in this format when a GGUF file is read (models/gguf_packed.h): every block is groups of 16 or 32
@@ -39,7 +44,7 @@ struct QuantParams {
   int group_size = 64;
   int64_t rows = 0, cols = 0;
   Tensor packed;                   // I32 (raw uint32 words) [rows, words_per_row()], contiguous
-  Tensor scales, biases;           // F32 [rows, groups_per_row()], contiguous
+  Tensor scales, biases;           // F32, F16 or BF16 (one dtype for both) [rows, groups_per_row()], contiguous
   DType scale_dtype = DType::F32;  // dtype of scales/biases in the checkpoint (and when saved)
   int64_t words_per_row() const { return cols * bits / 32; }
   int64_t groups_per_row() const { return group_size ? cols / group_size : 0; }
@@ -58,6 +63,10 @@ bool quant_bits_supported(int bits);
 bool quant_group_supported(int group_size);  // MLX's group sizes (checkpoints, --group-size): 32, 64, 128
 bool quant_group_valid(int group_size);      // what the kernels run: 16 (GGUF Q6_K) and MLX's
 
+// Stores fp32 scales and biases in fp16, else bf16, when every value converts there and back
+// bit for bit (nothing changes otherwise, or when they are 16-bit already).
+void compact_quant_scales(QuantParams& p);
+
 // Wraps checked params as a DType::Q tensor [rows, cols]. packed must be 4-byte aligned.
 Tensor make_quantized(QuantParams p, const std::string& what = "quantized weight");
 
@@ -65,8 +74,8 @@ Tensor make_quantized(QuantParams p, const std::string& what = "quantized weight
 // integers: per group, w_min/w_max; scale = max((max − min)/(2^bits − 1), 1e-7), negated unless
 // |min| > |max|; edge = the larger-magnitude end; q0 = rint(edge/scale); if q0 != 0:
 // scale = edge/q0, bias = edge, else bias = 0; q = clamp(rint((w − bias)/scale), 0, 2^bits − 1)
-// with that fp32 scale/bias; the stored scale/bias are then rounded to scale_dtype (as MLX stores
-// them in the input's dtype). Works row block by row block (no float copy of w is made).
+// with that fp32 scale/bias; the stored scale/bias are then rounded to scale_dtype and kept in it
+// (as MLX stores them in the input's dtype; fp32 unless scale_dtype is BF16 or F16). Works row block by row block (no float copy of w is made).
 // group_size: quant_group_valid.
 Tensor quantize_affine(const Tensor& w, int bits, int group_size, DType scale_dtype, const std::string& what = "weight");
 

@@ -11,7 +11,7 @@ struct View {
   int bits, group;
   int64_t cols, wpr, gpr;    // columns, uint32 words per row, groups per row
   const uint32_t* packed;    // rows × wpr
-  const float* scales;       // rows × gpr
+  const float* scales;       // rows × gpr (fp32 here: quant.cpp widens 16-bit ones for the rows it passes)
   const float* biases;       // rows × gpr
 };
 
@@ -39,10 +39,14 @@ using RowsFn = void (*)(const View& v, int m, int64_t j0, int64_t n, float alpha
 // Other bit widths (3, 5, 6), and lanes == 0 (the portable kernel), use x in its natural order.
 inline bool permuted_layout(int lanes, int bits) { return lanes > 0 && (bits == 2 || bits == 4 || bits == 8); }
 
+// dst[i] = the IEEE fp16 value src[i] widened to fp32 (exact; F16C vcvtph2ps), i < n.
+using WidenF16Fn = void (*)(const uint16_t* src, float* dst, int64_t n);
+
 struct Kernels {
   DequantFn dequant;
   RowsFn rows;
   int lanes;
+  WidenF16Fn widen_f16;
 };
 
 const Kernels* kernels_avx2();    // quant_avx2.cpp

@@ -159,6 +159,7 @@ Tensor gguf_repack(GgmlType t, const uint8_t* data, int64_t rows, int64_t cols, 
       }
     }
   });
+  compact_quant_scales(p);  // the file's own fp16 d (and m) are exact in 16 bits (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
   return make_quantized(std::move(p), what);
 }
 

@@ -46,7 +46,9 @@ GgufAffine gguf_affine_of(GgmlType t);
 // A quantised GGUF matrix [rows, cols] (row r's blocks at data + r·ggml_row_bytes(t, cols)) as a
 // DType::Q tensor, converted block by block (no float copy is made). row_src (optional, rows
 // entries) reorders the rows: destination row i is source row row_src[i]. scale_dtype of the
-// result is F32 (the products d·sc are not all fp16 values). `what` names the tensor in errors.
+// result is F32 (the products d·sc are not all fp16 values); the scales and biases are held in fp16
+// where every value is one (compact_quant_scales: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), else in fp32.
+// `what` names the tensor in errors.
 Tensor gguf_repack(GgmlType t, const uint8_t* data, int64_t rows, int64_t cols, const std::vector<int64_t>* row_src,
                    const std::string& what);
 

@@ -111,15 +111,13 @@ Tensor load_quantized_matrix(const CheckpointReader& ck, const std::string& modu
   p.packed = Tensor::from_external(w->data, ws, DType::I32, owner(wn));
   if (reinterpret_cast<uintptr_t>(w->data) % 4 != 0) p.packed = p.packed.clone();  // unaligned in the file: copy once
   p.scale_dtype = *to_dtype(sc->st_dtype);
-  p.scales = Tensor::from_external(sc->data, gs, p.scale_dtype, owner(sn)).to(DType::F32).contiguous();
-  p.biases = Tensor::from_external(bi->data, gs, p.scale_dtype, owner(bn)).to(DType::F32).contiguous();
-  if (p.scale_dtype == DType::F32) {  // from_external views: own a copy only when misaligned
-    if (reinterpret_cast<uintptr_t>(sc->data) % 4 != 0) p.scales = p.scales.clone();
-    if (reinterpret_cast<uintptr_t>(bi->data) % 4 != 0) p.biases = p.biases.clone();
-  } else {  // widened to fp32 copies: the file's 16-bit pages need not stay resident (8B, g64: ~500 MB)
-    ck.file_of(sn)->release(*sc);
-    ck.file_of(bn)->release(*bi);
-  }
+  // Kept as stored (fp32, fp16 or bf16: the kernels widen them a block of rows at a time), mapped from
+  // the file; a copy only where the file leaves them misaligned for their element size.
+  p.scales = Tensor::from_external(sc->data, gs, p.scale_dtype, owner(sn));
+  p.biases = Tensor::from_external(bi->data, gs, p.scale_dtype, owner(bn));
+  const size_t es = dtype_size(p.scale_dtype);
+  if (reinterpret_cast<uintptr_t>(sc->data) % es != 0) p.scales = p.scales.clone();
+  if (reinterpret_cast<uintptr_t>(bi->data) % es != 0) p.biases = p.biases.clone();
   return make_quantized(std::move(p), cat(file(w), ": tensor '", wn, "'"));
 }
 

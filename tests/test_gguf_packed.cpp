@@ -91,7 +91,24 @@ TEST(GgufPacked, EveryBlockTypeDequantisesExactlyAsGgmlOnEveryIsa) {
     const QuantParams& p = quant_params(q);
     EXPECT_EQ(p.bits, gguf_affine_of(t).bits) << name;
     EXPECT_EQ(p.group_size, t == GgmlType::Q6_K ? 16 : 32) << name;
-    EXPECT_EQ(int64_t(q.nbytes()), rows * cols * p.bits / 8 + 2 * 4 * rows * cols / p.group_size) << name;
+    // the scales/biases: the file's fp16 values held in 16 bits where every one is exact, else fp32 —
+    // never for the K-quants (d·sub-scale products); here the d span fp16's whole range, so the
+    // offsets −128·d (Q8_0), −8·d (Q4_0), −16·d (Q5_0) overflow fp16 and stay fp32 (see below for
+    // realistic d); Q4_1/Q5_1's d and m are fp16 values whatever they are
+    const bool kquant = t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K;
+    const bool m_field = t == GgmlType::Q4_1 || t == GgmlType::Q5_1;
+    EXPECT_EQ(p.scales.dtype(), m_field ? DType::F16 : DType::F32) << name;
+    EXPECT_EQ(int64_t(q.nbytes()), rows * cols * p.bits / 8 + 2 * int64_t(dtype_size(p.scales.dtype())) * rows * cols / p.group_size)
+        << name;
+    if (!kquant) {  // d below 2 (as in real files: d ≈ max|w| / 127): every type but the K-quants holds them in fp16
+      std::vector<uint8_t> small = data;
+      for (size_t at = 0; at < small.size(); at += ggml_block_bytes(t))
+        for (size_t f : half_fields(t)) small[at + f + 1] = uint8_t(small[at + f + 1] & ~0x40u);  // exponent < 16: |h| < 2
+      Tensor qs = gguf_repack(t, small.data(), rows, cols, nullptr, name);
+      EXPECT_EQ(quant_params(qs).scales.dtype(), DType::F16) << name;
+      EXPECT_EQ(int64_t(qs.nbytes()), rows * cols * p.bits / 8 + 2 * 2 * rows * cols / p.group_size) << name;
+      expect_same_values(dequantize(qs).to_vector(), ggml_rows(t, small, rows, cols), name + " small d");
+    }
     for (const std::string& isa : testing::isa_levels()) {
       set_isa(isa);
       expect_same_values(dequantize(q).to_vector(), want, name + " " + isa);
@@ -132,8 +149,9 @@ TEST(GgufPacked, GemmAndGemvOnGroupsOf16EqualTheDequantisedMatrix) {
           ASSERT_EQ(y1, y2) << ggml_type_name(t) << " " << isa << " M " << M;
         } else {
           const float* xs = x.data<float>();
-          const float* sc = p.scales.data<float>();
-          const float* bi = p.biases.data<float>();
+          const std::vector<float> scv = p.scales.to(DType::F32).to_vector(), biv = p.biases.to(DType::F32).to_vector();
+          const float* sc = scv.data();  // held in fp16 for the types whose scales are fp16 (compact_quant_scales)
+          const float* bi = biv.data();
           const int64_t gpr = p.groups_per_row();
           for (int64_t i = 0; i < M; ++i)
             for (int64_t j = 0; j < out; ++j) {
@@ -210,7 +228,8 @@ TEST(GgufPacked, QuantisedFilesGiveTheLossOfTheirDequantisedWeightsHoldingOnlyPa
     export_gguf(base, g.string(), GgufExportOptions{ot, ""});
     Model m = Model::load(g.string());
     auto f = GgufFile::open(g.string());
-    // every matrix packed; the bytes in memory are the packed codes + fp32 scale and bias per group
+    // every matrix packed; the bytes in memory are the packed codes + a scale and bias per group (fp16
+    // for the types whose scales are the file's fp16 values, fp32 for the K-quants' products)
     int64_t expect_bytes = 0, quantised = 0;
     for (const GgufTensorInfo& t : f->tensors()) {
       const GgufAffine a = gguf_affine_of(t.type);
@@ -219,7 +238,8 @@ TEST(GgufPacked, QuantisedFilesGiveTheLossOfTheirDequantisedWeightsHoldingOnlyPa
         continue;
       }
       ++quantised;
-      expect_bytes += t.numel() * a.bits / 8 + 8 * t.numel() / a.group;
+      const bool kquant = t.type == GgmlType::Q4_K || t.type == GgmlType::Q5_K || t.type == GgmlType::Q6_K;
+      expect_bytes += t.numel() * a.bits / 8 + (kquant ? 8 : 4) * t.numel() / a.group;
     }
     EXPECT_EQ(int64_t(m.quantized_matrices().size()), quantised);
     EXPECT_EQ(quantised, 2 + 2 * 7);  // embedding, head, 7 projections per layer

@@ -451,6 +451,103 @@ TEST(Quant, ResultsIndependentOfThreadCount) {
   }
 }
 
+// Scales and biases held in 16 bits (fp16 as GGUF's Q4_0/Q8_0 carry them, bf16 as an MLX bf16
+// checkpoint does) are widened exactly by the kernels a block of rows at a time: every path gives
+// the bits of the same matrix with its scales in fp32 — dequantisation (whole and unaligned
+// segments), the GEMM (prefill/training), the decode GEMV (1..5 rows, odd row counts, enough rows
+// for several widened blocks, a slice), the opt-in int8 GEMV, on every ISA path and thread count.
+TEST(Quant, SixteenBitScalesGiveTheBitsOfFp32Scales) {
+  testing::IsaGuard guard;
+  for (DType st : {DType::F16, DType::BF16})
+    for (int bits : {3, 4, 8})
+      for (int group : {16, 32, 64}) {
+        const int64_t out = 301, in = group == 16 ? 96 : 4 * group;
+        std::vector<uint32_t> codes;
+        QuantParams p32 = random_params(out, in, bits, group, uint64_t(bits * 31 + group), codes);
+        // scales/biases representable in st, so that both params hold the same values
+        p32.scales = p32.scales.to(st).to(DType::F32).contiguous();
+        p32.biases = p32.biases.to(st).to(DType::F32).contiguous();
+        QuantParams p16 = p32;
+        p16.scales = p32.scales.to(st).contiguous();
+        p16.biases = p32.biases.to(st).contiguous();
+        check_quant_params(p16, "16-bit");
+        EXPECT_EQ(p16.nbytes() + 2 * 2 * size_t(out * (in / group)), p32.nbytes());
+        const Tensor q32 = make_quantized(p32), q16 = make_quantized(p16);
+        SCOPED_TRACE(::testing::Message() << dtype_name(st) << " bits " << bits << " group " << group);
+        for (const std::string& isa : testing::isa_levels()) {
+          set_isa(isa);
+          ASSERT_EQ(dequantize(q16).to_vector(), dequantize(q32).to_vector()) << isa;
+          std::vector<float> a(size_t(out * 37)), b(a.size());
+          dequantize_block(p16, 3, out, 5, 42, a.data(), 37);
+          dequantize_block(p32, 3, out, 5, 42, b.data(), 37);
+          ASSERT_EQ(a, b) << isa;
+          for (int64_t M : {1, 2, 5, 9}) {
+            const Tensor x = Tensor::randn({M, in}, uint64_t(M + bits), 1.f);
+            std::vector<float> y16(size_t(M * out)), y32(y16.size());
+            gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p16, 0.f, y16.data(), out);
+            gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p32, 0.f, y32.data(), out);
+            ASSERT_EQ(y16, y32) << isa << " M " << M;
+            if ((bits == 4 || bits == 8) && group >= 32) {
+              qgemv_int8(M, x.data<float>(), in, p16, 1.f, 0.f, y16.data(), out);
+              qgemv_int8(M, x.data<float>(), in, p32, 1.f, 0.f, y32.data(), out);
+              ASSERT_EQ(y16, y32) << isa << " int8 M " << M;
+            }
+          }
+          // dX = dY·W (the backward's packer) and a row slice (the LM head's chunks)
+          const Tensor dy = Tensor::randn({7, out}, 3, 1.f);
+          std::vector<float> d16(size_t(7 * in)), d32(d16.size());
+          gemm_qw(false, false, 7, in, out, 1.f, dy.data<float>(), out, p16, 0.f, d16.data(), in);
+          gemm_qw(false, false, 7, in, out, 1.f, dy.data<float>(), out, p32, 0.f, d32.data(), in);
+          ASSERT_EQ(d16, d32) << isa;
+          const Tensor s16 = quant_slice_rows(q16, 37, 250), s32 = quant_slice_rows(q32, 37, 250);
+          const Tensor x = Tensor::randn({1, in}, 8, 1.f);
+          std::vector<float> z16(213), z32(213);
+          qgemv(1, x.data<float>(), in, quant_params(s16), 1.f, 0.f, z16.data(), 213);
+          qgemv(1, x.data<float>(), in, quant_params(s32), 1.f, 0.f, z32.data(), 213);
+          ASSERT_EQ(z16, z32) << isa;
+        }
+      }
+}
+
+// compact_quant_scales: fp16 where every scale and bias is an fp16 value, else bf16 where they all
+// are bf16 values, else fp32 unchanged; a mix of dtypes is refused.
+TEST(Quant, CompactScalesOnlyWhereExact) {
+  auto params = [](std::vector<float> s) {
+    QuantParams p;
+    p.bits = 4;
+    p.group_size = 32;
+    p.rows = 1;
+    p.cols = 32 * int64_t(s.size());
+    p.packed = Tensor::zeros({1, p.words_per_row()}, DType::I32);
+    p.scales = Tensor::from_vector(s, {1, int64_t(s.size())});
+    std::vector<float> b(s.size());
+    for (size_t i = 0; i < s.size(); ++i) b[i] = -8.f * s[i];
+    p.biases = Tensor::from_vector(b, {1, int64_t(s.size())});
+    return p;
+  };
+  QuantParams a = params({0.5f, -0.0f, 0.0009765625f, 65504.f / 8});  // fp16 values, incl. -0 and -8·d in range
+  compact_quant_scales(a);
+  EXPECT_EQ(a.scales.dtype(), DType::F16);
+  EXPECT_EQ(a.biases.dtype(), DType::F16);
+  EXPECT_EQ(a.scales.to(DType::F32).to_vector(), (std::vector<float>{0.5f, -0.0f, 0.0009765625f, 65504.f / 8}));
+  EXPECT_TRUE(std::signbit(a.scales.to(DType::F32).to_vector()[1]));
+  QuantParams b = params({0.5f, 1e-20f});  // 1e-20 rounded to bf16 is exact in bf16, not in fp16
+  b.scales = b.scales.to(DType::BF16).to(DType::F32).contiguous();
+  b.biases = b.biases.to(DType::BF16).to(DType::F32).contiguous();
+  const std::vector<float> bv = b.scales.to_vector();
+  compact_quant_scales(b);
+  EXPECT_EQ(b.scales.dtype(), DType::BF16);
+  EXPECT_EQ(b.scales.to(DType::F32).to_vector(), bv);
+  QuantParams c = params({0.5f, 0.1f});  // 0.1f is neither
+  compact_quant_scales(c);
+  EXPECT_EQ(c.scales.dtype(), DType::F32);
+  QuantParams d = params({0.5f, 0.25f});
+  d.biases = d.biases.to(DType::BF16).contiguous();
+  EXPECT_THROW(check_quant_params(d, "mixed"), Error);
+  d.scales = d.scales.to(DType::F16).contiguous();
+  EXPECT_THROW(check_quant_params(d, "mixed"), Error);
+}
+
 TEST(Quant, EmbeddingAndSlicedLmHeadMatchDequantised) {
   Tensor q = quantize_affine(Tensor::randn({50, 64}, 9, 0.2f), 8, 32, DType::BF16);
   Tensor wf = dequantize(q);
