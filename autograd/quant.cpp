@@ -92,13 +92,9 @@ const quant_detail::Kernels* isa_kernels(int) {
 
 // dst[i] = src[i] (16-bit float of dtype t) widened to fp32, exactly.
 void widen16(const uint16_t* src, DType t, float* dst, int64_t n) {
-  if (t == DType::BF16) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
-    return;
-  }
   const quant_detail::Kernels* kr = isa_kernels(0);
-  if (kr) return kr->widen_f16(src, dst, n);
-  for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+  if (kr) return t == DType::BF16 ? kr->widen_bf16(src, dst, n) : kr->widen_f16(src, dst, n);
+  for (int64_t i = 0; i < n; ++i) dst[i] = t == DType::BF16 ? bf16_to_f32(src[i]) : f16_to_f32(src[i]);
 }
 
 // The kernels' View of rows [j0, j0 + n) of q (row 0 of the View is row j0), with fp32 scales and
@@ -134,6 +130,30 @@ View view_rows(const QuantParams& q, int64_t j0, int64_t n, int64_t g0, int64_t 
   return v;
 }
 
+// The View of rows [j0, ...) of q for a kernel that reads 16-bit scales itself (View::skind): the
+// stored scales and biases as they are, nothing widened.
+View view_direct(const QuantParams& q, int64_t j0) {
+  const int64_t gpr = q.groups_per_row();
+  View v{q.bits, q.group_size, q.cols, q.words_per_row(), gpr, static_cast<const uint32_t*>(q.packed.raw()) + j0 * q.words_per_row(),
+         nullptr, nullptr};
+  const DType t = q.scales.dtype();
+  if (t == DType::F32) {
+    v.scales = static_cast<const float*>(q.scales.raw()) + j0 * gpr;
+    v.biases = static_cast<const float*>(q.biases.raw()) + j0 * gpr;
+  } else {
+    v.skind = t == DType::F16 ? 1 : 2;
+    v.scales16 = static_cast<const uint16_t*>(q.scales.raw()) + j0 * gpr;
+    v.biases16 = static_cast<const uint16_t*>(q.biases.raw()) + j0 * gpr;
+  }
+  return v;
+}
+
+// Rows of W [j0, j0 + n) through a GEMV kernel, call(v, r0, nr) per block: the View's row 0 is row
+// r0. Kernels that read 16-bit scales themselves (direct) get all the rows at once; for the others
+// 16-bit scales are widened into fp32 a block of rows at a time (scale_block_rows).
+template <class F>
+void for_scale_blocks(const QuantParams& W, int64_t j0, int64_t n, bool direct, const F& call);
+
 // Rows per call of a GEMV kernel: all of a task's rows when the scales are fp32 in memory, else
 // blocks of whole 4-row steps whose widened scales and biases fit ~16 KiB (they stay in L1).
 int64_t scale_block_rows(const QuantParams& q, int64_t n) {
@@ -142,6 +162,16 @@ int64_t scale_block_rows(const QuantParams& q, int64_t n) {
 }
 
 thread_local std::vector<float> t_scale_buf;  // view_rows' buffer (kernels never nest: one per thread is enough)
+
+template <class F>
+void for_scale_blocks(const QuantParams& W, int64_t j0, int64_t n, bool direct, const F& call) {
+  if (direct || W.scales.dtype() == DType::F32) return call(view_direct(W, j0), j0, n);
+  const int64_t R = scale_block_rows(W, n), gpr = W.groups_per_row();
+  for (int64_t r0 = j0; r0 < j0 + n; r0 += R) {
+    const int64_t nr = std::min(R, j0 + n - r0);
+    call(view_rows(W, r0, nr, 0, gpr, t_scale_buf), r0, nr);
+  }
+}
 
 inline uint32_t code_at(const uint32_t* row, int bits, int64_t c) {
   const int64_t bit = c * bits;
@@ -469,16 +499,14 @@ void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float a
       xs[size_t(i * gpr + g)] = ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]));
     }
   }
+  const bool direct = kr && ((kr->rows16_bits >> W.bits) & 1u);
   for_row_tasks(N, K, W.bits, allow_parallel, [&](int64_t j0, int64_t n) {
-    const int64_t R = scale_block_rows(W, n);
-    for (int64_t r0 = j0; r0 < j0 + n; r0 += R) {
-      const int64_t nr = std::min(R, j0 + n - r0);
-      const View v = view_rows(W, r0, nr, 0, gpr, t_scale_buf);
+    for_scale_blocks(W, j0, n, direct, [&](const View& v, int64_t r0, int64_t nr) {
       for (int64_t i0 = 0; i0 < M; i0 += 4) {
         const int m = int(std::min<int64_t>(4, M - i0));
         rows(v, m, 0, nr, alpha, xp.data() + i0 * ldxp, ldxp, xs.data() + i0 * gpr, gpr, beta, C + i0 * ldc + r0, ldc);
       }
-    }
+    });
   });
 }
 
@@ -528,17 +556,15 @@ void qgemv_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, fl
       xs[size_t(i * gpr + g)] = t;
     }
   }
+  const bool direct = kr && kr->reads16;
   for_row_tasks(N, K, W.bits, allow_parallel, [&](int64_t j0, int64_t n) {
-    const int64_t R = scale_block_rows(W, n);
-    for (int64_t r0 = j0; r0 < j0 + n; r0 += R) {
-      const int64_t nr = std::min(R, j0 + n - r0);
-      const View v = view_rows(W, r0, nr, 0, gpr, t_scale_buf);
+    for_scale_blocks(W, j0, n, direct, [&](const View& v, int64_t r0, int64_t nr) {
       for (int64_t i0 = 0; i0 < M; i0 += 4) {
         const int m = int(std::min<int64_t>(4, M - i0));
         rows(v, m, 0, nr, alpha, xq.data() + i0 * ldxq, ldxq, xd.data() + i0 * ldxd, ldxd, xs.data() + i0 * gpr, gpr, beta,
              C + i0 * ldc + r0, ldc);
       }
-    }
+    });
   });
 }
 

@@ -309,7 +309,20 @@ void widen_f16(const uint16_t* src, float* dst, int64_t n) {
   }
 }
 
-const ft::quant_detail::Kernels kKernels = {dequant_any, rows_any, 8, widen_f16};
+// bf16 → fp32: 8 at a time (zero-extend to 32 bits, shift left by 16); the tail one by one.
+void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_slli_epi32(w, 16));
+  }
+  for (; i < n; ++i) {
+    const uint32_t u = uint32_t(src[i]) << 16;
+    std::memcpy(dst + i, &u, 4);
+  }
+}
+
+const ft::quant_detail::Kernels kKernels = {dequant_any, rows_any, 8, widen_f16, widen_bf16, 0u};
 
 }  // namespace
 

@@ -107,9 +107,9 @@ void dequant(const View& v, int64_t r, int64_t c0, int64_t c1, float* out) {
 // at a time share the loads of x and keep 2·R·M independent product chains in flight; every output
 // is computed with the same operations in the same order whatever R and M are (R only interleaves
 // independent rows), so results do not depend on how the rows are split.
-template <int M, int BITS, int G, int R>
+template <int M, int BITS, int G, int R, int SK>
 inline void rows_shift_r(const View& v, int64_t j, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
-                         float beta, float* C, int64_t ldc, __m512 table, __m512i sidx, bool prefetch) {
+                         float beta, float* C, int64_t ldc, __m512 table, __m512i sidx, __m512i widx, bool prefetch) {
   constexpr int CPL = 32 / BITS, B = 16 * CPL;
   constexpr bool one_group = B <= G;
   constexpr int per = one_group ? G / B : 1;  // blocks per group
@@ -117,12 +117,14 @@ inline void rows_shift_r(const View& v, int64_t j, float alpha, const float* XP,
   const int64_t K = v.cols, gpr = v.gpr, wpr = v.wpr;
   const int64_t nblk = (K + B - 1) / B;
   const int tailw = int((K % B) * BITS / 32);  // words in a partial last block (only when B > G)
+  const void* sbase = SK ? static_cast<const void*>(v.scales16) : static_cast<const void*>(v.scales);
+  const void* bbase = SK ? static_cast<const void*>(v.biases16) : static_cast<const void*>(v.biases);
   const uint32_t* w[R];
-  const float* s[R];
+  const void* s[R];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
     w[r] = v.packed + (j + r) * wpr;
-    s[r] = v.scales + (j + r) * gpr;
+    s[r] = sc_ptr<SK>(sbase, (j + r) * gpr);
   }
   if (prefetch) {
     // the rows two groups ahead (rows are contiguous; the caller checks that they exist): the
@@ -130,9 +132,9 @@ inline void rows_shift_r(const View& v, int64_t j, float alpha, const float* XP,
     // is larger than the L2 cache
     const char* pf = reinterpret_cast<const char*>(w[0] + 2 * R * wpr);
     for (int64_t b = 0; b < R * wpr * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
-    const char* ps = reinterpret_cast<const char*>(s[0] + 2 * R * gpr);
-    const char* pb = reinterpret_cast<const char*>(v.biases + (j + 2 * R) * gpr);
-    for (int64_t b = 0; b < R * gpr * 4; b += 64) {
+    const char* ps = static_cast<const char*>(sc_ptr<SK>(sbase, (j + 2 * R) * gpr));
+    const char* pb = static_cast<const char*>(sc_ptr<SK>(bbase, (j + 2 * R) * gpr));
+    for (int64_t b = 0; b < R * gpr * (SK ? 2 : 4); b += 64) {
       _mm_prefetch(ps + b, _MM_HINT_T0);
       _mm_prefetch(pb + b, _MM_HINT_T0);
     }
@@ -177,7 +179,7 @@ inline void rows_shift_r(const View& v, int64_t j, float alpha, const float* XP,
       for (int64_t bi = g * per + 1; bi < (g + 1) * per; ++bi) block.template operator()<false>(bi);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        const __m512 sv = _mm512_set1_ps(s[r][g]);
+        const __m512 sv = sc_bcast<SK>(s[r], g);
 #pragma GCC unroll 4
         for (int i = 0; i < M; ++i) acc[r * M + i] = _mm512_fmadd_ps(sv, _mm512_add_ps(p0[r * M + i], p1[r * M + i]), acc[r * M + i]);
       }
@@ -189,32 +191,42 @@ inline void rows_shift_r(const View& v, int64_t j, float alpha, const float* XP,
       const __mmask16 sm = first_n(ns < gpr - g0 ? ns : gpr - g0);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        const __m512 sv = _mm512_permutexvar_ps(sidx, _mm512_maskz_loadu_ps(sm, s[r] + g0));
+        const __m512 sv = sc_perm<SK>(s[r], g0, sm, sidx, widx);
 #pragma GCC unroll 4
         for (int i = 0; i < M; ++i) acc[r * M + i] = _mm512_fmadd_ps(sv, _mm512_add_ps(p0[r * M + i], p1[r * M + i]), acc[r * M + i]);
       }
     }
   }
 #pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) bias_terms<M>(v.biases + (j + r) * gpr, gpr, XS, ldxs, acc + r * M);
+  for (int r = 0; r < R; ++r) bias_terms<M, SK>(sc_ptr<SK>(bbase, (j + r) * gpr), gpr, XS, ldxs, acc + r * M);
   store_outputs<R, M>(acc, alpha, beta, C, ldc, 0);  // C points at row j's outputs
 }
 
-template <int M, int BITS, int G>
-void rows_shift(const View& v, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
+template <int M, int BITS, int G, int SK>
+void rows_shift_s(const View& v, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
                 float beta, float* C, int64_t ldc) {
   constexpr int CPL = 32 / BITS, B = 16 * CPL;
   constexpr int R = M == 1 ? 4 : M == 2 ? 2 : 1;  // rows of W at a time: R·M <= 4 outputs
   alignas(64) int32_t t[16];
   for (int l = 0; l < 16; ++l) t[l] = B <= G ? 0 : int32_t(l * CPL / G);
-  const __m512i sidx = _mm512_load_si512(t);
+  const __m512i sidx = _mm512_load_si512(t), widx = sc_widx(t);
   alignas(64) float tab[16];
   for (int i = 0; i < 16; ++i) tab[i] = float(i & ((1 << BITS) - 1));
   const __m512 table = _mm512_load_ps(tab);
   int64_t j = 0;
   for (; j + R <= n; j += R)
-    rows_shift_r<M, BITS, G, R>(v, j0 + j, alpha, XP, ldxp, XS, ldxs, beta, C + j, ldc, table, sidx, j + 3 * R <= n);
-  for (; j < n; ++j) rows_shift_r<M, BITS, G, 1>(v, j0 + j, alpha, XP, ldxp, XS, ldxs, beta, C + j, ldc, table, sidx, false);
+    rows_shift_r<M, BITS, G, R, SK>(v, j0 + j, alpha, XP, ldxp, XS, ldxs, beta, C + j, ldc, table, sidx, widx, j + 3 * R <= n);
+  for (; j < n; ++j) rows_shift_r<M, BITS, G, 1, SK>(v, j0 + j, alpha, XP, ldxp, XS, ldxs, beta, C + j, ldc, table, sidx, widx, false);
+}
+
+template <int M, int BITS, int G>
+void rows_shift(const View& v, int64_t j0, int64_t n, float alpha, const float* XP, int64_t ldxp, const float* XS, int64_t ldxs,
+                float beta, float* C, int64_t ldc) {
+  switch (v.skind) {
+    case 1: return rows_shift_s<M, BITS, G, 1>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    case 2: return rows_shift_s<M, BITS, G, 2>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+    default: return rows_shift_s<M, BITS, G, 0>(v, j0, n, alpha, XP, ldxp, XS, ldxs, beta, C, ldc);
+  }
 }
 
 template <int M, int BITS>
@@ -353,7 +365,20 @@ void widen_f16(const uint16_t* src, float* dst, int64_t n) {
   }
 }
 
-const ft::quant_detail::Kernels kKernels = {dequant_any, rows_any, 16, widen_f16};
+// bf16 → fp32: 16 at a time (zero-extend to 32 bits, shift left by 16); the tail likewise through a copy.
+void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    _mm512_storeu_si512(dst + i, _mm512_slli_epi32(w, 16));
+  }
+  for (; i < n; ++i) {
+    const uint32_t u = uint32_t(src[i]) << 16;
+    std::memcpy(dst + i, &u, 4);
+  }
+}
+
+const ft::quant_detail::Kernels kKernels = {dequant_any, rows_any, 16, widen_f16, widen_bf16, (1u << 2) | (1u << 4) | (1u << 8)};
 
 }  // namespace
 

@@ -11,12 +11,75 @@ namespace {
 
 inline __mmask16 first_n(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1u); }
 
+// Scales and biases stored as fp32 (SK 0), fp16 (SK 1) or bf16 (SK 2), widened exactly as they are
+// read (quant_kernels.h View::skind): the address of element i, one element, the elements i .. i+15
+// under mask m (0 elsewhere).
+template <int SK>
+inline const void* sc_ptr(const void* p, int64_t i) {
+  return static_cast<const char*>(p) + i * (SK ? 2 : 4);
+}
+template <int SK>
+inline float sc_at(const void* p, int64_t i) {
+  if constexpr (SK == 0) return static_cast<const float*>(p)[i];
+  else if constexpr (SK == 1) return _cvtsh_ss(static_cast<const uint16_t*>(p)[i]);
+  else {
+    const uint32_t u = uint32_t(static_cast<const uint16_t*>(p)[i]) << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+  }
+}
+template <int SK>
+inline __m512 sc_load(const void* p, int64_t i, __mmask16 m) {
+  if constexpr (SK == 0) return _mm512_maskz_loadu_ps(m, static_cast<const float*>(p) + i);
+  else {
+    const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + i);
+    if constexpr (SK == 1) return _mm512_cvtph_ps(h);
+    else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+}
+
+// The scale of group g in every lane (bf16: the 16 bits broadcast into the upper half of each lane,
+// the lower half zeroed — one masked vpbroadcastw).
+template <int SK>
+inline __m512 sc_bcast(const void* p, int64_t g) {
+  if constexpr (SK == 2) {
+    short h;
+    __builtin_memcpy(&h, static_cast<const uint16_t*>(p) + g, 2);
+    return _mm512_castsi512_ps(_mm512_maskz_set1_epi16(__mmask32(0xAAAAAAAAu), h));
+  } else {
+    return _mm512_set1_ps(sc_at<SK>(p, g));
+  }
+}
+// Lane l gets the scale of group g0 + sidx[l] (sidx[l] < 16, the groups g0 .. g0+15 under mask m
+// exist): fp32 a load and a permute; bf16 a 16-bit load and one masked 16-bit permute that puts the
+// value in the upper half of each lane (widx: word 2l+1 = sidx[l], see sc_widx), fp16 a conversion too.
+template <int SK>
+inline __m512 sc_perm(const void* p, int64_t g0, __mmask16 m, __m512i sidx, __m512i widx) {
+  if constexpr (SK == 2) {
+    const __m512i raw = _mm512_castsi256_si512(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + g0));
+    return _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(__mmask32(0xAAAAAAAAu), widx, raw));
+  } else {
+    (void)widx;
+    return _mm512_permutexvar_ps(sidx, sc_load<SK>(p, g0, m));
+  }
+}
+// The 16-bit word indices for sc_perm<2> from the lane indices t[0 .. 16).
+inline __m512i sc_widx(const int32_t* t) {
+  alignas(64) int16_t w[32];
+  for (int l = 0; l < 16; ++l) {
+    w[2 * l] = 0;
+    w[2 * l + 1] = int16_t(t[l]);
+  }
+  return _mm512_load_si512(w);
+}
+
 // Σ_g b_g·xs_g over a row's gpr groups for each of the M rows of A, added to acc lane-wise.
-template <int M>
-inline void bias_terms(const float* b, int64_t gpr, const float* XS, int64_t ldxs, __m512* acc) {
+template <int M, int SK = 0>
+inline void bias_terms(const void* b, int64_t gpr, const float* XS, int64_t ldxs, __m512* acc) {
   for (int64_t g = 0; g < gpr; g += 16) {
     const __mmask16 mk = first_n(gpr - g);
-    const __m512 bv = _mm512_maskz_loadu_ps(mk, b + g);
+    const __m512 bv = sc_load<SK>(b, g, mk);
 #pragma GCC unroll 4
     for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(bv, _mm512_maskz_loadu_ps(mk, XS + i * ldxs + g), acc[i]);
   }

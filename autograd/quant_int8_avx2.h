@@ -27,6 +27,53 @@ inline __m256i first_n8(int64_t n) {  // 32-bit lanes < n all ones
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n > 8 ? 8 : n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// Scales and biases stored as fp32 (SK 0), fp16 (SK 1) or bf16 (SK 2) (quant_kernels.h View::skind),
+// widened exactly as they are read: element i, and elements i .. i+n-1 (n >= 1; 0 in lanes >= n).
+template <int SK>
+inline const void* sc_ptr(const void* p, int64_t i) {
+  return static_cast<const char*>(p) + i * (SK ? 2 : 4);
+}
+template <int SK>
+inline float sc_at(const void* p, int64_t i) {
+  if constexpr (SK == 0) return static_cast<const float*>(p)[i];
+  else if constexpr (SK == 1) return _cvtsh_ss(static_cast<const uint16_t*>(p)[i]);
+  else {
+    const uint32_t u = uint32_t(static_cast<const uint16_t*>(p)[i]) << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+  }
+}
+// sc_load8 reads only elements i .. i+n-1, and elements before i down to i+n-8 when i+n >= 8 (callers
+// pass i relative to the start of a row's scales, so those are the row's own).
+template <int SK>
+inline __m256 sc_load8(const void* p, int64_t i, int64_t n) {
+  if constexpr (SK == 0) {
+    return _mm256_maskload_ps(static_cast<const float*>(p) + i, first_n8(n));
+  } else {
+    const uint16_t* q = static_cast<const uint16_t*>(p) + i;
+    __m128i h;
+    if (n >= 8) {
+      h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    } else if (n == 2) {  // 4-bit codes in groups of 32: two groups per chunk
+      int32_t u;
+      __builtin_memcpy(&u, q, 4);
+      h = _mm_cvtsi32_si128(u);
+    } else if (i + n >= 8) {  // the 8 elements ending at i+n-1, shifted down by 8-n (no store-forwarding stall)
+      const __m128i k = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
+      __m128i ctl = _mm_add_epi16(_mm_set1_epi16(0x0100), _mm_mullo_epi16(_mm_set1_epi16(0x0202), _mm_add_epi16(k, _mm_set1_epi16(short(8 - n)))));
+      ctl = _mm_or_si128(ctl, _mm_cmpgt_epi16(k, _mm_set1_epi16(short(n - 1))));  // lanes >= n: 0xffff (pshufb zeroes them)
+      h = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + n - 8)), ctl);
+    } else {
+      uint64_t lo = 0, hi = 0;  // a row of fewer than 8 groups: the values assembled in registers
+      for (int64_t e = 0; e < n; ++e) (e < 4 ? lo : hi) |= uint64_t(q[e]) << (16 * (e & 3));
+      h = _mm_set_epi64x(int64_t(hi), int64_t(lo));
+    }
+    if constexpr (SK == 1) return _mm256_cvtph_ps(h);
+    else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
 inline float hsum8(__m256 v) {  // a fixed order: the halves, then as _mm_hadd would
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -56,7 +103,7 @@ inline __m256i dot8(__m256i W, const int8_t* xq) {
 #endif
 }
 
-template <int M, int BITS, int G, int R>
+template <int M, int BITS, int G, int R, int SK>
 inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
                    const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc, __m256i sidx, bool prefetch) {
   constexpr int CPL = 32 / BITS, CH = 8 * CPL;
@@ -66,19 +113,21 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
   const int64_t K = v.cols, gpr = v.gpr, wpr = v.wpr;
   const int64_t nch = (K + CH - 1) / CH;
   const int64_t tailw = (K % CH) * BITS / 32;  // words of W in a partial last chunk (only when !one_group)
+  const void* sbase = SK ? static_cast<const void*>(v.scales16) : static_cast<const void*>(v.scales);
+  const void* bbase = SK ? static_cast<const void*>(v.biases16) : static_cast<const void*>(v.biases);
   const uint32_t* w[R];
-  const float* s[R];
+  const void* s[R];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
     w[r] = v.packed + (j + r) * wpr;
-    s[r] = v.scales + (j + r) * gpr;
+    s[r] = sc_ptr<SK>(sbase, (j + r) * gpr);
   }
   if (prefetch) {
     const char* pf = reinterpret_cast<const char*>(v.packed + (j + 2 * R) * wpr);
     for (int64_t b = 0; b < R * wpr * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
-    const char* ps = reinterpret_cast<const char*>(v.scales + (j + 2 * R) * gpr);
-    const char* pb = reinterpret_cast<const char*>(v.biases + (j + 2 * R) * gpr);
-    for (int64_t b = 0; b < R * gpr * 4; b += 64) {
+    const char* ps = static_cast<const char*>(sc_ptr<SK>(sbase, (j + 2 * R) * gpr));
+    const char* pb = static_cast<const char*>(sc_ptr<SK>(bbase, (j + 2 * R) * gpr));
+    for (int64_t b = 0; b < R * gpr * (SK ? 2 : 4); b += 64) {
       _mm_prefetch(ps + b, _MM_HINT_T0);
       _mm_prefetch(pb + b, _MM_HINT_T0);
     }
@@ -119,7 +168,7 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
       }
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        const __m256 sv = _mm256_set1_ps(s[r][g]);
+        const __m256 sv = _mm256_set1_ps(sc_at<SK>(s[r], g));
 #pragma GCC unroll 4
         for (int i = 0; i < M; ++i) acc[r * M + i] = _mm256_fmadd_ps(sv, t[r * M + i], acc[r * M + i]);
       }
@@ -128,10 +177,10 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
     for (int64_t ci = 0; ci < nch; ++ci) {
       chunk(ci, f);
       const int64_t g0 = ci * ns;
-      const __m256i sm = first_n8(ns < gpr - g0 ? ns : gpr - g0);
+      const int64_t nv = ns < gpr - g0 ? ns : gpr - g0;
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        const __m256 sv = _mm256_permutevar8x32_ps(_mm256_maskload_ps(s[r] + g0, sm), sidx);
+        const __m256 sv = _mm256_permutevar8x32_ps(sc_load8<SK>(s[r], g0, nv), sidx);
 #pragma GCC unroll 4
         for (int i = 0; i < M; ++i) acc[r * M + i] = _mm256_fmadd_ps(sv, f[r * M + i], acc[r * M + i]);
       }
@@ -140,10 +189,10 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
   // Σ_g b_g·xs_g, then each output's 8 lanes summed in a fixed order
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
-    const float* b = v.biases + (j + r) * gpr;
+    const void* b = sc_ptr<SK>(bbase, (j + r) * gpr);
     for (int64_t g = 0; g < gpr; g += 8) {
       const __m256i mk = first_n8(gpr - g);
-      const __m256 bv = _mm256_maskload_ps(b + g, mk);
+      const __m256 bv = sc_load8<SK>(b, g, gpr - g);
 #pragma GCC unroll 4
       for (int i = 0; i < M; ++i) acc[r * M + i] = _mm256_fmadd_ps(bv, _mm256_maskload_ps(XS + i * ldxs + g, mk), acc[r * M + i]);
     }
@@ -156,9 +205,9 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
   }
 }
 
-template <int M, int BITS, int G>
-void rows_mbg(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
-              const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+template <int M, int BITS, int G, int SK>
+void rows_mbgs(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+               const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
   constexpr int CPL = 32 / BITS, CH = 8 * CPL;
   constexpr int R = M == 1 ? 4 : M == 2 ? 2 : 1;
   alignas(32) int32_t t[8];
@@ -166,8 +215,18 @@ void rows_mbg(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* X
   const __m256i sidx = _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
   int64_t j = 0;
   for (; j + R <= n; j += R)
-    rows_r<M, BITS, G, R>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, j + 3 * R <= n);
-  for (; j < n; ++j) rows_r<M, BITS, G, 1>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, false);
+    rows_r<M, BITS, G, R, SK>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, j + 3 * R <= n);
+  for (; j < n; ++j) rows_r<M, BITS, G, 1, SK>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, false);
+}
+
+template <int M, int BITS, int G>
+void rows_mbg(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+              const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  switch (v.skind) {
+    case 1: return rows_mbgs<M, BITS, G, 1>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    case 2: return rows_mbgs<M, BITS, G, 2>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    default: return rows_mbgs<M, BITS, G, 0>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  }
 }
 
 template <int M, int BITS>

@@ -27,9 +27,9 @@ inline __mmask64 first_bytes(int64_t n) { return n >= 64 ? ~__mmask64(0) : (__mm
 // R rows of W (j .. j+R-1) × M rows of A. CH codes per chunk; one_group: a group spans whole chunks
 // (the group scale enters once per group), else a chunk spans ns = CH/G groups (a permute of the
 // chunk's group scales gives each lane its scale).
-template <int M, int BITS, int G, int R>
+template <int M, int BITS, int G, int R, int SK>
 inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
-                   const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc, __m512i sidx, bool prefetch) {
+                   const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc, __m512i sidx, __m512i widx, bool prefetch) {
   constexpr int CPL = 32 / BITS, CH = 16 * CPL;
   constexpr bool one_group = CH <= G;
   constexpr int per = one_group ? G / CH : 1;  // chunks per group
@@ -37,19 +37,21 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
   const int64_t K = v.cols, gpr = v.gpr, wpr = v.wpr;
   const int64_t nch = (K + CH - 1) / CH;
   const int64_t tailb = (K % CH) * BITS / 8;  // bytes of W in a partial last chunk (only when !one_group)
+  const void* sbase = SK ? static_cast<const void*>(v.scales16) : static_cast<const void*>(v.scales);
+  const void* bbase = SK ? static_cast<const void*>(v.biases16) : static_cast<const void*>(v.biases);
   const unsigned char* w[R];
-  const float* s[R];
+  const void* s[R];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
     w[r] = reinterpret_cast<const unsigned char*>(v.packed + (j + r) * wpr);
-    s[r] = v.scales + (j + r) * gpr;
+    s[r] = sc_ptr<SK>(sbase, (j + r) * gpr);
   }
   if (prefetch) {  // the rows two groups ahead (the caller checks that they exist), as quant_avx512.cpp
     const char* pf = reinterpret_cast<const char*>(v.packed + (j + 2 * R) * wpr);
     for (int64_t b = 0; b < R * wpr * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
-    const char* ps = reinterpret_cast<const char*>(v.scales + (j + 2 * R) * gpr);
-    const char* pb = reinterpret_cast<const char*>(v.biases + (j + 2 * R) * gpr);
-    for (int64_t b = 0; b < R * gpr * 4; b += 64) {
+    const char* ps = static_cast<const char*>(sc_ptr<SK>(sbase, (j + 2 * R) * gpr));
+    const char* pb = static_cast<const char*>(sc_ptr<SK>(bbase, (j + 2 * R) * gpr));
+    for (int64_t b = 0; b < R * gpr * (SK ? 2 : 4); b += 64) {
       _mm_prefetch(ps + b, _MM_HINT_T0);
       _mm_prefetch(pb + b, _MM_HINT_T0);
     }
@@ -97,7 +99,7 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
       }
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        const __m512 sv = _mm512_set1_ps(s[r][g]);
+        const __m512 sv = sc_bcast<SK>(s[r], g);
 #pragma GCC unroll 4
         for (int i = 0; i < M; ++i) acc[r * M + i] = _mm512_fmadd_ps(sv, t[r * M + i], acc[r * M + i]);
       }
@@ -109,29 +111,39 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
       const __mmask16 sm = first_n(ns < gpr - g0 ? ns : gpr - g0);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        const __m512 sv = _mm512_permutexvar_ps(sidx, _mm512_maskz_loadu_ps(sm, s[r] + g0));
+        const __m512 sv = sc_perm<SK>(s[r], g0, sm, sidx, widx);
 #pragma GCC unroll 4
         for (int i = 0; i < M; ++i) acc[r * M + i] = _mm512_fmadd_ps(sv, f[r * M + i], acc[r * M + i]);
       }
     }
   }
 #pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) bias_terms<M>(v.biases + (j + r) * gpr, gpr, XS, ldxs, acc + r * M);
+  for (int r = 0; r < R; ++r) bias_terms<M, SK>(sc_ptr<SK>(bbase, (j + r) * gpr), gpr, XS, ldxs, acc + r * M);
   store_outputs<R, M>(acc, alpha, beta, C, ldc, 0);  // C points at row j's outputs
 }
 
-template <int M, int BITS, int G>
-void rows_mbg(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+template <int M, int BITS, int G, int SK>
+void rows_mbgs(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
               const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
   constexpr int CPL = 32 / BITS, CH = 16 * CPL;
   constexpr int R = M == 1 ? 4 : M == 2 ? 2 : 1;  // rows of W at a time: R·M <= 4 outputs
   alignas(64) int32_t t[16];
   for (int l = 0; l < 16; ++l) t[l] = CH <= G ? 0 : int32_t(l * CPL / G);
-  const __m512i sidx = _mm512_load_si512(t);
+  const __m512i sidx = _mm512_load_si512(t), widx = sc_widx(t);
   int64_t j = 0;
   for (; j + R <= n; j += R)
-    rows_r<M, BITS, G, R>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, j + 3 * R <= n);
-  for (; j < n; ++j) rows_r<M, BITS, G, 1>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, false);
+    rows_r<M, BITS, G, R, SK>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, widx, j + 3 * R <= n);
+  for (; j < n; ++j) rows_r<M, BITS, G, 1, SK>(v, j0 + j, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C + j, ldc, sidx, widx, false);
+}
+
+template <int M, int BITS, int G>
+void rows_mbg(const View& v, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+              const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  switch (v.skind) {
+    case 1: return rows_mbgs<M, BITS, G, 1>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    case 2: return rows_mbgs<M, BITS, G, 2>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    default: return rows_mbgs<M, BITS, G, 0>(v, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  }
 }
 
 template <int M, int BITS>
@@ -178,7 +190,7 @@ void prep(const float* x, int64_t K, int bits, int8_t* XQ, float* XD, int32_t* B
   }
 }
 
-const ft::quant_detail::Int8Kernels kKernels = {prep, rows_any, 16, "avx512vnni"};
+const ft::quant_detail::Int8Kernels kKernels = {prep, rows_any, 16, "avx512vnni", true};
 
 }  // namespace
 

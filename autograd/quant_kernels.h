@@ -11,8 +11,14 @@ struct View {
   int bits, group;
   int64_t cols, wpr, gpr;    // columns, uint32 words per row, groups per row
   const uint32_t* packed;    // rows × wpr
-  const float* scales;       // rows × gpr (fp32 here: quant.cpp widens 16-bit ones for the rows it passes)
+  const float* scales;       // rows × gpr, fp32 (skind 0)
   const float* biases;       // rows × gpr
+  // skind 1 (fp16) / 2 (bf16): the scales and biases are 16-bit values in scales16 / biases16 instead,
+  // widened exactly by the kernel as it reads them. Only the kernels that say so (Kernels::rows16_bits,
+  // Int8Kernels::reads16) get such a View; quant.cpp widens a block of rows into fp32 for the others.
+  int skind = 0;
+  const uint16_t* scales16 = nullptr;
+  const uint16_t* biases16 = nullptr;
 };
 
 // out[c - c0] = W[r][c] for c in [c0, c1); c0 and c1 multiples of 8 (an 8-chunk never straddles a
@@ -39,14 +45,16 @@ using RowsFn = void (*)(const View& v, int m, int64_t j0, int64_t n, float alpha
 // Other bit widths (3, 5, 6), and lanes == 0 (the portable kernel), use x in its natural order.
 inline bool permuted_layout(int lanes, int bits) { return lanes > 0 && (bits == 2 || bits == 4 || bits == 8); }
 
-// dst[i] = the IEEE fp16 value src[i] widened to fp32 (exact; F16C vcvtph2ps), i < n.
-using WidenF16Fn = void (*)(const uint16_t* src, float* dst, int64_t n);
+// dst[i] = the 16-bit value src[i] widened to fp32 (exact), i < n: IEEE fp16 (F16C vcvtph2ps) or
+// bf16 (a 16-bit shift).
+using Widen16Fn = void (*)(const uint16_t* src, float* dst, int64_t n);
 
 struct Kernels {
   DequantFn dequant;
   RowsFn rows;
   int lanes;
-  WidenF16Fn widen_f16;
+  Widen16Fn widen_f16, widen_bf16;
+  unsigned rows16_bits;  // bit b set: `rows` reads 16-bit scales (View::skind 1, 2) itself for b-bit codes
 };
 
 const Kernels* kernels_avx2();    // quant_avx2.cpp
@@ -78,6 +86,7 @@ struct Int8Kernels {
   Int8RowsFn rows;
   int lanes;
   const char* name;
+  bool reads16;  // `rows` reads 16-bit scales (View::skind 1, 2) itself
 };
 const Int8Kernels* int8_kernels_avx512vnni();  // quant_int8_avx512.cpp (needs avx512f + avx512vnni)
 const Int8Kernels* int8_kernels_avxvnni();     // quant_int8_avxvnni.cpp (avx2 + avxvnni)

@@ -460,10 +460,11 @@ TEST(Quant, SixteenBitScalesGiveTheBitsOfFp32Scales) {
   testing::IsaGuard guard;
   for (DType st : {DType::F16, DType::BF16})
     for (int bits : {3, 4, 8})
-      for (int group : {16, 32, 64}) {
-        const int64_t out = 301, in = group == 16 ? 96 : 4 * group;
+      for (int group : {16, 32, 64})
+        for (int64_t in : {int64_t(group == 16 ? 96 : 4 * group), int64_t(9 * std::max(group, 32))}) {  // 9 (or 18) groups: partial 8-wide loads
+        const int64_t out = 301;
         std::vector<uint32_t> codes;
-        QuantParams p32 = random_params(out, in, bits, group, uint64_t(bits * 31 + group), codes);
+        QuantParams p32 = random_params(out, in, bits, group, uint64_t(bits * 31 + group + in), codes);
         // scales/biases representable in st, so that both params hold the same values
         p32.scales = p32.scales.to(st).to(DType::F32).contiguous();
         p32.biases = p32.biases.to(st).to(DType::F32).contiguous();
@@ -473,7 +474,7 @@ TEST(Quant, SixteenBitScalesGiveTheBitsOfFp32Scales) {
         check_quant_params(p16, "16-bit");
         EXPECT_EQ(p16.nbytes() + 2 * 2 * size_t(out * (in / group)), p32.nbytes());
         const Tensor q32 = make_quantized(p32), q16 = make_quantized(p16);
-        SCOPED_TRACE(::testing::Message() << dtype_name(st) << " bits " << bits << " group " << group);
+        SCOPED_TRACE(::testing::Message() << dtype_name(st) << " bits " << bits << " group " << group << " K " << in);
         for (const std::string& isa : testing::isa_levels()) {
           set_isa(isa);
           ASSERT_EQ(dequantize(q16).to_vector(), dequantize(q32).to_vector()) << isa;
