@@ -92,8 +92,7 @@ const quant_detail::Kernels* isa_kernels(int) {
 
 // dst[i] = src[i] (16-bit float of dtype t) widened to fp32, exactly.
 void widen16(const uint16_t* src, DType t, float* dst, int64_t n) {
-  const quant_detail::Kernels* kr = isa_kernels(0);
-  if (kr) return t == DType::BF16 ? kr->widen_bf16(src, dst, n) : kr->widen_f16(src, dst, n);
+  if (cpu_features().avx2) return quant_detail::widen16_avx2(src, dst, n, t == DType::BF16);
   for (int64_t i = 0; i < n; ++i) dst[i] = t == DType::BF16 ? bf16_to_f32(src[i]) : f16_to_f32(src[i]);
 }
 

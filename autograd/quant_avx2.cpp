@@ -322,8 +322,13 @@ void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
   }
 }
 
-const ft::quant_detail::Kernels kKernels = {dequant_any, rows_any, 8, widen_f16, widen_bf16, 0u};
+const ft::quant_detail::Kernels kKernels = {dequant_any, rows_any, 8, 0u};
 
 }  // namespace
 
 const ft::quant_detail::Kernels* ft::quant_detail::kernels_avx2() { return &kKernels; }
+
+void ft::quant_detail::widen16_avx2(const uint16_t* src, float* dst, int64_t n, bool bf16) {
+  if (bf16) widen_bf16(src, dst, n);
+  else widen_f16(src, dst, n);
+}

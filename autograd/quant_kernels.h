@@ -45,17 +45,17 @@ using RowsFn = void (*)(const View& v, int m, int64_t j0, int64_t n, float alpha
 // Other bit widths (3, 5, 6), and lanes == 0 (the portable kernel), use x in its natural order.
 inline bool permuted_layout(int lanes, int bits) { return lanes > 0 && (bits == 2 || bits == 4 || bits == 8); }
 
-// dst[i] = the 16-bit value src[i] widened to fp32 (exact), i < n: IEEE fp16 (F16C vcvtph2ps) or
-// bf16 (a 16-bit shift).
-using Widen16Fn = void (*)(const uint16_t* src, float* dst, int64_t n);
 
 struct Kernels {
   DequantFn dequant;
   RowsFn rows;
   int lanes;
-  Widen16Fn widen_f16, widen_bf16;
   unsigned rows16_bits;  // bit b set: `rows` reads 16-bit scales (View::skind 1, 2) itself for b-bit codes
 };
+
+// dst[i] = the 16-bit value src[i] widened to fp32 (exact), i < n: IEEE fp16 (F16C vcvtph2ps) or
+// bf16 (a 16-bit shift). quant_avx2.cpp (needs avx2 + f16c).
+void widen16_avx2(const uint16_t* src, float* dst, int64_t n, bool bf16);
 
 const Kernels* kernels_avx2();    // quant_avx2.cpp
 const Kernels* kernels_avx512();  // quant_avx512.cpp
