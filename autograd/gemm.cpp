@@ -428,6 +428,20 @@ void gemm_any(const char* op, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
   check_args(op, ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
+  if (q && tb && M > kGemvMaxRows && int8_compute() && qgemv_int8_supported(*q)) {
+    // the opt-in int8 activations for a prefill-sized x·Wᵀ (autograd/quant.h qgemm_int8): each row's
+    // output bit for bit what the decode's qgemv_int8 gives for that row alone; round_a is moot (x is
+    // rounded to int8)
+    std::vector<float> at;
+    if (ta) {  // op(A) rows: A is stored K×M
+      at.resize(size_t(M * K));
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < M; ++i) at[size_t(i * K + k)] = A[k * lda + i];
+      A = at.data();
+      lda = K;
+    }
+    return qgemm_int8(M, A, lda, *q, alpha, beta, C, ldc, allow_parallel);
+  }
   if (tb && M <= kGemvMaxRows) {  // decode-time x·Wᵀ: streams W once (autograd/gemv.h)
     std::vector<float> at;
     if (ta) {  // op(A) is at most kGemvMaxRows × K: copy it to rows

@@ -60,6 +60,11 @@ void gemm_f16w(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
 // bf16 and their products summed in fp32 (bf16 dot products / AMX where the CPU has them) — bit for
 // bit gemm_bf16w(round_a) on the bf16-rounded dequantised matrix. The decode GEMV (M <= kGemvMaxRows
 // with trans_b) ignores it and stays exact fp32.
+// Int8ComputeGuard (`--compute int8`, autograd/quant.h): with trans_b and a 4- or 8-bit W in groups
+// of 32/64/128, x is rounded to int8 per block of 32 and the product runs on the packed codes —
+// qgemv_int8 for M <= kGemvMaxRows, qgemm_int8 (the cache-blocked int8 GEMM) above, each row of C
+// bit for bit what qgemv_int8 gives for that row alone; round_a is then ignored. Without trans_b
+// (backward dX = dY·W) and for other widths nothing changes.
 struct QuantParams;
 void gemm_qw(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
              const QuantParams& B, float beta, float* C, int64_t ldc, bool round_a = false);

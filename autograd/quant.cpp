@@ -522,49 +522,145 @@ const char* qgemv_int8_path() {
   return kr ? kr->name : "portable";
 }
 
+namespace {
+
+// Every row of A rounded to int8 once per call, in the layout of kernel kr (quant_kernels.h; nullptr:
+// the portable one): XQ, XD and the group sums XS of the rounded x. Rows are independent (a row's
+// values never depend on M or on which task prepares it); many rows are prepared in parallel.
+struct Int8X {
+  int64_t ldxq = 0, ldxd = 0, gpr = 0;
+  std::vector<int8_t> xq;
+  std::vector<float> xd, xs;
+};
+
+void prepare_int8_x(const quant_detail::Int8Kernels* kr, int64_t M, const float* A, int64_t lda, const QuantParams& W, bool allow_parallel,
+                    Int8X& X) {
+  const int64_t K = W.cols, G = W.group_size;
+  const int L = kr ? kr->lanes : 0, cpl = 32 / W.bits;
+  const int64_t CH = L ? int64_t(L) * cpl : 32, nch = (K + CH - 1) / CH, nb = K / 32;
+  X.ldxq = nch * CH;
+  X.ldxd = L ? nch * L : nb;
+  X.gpr = W.groups_per_row();
+  X.xq.assign(size_t(M * X.ldxq), 0);
+  X.xd.assign(size_t(M * X.ldxd), 0.0f);
+  X.xs.resize(size_t(M * X.gpr));
+  const int64_t dstride = L ? W.bits : 1;  // XD holds one d per lane: W.bits lanes per block
+  auto rows = [&](int64_t i0, int64_t i1) {
+    std::vector<int32_t> bs(static_cast<size_t>(nb));
+    for (int64_t i = i0; i < i1; ++i) {
+      float* dd = X.xd.data() + i * X.ldxd;
+      if (kr) kr->prep(A + i * lda, K, W.bits, X.xq.data() + i * X.ldxq, dd, bs.data());  // vectorised, the same values
+      else quantize_x_int8(A + i * lda, K, X.xq.data() + i * X.ldxq, dd, bs.data());
+      // the group sums of the rounded x: Σ_{b∈g} d_b·Σ xq (the bias terms then see the same x as the codes)
+      for (int64_t g = 0; g < X.gpr; ++g) {
+        float t = 0.0f;
+        for (int64_t b = g * (G / 32); b < (g + 1) * (G / 32); ++b) t += dd[b * dstride] * float(bs[size_t(b)]);
+        X.xs[size_t(i * X.gpr + g)] = t;
+      }
+    }
+  };
+  if (!allow_parallel || num_threads() <= 1 || M * K < (int64_t(1) << 16)) return rows(0, M);
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, M, 8), [&](const tbb::blocked_range<int64_t>& r) { rows(r.begin(), r.end()); });
+}
+
+bool int8_trivial(int64_t M, int64_t N, float alpha, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return true;
+  if (alpha != 0.0f) return false;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+  return true;
+}
+
+}  // namespace
+
 void qgemv_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
                 bool allow_parallel) {
   if (!qgemv_int8_supported(W)) return qgemv(M, A, lda, W, alpha, beta, C, ldc, allow_parallel);
   const int64_t N = W.rows, K = W.cols;
   FT_CHECK(M >= 0 && lda >= K && ldc >= std::max<int64_t>(1, N), "qgemv_int8: bad arguments M=", M, " lda=", lda, " ldc=", ldc,
            " for W [", N, ", ", K, "]");
-  if (M == 0 || N == 0) return;
-  if (alpha == 0.0f) {
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-    return;
-  }
+  if (M > 4) return qgemm_int8(M, A, lda, W, alpha, beta, C, ldc, allow_parallel);  // the same bits, cache-blocked
+  if (int8_trivial(M, N, alpha, beta, C, ldc)) return;
   const quant_detail::Int8Kernels* kr = int8_kernels();
   const quant_detail::Int8RowsFn rows = kr ? kr->rows : rows_int8_portable;
-  // Each row of A once: int8 values and block scales in the kernel's layout (quant_kernels.h), group sums.
-  const int L = kr ? kr->lanes : 0, cpl = 32 / W.bits;
-  const int64_t CH = L ? int64_t(L) * cpl : 32, nch = (K + CH - 1) / CH, nb = K / 32;
-  const int64_t ldxq = nch * CH, ldxd = L ? nch * L : nb, gpr = W.groups_per_row(), G = W.group_size;
-  std::vector<int8_t> xq(size_t(M * ldxq), 0);
-  std::vector<float> xd(size_t(M * ldxd), 0.0f), xs(size_t(M * gpr));
-  std::vector<int32_t> bs(static_cast<size_t>(nb));
-  for (int64_t i = 0; i < M; ++i) {
-    float* dd = xd.data() + i * ldxd;
-    if (kr) kr->prep(A + i * lda, K, W.bits, xq.data() + i * ldxq, dd, bs.data());  // vectorised, the same values
-    else quantize_x_int8(A + i * lda, K, xq.data() + i * ldxq, dd, bs.data());
-    // the group sums of the rounded x: Σ_{b∈g} d_b·Σ xq (the bias terms then see the same x as the codes)
-    const int64_t dstride = L ? W.bits : 1;  // XD holds one d per lane: W.bits lanes per block
-    for (int64_t g = 0; g < gpr; ++g) {
-      float t = 0.0f;
-      for (int64_t b = g * (G / 32); b < (g + 1) * (G / 32); ++b) t += dd[b * dstride] * float(bs[size_t(b)]);
-      xs[size_t(i * gpr + g)] = t;
-    }
-  }
+  Int8X X;
+  prepare_int8_x(kr, M, A, lda, W, false, X);
   const bool direct = kr && kr->reads16;
   for_row_tasks(N, K, W.bits, allow_parallel, [&](int64_t j0, int64_t n) {
     for_scale_blocks(W, j0, n, direct, [&](const View& v, int64_t r0, int64_t nr) {
-      for (int64_t i0 = 0; i0 < M; i0 += 4) {
-        const int m = int(std::min<int64_t>(4, M - i0));
-        rows(v, m, 0, nr, alpha, xq.data() + i0 * ldxq, ldxq, xd.data() + i0 * ldxd, ldxd, xs.data() + i0 * gpr, gpr, beta,
-             C + i0 * ldc + r0, ldc);
-      }
+      rows(v, int(M), 0, nr, alpha, X.xq.data(), X.ldxq, X.xd.data(), X.ldxd, X.xs.data(), X.gpr, beta, C + r0, ldc);
     });
   });
+}
+
+// The int8 GEMM. Each row of A is rounded once (prepare_int8_x, in parallel), then the work is cut
+// into tasks of (a block of rows of A) × (a chunk of rows of W):
+//   - a block of A holds at most kInt8ABlockBytes of prepared x (int8 values, block scales, group
+//     sums) so that it stays in L2 while a chunk of W passes over it;
+//   - inside a task the kernel walks W in panels of a few rows (kept in L1) and runs every row of
+//     the A block over each panel (register tiles of 4 rows of A × 4 rows of W on AVX512-VNNI;
+//     the decode kernel's 4-row steps elsewhere), so W is read from memory once per A block;
+//   - with one thread a task is an A block × all of W; with P threads W is cut into chunks of
+//     whole panels so that there are about 4·P tasks (and A's blocks are made smaller while W has
+//     too few rows for that).
+// Every output is computed by the same operations in the same order as qgemv_int8 for its row of
+// A alone, so the result never depends on M, the blocking or the thread count.
+void qgemm_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
+                bool allow_parallel) {
+  if (!qgemv_int8_supported(W)) return qgemv(M, A, lda, W, alpha, beta, C, ldc, allow_parallel);
+  const int64_t N = W.rows, K = W.cols;
+  FT_CHECK(M >= 0 && lda >= K && ldc >= std::max<int64_t>(1, N), "qgemm_int8: bad arguments M=", M, " lda=", lda, " ldc=", ldc,
+           " for W [", N, ", ", K, "]");
+  if (int8_trivial(M, N, alpha, beta, C, ldc)) return;
+  const quant_detail::Int8Kernels* kr = int8_kernels();
+  const quant_detail::Int8RowsFn rows = kr ? kr->rows : rows_int8_portable;
+  const quant_detail::Int8RowsFn gemm = kr ? kr->gemm : nullptr;
+  const bool direct = !gemm && kr && kr->reads16;  // the gemm tiles read fp32 scales (16-bit ones widened per block of rows)
+  const int P = allow_parallel ? num_threads() : 1;
+  Int8X X;
+  prepare_int8_x(kr, M, A, lda, W, P > 1, X);
+  constexpr int64_t kInt8ABlockBytes = int64_t(256) << 10, kPanel = 4;
+  const int64_t x_bytes = X.ldxq + 4 * (X.ldxd + X.gpr);
+  int64_t mb = std::clamp<int64_t>(kInt8ABlockBytes / x_bytes / 4 * 4, 4, M);
+  const int64_t panels = (N + kPanel - 1) / kPanel;
+  int64_t wchunks = 1;
+  if (P > 1) {
+    const int64_t want = 4 * int64_t(P);
+    const int64_t ablocks = (M + mb - 1) / mb;
+    wchunks = std::clamp<int64_t>((want + ablocks - 1) / ablocks, 1, panels);
+    if (ablocks * wchunks < want)  // few rows of W: smaller blocks of A
+      mb = std::clamp<int64_t>((M * wchunks + want - 1) / want / 4 * 4, 4, mb);
+  }
+  const int64_t ablocks = (M + mb - 1) / mb;
+  const int64_t chunk = (panels + wchunks - 1) / wchunks * kPanel;
+  wchunks = (N + chunk - 1) / chunk;
+  auto task = [&](int64_t t) {
+    const int64_t i0 = t / wchunks * mb, m = std::min(mb, M - i0);
+    const int64_t j0 = t % wchunks * chunk, n = std::min(chunk, N - j0);
+    const int8_t* xq = X.xq.data() + i0 * X.ldxq;
+    const float* xd = X.xd.data() + i0 * X.ldxd;
+    const float* xs = X.xs.data() + i0 * X.gpr;
+    float* c = C + i0 * ldc;
+    for_scale_blocks(W, j0, n, direct, [&](const View& v, int64_t r0, int64_t nr) {  // v's row 0 is row r0 of W
+      if (gemm) return gemm(v, int(m), 0, nr, alpha, xq, X.ldxq, xd, X.ldxd, xs, X.gpr, beta, c + r0, ldc);
+      for (int64_t jp = 0; jp < nr; jp += kPanel) {
+        const int64_t np = std::min(kPanel, nr - jp);
+        for (int64_t i = 0; i < m; i += 4)
+          rows(v, int(std::min<int64_t>(4, m - i)), jp, np, alpha, xq + i * X.ldxq, X.ldxq, xd + i * X.ldxd, X.ldxd, xs + i * X.gpr,
+               X.gpr, beta, c + i * ldc + r0 + jp, ldc);
+      }
+    });
+  };
+  const int64_t tasks = ablocks * wchunks;
+  if (P <= 1 || tasks == 1) {
+    for (int64_t t = 0; t < tasks; ++t) task(t);
+    return;
+  }
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, tasks, 1),
+                    [&](const tbb::blocked_range<int64_t>& r) {
+                      for (int64_t t = r.begin(); t < r.end(); ++t) task(t);
+                    },
+                    tbb::simple_partitioner());
 }
 
 }  // namespace ft

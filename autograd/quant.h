@@ -126,9 +126,11 @@ void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float a
 bool qgemv_int8_supported(const QuantParams& W);
 // The mode, per thread (off by default; set for a scope by generate/eval with --compute int8): while
 // on, the GEMM entry points (autograd/gemm.h gemm_qw, through linear, lora_linear and the LM head)
-// route a quantised weight's decode GEMV (M <= kGemvMaxRows rows, trans_b) to qgemv_int8 instead of
-// qgemv. GEMMs (prefill, eval batches, training), backward products and non-quantised weights are
-// unchanged. Read on the calling thread when the product starts.
+// route every forward product y = x·Wᵀ (trans_b) with a weight that qgemv_int8_supported accepts to
+// the int8 kernels: the decode GEMV (M <= kGemvMaxRows rows) to qgemv_int8, anything larger (prefill,
+// eval batches) to qgemm_int8; each output row is the same either way. Products without trans_b
+// (backward dX = dY·W), weights of other widths (exact qgemv / the exact GEMM), non-quantised weights
+// and training are unchanged. Read on the calling thread when the product starts.
 bool int8_compute();
 struct Int8ComputeGuard {
   bool prev;
@@ -137,7 +139,17 @@ struct Int8ComputeGuard {
   Int8ComputeGuard(const Int8ComputeGuard&) = delete;
   Int8ComputeGuard& operator=(const Int8ComputeGuard&) = delete;
 };
+// qgemv_int8: the decode schedule (each task a range of W's rows, all M rows of A over them) for
+// M <= 4, qgemm_int8's for more rows. Unsupported W: the exact qgemv.
 void qgemv_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
+                bool allow_parallel = true);
+// The int8 GEMM (prefill, `--compute int8`): the same arithmetic as qgemv_int8, cache-blocked for
+// many rows of A: each row of A rounded to int8 once per call, then tasks of (a block of A's rows,
+// kept in L2) × (a chunk of W's rows, walked in panels kept in L1), with 4 × 4 register tiles
+// (vpdpbusd) on AVX512-VNNI. Every output is bit-identical to qgemv_int8 on its row of A alone
+// (tests/test_quant_int8.cpp QuantInt8.GemmRowsAreTheGemvBitForBit), whatever M, the thread count
+// or the ISA path's tiling. Unsupported W: the exact qgemv.
+void qgemm_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
                 bool allow_parallel = true);
 // The ISA path qgemv_int8 takes now: "avx512vnni", "avxvnni", "avx2" (vpmaddubsw/vpmaddwd) or "portable".
 const char* qgemv_int8_path();

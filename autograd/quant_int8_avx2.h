@@ -256,6 +256,164 @@ void rows_any(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
   }
 }
 
+// ---- the int8 GEMM (qgemm_int8, autograd/quant.h): a register tile of R rows of W × M rows of A
+// (R·M <= 8 accumulators), x's int8 values and block scales taken from memory per product. Every
+// output gets exactly rows_r's fp32 operations in rows_r's order (the int32 lane sums are the same
+// integers: integer sums are exact, whatever the instruction order):
+//   per chunk f = cvt(lane sums)·d; one_group: t = f, t += f over the group's further chunks,
+//   acc = fma(s_g, t, acc); else acc = fma(permuted group scales, f, acc); then the bias terms in
+//   steps of 8 groups, hsum8 and alpha·sum (+ beta·C)
+// so each output is bit-identical to qgemv_int8's for that row of A alone.
+template <int M, int BITS, int G, int R>
+inline void tile(const View& v, int64_t j, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+                 const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc, __m256i sidx) {
+  constexpr int CPL = 32 / BITS, CH = 8 * CPL;
+  constexpr bool one_group = CH <= G;
+  constexpr int per = one_group ? G / CH : 1;
+  constexpr int ns = one_group ? 1 : CH / G;
+  const int64_t K = v.cols, gpr = v.gpr, wpr = v.wpr;
+  const int64_t nch = (K + CH - 1) / CH;
+  const int64_t tailw = (K % CH) * BITS / 32;
+  const uint32_t* w[R];
+  const float* s[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    w[r] = v.packed + (j + r) * wpr;
+    s[r] = v.scales + (j + r) * gpr;
+  }
+  __m256 acc[R * M];
+#pragma GCC unroll 8
+  for (int u = 0; u < R * M; ++u) acc[u] = _mm256_setzero_ps();
+  // W row r's chunk ci: lo/hi = the even/odd 4-bit codes (4 bits), or the 8-bit codes in lo
+  auto load_w = [&](int64_t ci, int r, __m256i& lo, __m256i& hi) __attribute__((always_inline)) {
+    const bool full = ci + 1 < nch || tailw == 0;
+    const __m256i W = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + ci * 8))
+                           : _mm256_maskload_epi32(reinterpret_cast<const int*>(w[r] + ci * 8), first_n8(tailw));
+    if constexpr (BITS == 4) {
+      const __m256i nib = _mm256_set1_epi8(0x0f);
+      lo = _mm256_and_si256(W, nib);
+      hi = _mm256_and_si256(_mm256_srli_epi16(W, 4), nib);
+    } else {
+      lo = W;
+      hi = W;
+    }
+  };
+  auto prod = [&](int64_t ci, __m256i lo, __m256i hi, int i) __attribute__((always_inline)) {
+    const int8_t* xq = XQ + i * ldxq + ci * CH;
+    __m256i q;
+    if constexpr (BITS == 4)
+      q = dot4(lo, hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32)));
+    else
+      q = dot8(lo, xq);
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(XD + i * ldxd + ci * 8));
+  };
+  if constexpr (one_group && per > 1) {
+    __m256 t[R * M];
+    for (int64_t g = 0; g < gpr; ++g) {
+      for (int k = 0; k < per; ++k) {
+        const int64_t ci = g * per + k;
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          __m256i lo, hi;
+          load_w(ci, r, lo, hi);
+#pragma GCC unroll 4
+          for (int i = 0; i < M; ++i) {
+            const __m256 f = prod(ci, lo, hi, i);
+            t[r * M + i] = k == 0 ? f : _mm256_add_ps(t[r * M + i], f);
+          }
+        }
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m256 sv = _mm256_set1_ps(s[r][g]);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[r * M + i] = _mm256_fmadd_ps(sv, t[r * M + i], acc[r * M + i]);
+      }
+    }
+  } else {
+    for (int64_t ci = 0; ci < nch; ++ci) {
+      const int64_t g0 = ci * ns;
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        __m256i lo, hi;
+        load_w(ci, r, lo, hi);
+        __m256 sv;
+        if constexpr (one_group) sv = _mm256_set1_ps(s[r][ci]);
+        else sv = _mm256_permutevar8x32_ps(_mm256_maskload_ps(s[r] + g0, first_n8(ns < gpr - g0 ? ns : gpr - g0)), sidx);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[r * M + i] = _mm256_fmadd_ps(sv, prod(ci, lo, hi, i), acc[r * M + i]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    const float* b = v.biases + (j + r) * gpr;
+    for (int64_t g = 0; g < gpr; g += 8) {
+      const __m256i mk = first_n8(gpr - g);
+      const __m256 bv = _mm256_maskload_ps(b + g, mk);
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) acc[r * M + i] = _mm256_fmadd_ps(bv, _mm256_maskload_ps(XS + i * ldxs + g, mk), acc[r * M + i]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) {
+      const float val = alpha * hsum8(acc[r * M + i]);
+      float* c = C + i * ldc + r;
+      *c = beta != 0.0f ? val + beta * *c : val;
+    }
+  }
+}
+
+template <int N>
+struct IntC {
+  static constexpr int value = N;
+};
+
+// Rows j0 .. j0+n-1 of W × m (any) rows of A: panels of R rows of W (kept in L1) over which every
+// MT-row block of A passes in turn; the last n mod R rows one at a time.
+template <int BITS, int G>
+void gemm_bg(const View& v, int m, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+             const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  constexpr int CPL = 32 / BITS, CH = 8 * CPL;
+  // R·MT accumulators, and as many partial sums t when a group spans chunks (measured on Zen 3: 1×4,
+  // 2×2, 2×3 and 2×4 within a few per cent of each other; the integer multiplies bound the loop)
+  constexpr int R = 2, MT = CH < G ? 2 : 4;
+  alignas(32) int32_t t[8];
+  for (int l = 0; l < 8; ++l) t[l] = CH <= G ? 0 : int32_t(l * CPL / G);
+  const __m256i sidx = _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
+  auto blocks = [&](auto rr, int64_t j) __attribute__((always_inline)) {
+    constexpr int RR = decltype(rr)::value;
+    int i0 = 0;
+    for (; i0 + MT <= m; i0 += MT)
+      tile<MT, BITS, G, RR>(v, j0 + j, alpha, XQ + i0 * ldxq, ldxq, XD + i0 * ldxd, ldxd, XS + i0 * ldxs, ldxs, beta, C + i0 * ldc + j, ldc, sidx);
+    const int64_t o = i0;
+    switch (m - i0) {
+      case 3: return tile<3, BITS, G, RR>(v, j0 + j, alpha, XQ + o * ldxq, ldxq, XD + o * ldxd, ldxd, XS + o * ldxs, ldxs, beta, C + o * ldc + j, ldc, sidx);
+      case 2: return tile<2, BITS, G, RR>(v, j0 + j, alpha, XQ + o * ldxq, ldxq, XD + o * ldxd, ldxd, XS + o * ldxs, ldxs, beta, C + o * ldc + j, ldc, sidx);
+      case 1: return tile<1, BITS, G, RR>(v, j0 + j, alpha, XQ + o * ldxq, ldxq, XD + o * ldxd, ldxd, XS + o * ldxs, ldxs, beta, C + o * ldc + j, ldc, sidx);
+      default: return;
+    }
+  };
+  int64_t j = 0;
+  for (; j + R <= n; j += R) blocks(IntC<R>{}, j);
+  for (; j < n; ++j) blocks(IntC<1>{}, j);
+}
+
+template <int BITS>
+void gemm_b(const View& v, int m, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+            const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  switch (v.group) {
+    case 32: return gemm_bg<BITS, 32>(v, m, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    case 64: return gemm_bg<BITS, 64>(v, m, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    default: return gemm_bg<BITS, 128>(v, m, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  }
+}
+
+void gemm_any(const View& v, int m, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD,
+              int64_t ldxd, const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  if (v.bits == 4) return gemm_b<4>(v, m, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  return gemm_b<8>(v, m, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+}
+
 // x rounded to int8 per block of 32 (quant_kernels.h Int8PrepFn): |x| max, x·id clamped to ±127
 // (vmaxps/vminps give the constant for a NaN, as the portable code), vcvtps2dq rounds to nearest even,
 // then packed to bytes in order.

@@ -173,6 +173,157 @@ void rows_any(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
   }
 }
 
+// ---- the int8 GEMM (qgemm_int8, autograd/quant.h): a register tile of R rows of W × M rows of A
+// (up to 4 × 4 = 16 accumulators), x's int8 values and block scales taken straight from memory as
+// vpdpbusd / vmulps operands. Every output gets exactly rows_r's operations in rows_r's order:
+//   per chunk f = cvt(int32 lane sums)·d (vmulps); one_group: t = f, t += f over the group's further
+//   chunks, acc = fma(s_g, t, acc); else acc = fma(permuted group scales, f, acc); then bias_terms,
+//   the same 16-lane reduction (reduce4) and alpha·sum (+ beta·C)
+// so each output is bit-identical to qgemv_int8's for that row of A alone.
+template <int M, int BITS, int G, int R>
+inline void tile(const View& v, int64_t j, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+                 const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc, __m512i sidx) {
+  constexpr int CPL = 32 / BITS, CH = 16 * CPL;
+  constexpr bool one_group = CH <= G;
+  constexpr int per = one_group ? G / CH : 1;
+  constexpr int ns = one_group ? 1 : CH / G;
+  const int64_t K = v.cols, gpr = v.gpr, wpr = v.wpr;
+  const int64_t nch = (K + CH - 1) / CH;
+  const int64_t tailb = (K % CH) * BITS / 8;
+  const unsigned char* w[R];
+  const float* s[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    w[r] = reinterpret_cast<const unsigned char*>(v.packed + (j + r) * wpr);
+    s[r] = v.scales + (j + r) * gpr;
+  }
+  const __m512i nib = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
+  __m512 acc[R * M];
+#pragma GCC unroll 16
+  for (int u = 0; u < R * M; ++u) acc[u] = _mm512_setzero_ps();
+  // f = chunk ci's products of W row r with A row i (fp32 lanes: the exact int32 sums times d_b)
+  auto prod = [&](int64_t ci, __m512i lo, __m512i hi, int i) __attribute__((always_inline)) {
+    const int8_t* xq = XQ + i * ldxq + ci * CH;
+    __m512i q;
+    if constexpr (BITS == 4)
+      q = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo, _mm512_loadu_si512(xq)), hi, _mm512_loadu_si512(xq + 64));
+    else
+      q = _mm512_dpbusd_epi32(zero, lo, _mm512_loadu_si512(xq));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps(XD + i * ldxd + ci * 16));
+  };
+  auto load_w = [&](int64_t ci, int r, __m512i& lo, __m512i& hi) __attribute__((always_inline)) {
+    const bool full = ci + 1 < nch || tailb == 0;
+    const __m512i W = full ? _mm512_loadu_si512(w[r] + ci * 64) : _mm512_maskz_loadu_epi8(first_bytes(tailb), w[r] + ci * 64);
+    if constexpr (BITS == 4) {
+      lo = _mm512_and_si512(W, nib);
+      hi = _mm512_and_si512(_mm512_srli_epi16(W, 4), nib);
+    } else {
+      lo = W;
+      hi = W;
+    }
+  };
+  if constexpr (one_group && per > 1) {  // 8-bit codes in groups of 128: two chunks per group
+    __m512 t[R * M];
+    for (int64_t g = 0; g < gpr; ++g) {
+      for (int k = 0; k < per; ++k) {
+        const int64_t ci = g * per + k;
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          __m512i lo, hi;
+          load_w(ci, r, lo, hi);
+#pragma GCC unroll 4
+          for (int i = 0; i < M; ++i) {
+            const __m512 f = prod(ci, lo, hi, i);
+            t[r * M + i] = k == 0 ? f : _mm512_add_ps(t[r * M + i], f);
+          }
+        }
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m512 sv = _mm512_set1_ps(s[r][g]);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[r * M + i] = _mm512_fmadd_ps(sv, t[r * M + i], acc[r * M + i]);
+      }
+    }
+  } else {
+    for (int64_t ci = 0; ci < nch; ++ci) {
+      const int64_t g0 = ci * ns;
+      const __mmask16 sm = first_n(ns < gpr - g0 ? ns : gpr - g0);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        __m512i lo, hi;
+        load_w(ci, r, lo, hi);
+        const __m512 sv = one_group ? _mm512_set1_ps(s[r][ci]) : _mm512_permutexvar_ps(sidx, _mm512_maskz_loadu_ps(sm, s[r] + g0));
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) acc[r * M + i] = _mm512_fmadd_ps(sv, prod(ci, lo, hi, i), acc[r * M + i]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) bias_terms<M>(v.biases + (j + r) * gpr, gpr, XS, ldxs, acc + r * M);
+  // the outputs in groups of four accumulators (reduce4: an output's bits do not depend on its group)
+  alignas(16) float sum[4];
+#pragma GCC unroll 4
+  for (int u0 = 0; u0 < R * M; u0 += 4) {
+    const int nu = R * M - u0 < 4 ? R * M - u0 : 4;
+    _mm_store_ps(sum, _mm_mul_ps(_mm_set1_ps(alpha), reduce4(acc + u0, nu)));
+    for (int k = 0; k < nu; ++k) {
+      const int r = (u0 + k) / M, i = (u0 + k) % M;
+      float* c = C + i * ldc + r;
+      *c = beta != 0.0f ? sum[k] + beta * *c : sum[k];
+    }
+  }
+}
+
+template <int N>
+struct IntC {
+  static constexpr int value = N;
+};
+
+// Rows j0 .. j0+n-1 of W × m (any) rows of A: panels of R rows of W (R·K/2 or R·K bytes of codes,
+// kept in L1) over which every 4-row block of A passes in turn; the last n mod R rows one at a time.
+template <int BITS, int G>
+void gemm_bg(const View& v, int m, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+             const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  constexpr int CPL = 32 / BITS, CH = 16 * CPL;
+  constexpr int R = CH < G ? 2 : 4;  // two chunks per group need 2·R·M accumulators
+  alignas(64) int32_t t[16];
+  for (int l = 0; l < 16; ++l) t[l] = CH <= G ? 0 : int32_t(l * CPL / G);
+  const __m512i sidx = _mm512_load_si512(t);
+  auto blocks = [&](auto rr, int64_t j) __attribute__((always_inline)) {
+    constexpr int RR = decltype(rr)::value;
+    int i0 = 0;
+    for (; i0 + 4 <= m; i0 += 4)
+      tile<4, BITS, G, RR>(v, j0 + j, alpha, XQ + i0 * ldxq, ldxq, XD + i0 * ldxd, ldxd, XS + i0 * ldxs, ldxs, beta, C + i0 * ldc + j, ldc, sidx);
+    const int64_t o = i0;
+    switch (m - i0) {
+      case 3: return tile<3, BITS, G, RR>(v, j0 + j, alpha, XQ + o * ldxq, ldxq, XD + o * ldxd, ldxd, XS + o * ldxs, ldxs, beta, C + o * ldc + j, ldc, sidx);
+      case 2: return tile<2, BITS, G, RR>(v, j0 + j, alpha, XQ + o * ldxq, ldxq, XD + o * ldxd, ldxd, XS + o * ldxs, ldxs, beta, C + o * ldc + j, ldc, sidx);
+      case 1: return tile<1, BITS, G, RR>(v, j0 + j, alpha, XQ + o * ldxq, ldxq, XD + o * ldxd, ldxd, XS + o * ldxs, ldxs, beta, C + o * ldc + j, ldc, sidx);
+      default: return;
+    }
+  };
+  int64_t j = 0;
+  for (; j + R <= n; j += R) blocks(IntC<R>{}, j);
+  for (; j < n; ++j) blocks(IntC<1>{}, j);
+}
+
+template <int BITS>
+void gemm_b(const View& v, int m, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD, int64_t ldxd,
+            const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  switch (v.group) {
+    case 32: return gemm_bg<BITS, 32>(v, m, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    case 64: return gemm_bg<BITS, 64>(v, m, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+    default: return gemm_bg<BITS, 128>(v, m, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  }
+}
+
+[[maybe_unused]] void gemm_any(const View& v, int m, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD,
+              int64_t ldxd, const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
+  if (v.bits == 4) return gemm_b<4>(v, m, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+  return gemm_b<8>(v, m, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
+}
+
 // x rounded to int8 per block of 32 (quant_kernels.h Int8PrepFn): |x| max, x·id clamped to ±127
 // (vmaxps/vminps give the constant for a NaN, as the portable code), vcvtps2dq rounds to nearest even.
 void prep(const float* x, int64_t K, int bits, int8_t* XQ, float* XD, int32_t* BS) {
@@ -190,10 +341,11 @@ void prep(const float* x, int64_t K, int bits, int8_t* XQ, float* XD, int32_t* B
   }
 }
 
-// rows_mbgs reads 16-bit scales itself (SK 1, 2), but that path has not yet run on an AVX-512 machine
-// (the development machine of 2026-12-05 had none): until it is tested there, quant.cpp widens 16-bit
-// scales for this kernel a block of rows at a time (reads16 false).
-const ft::quant_detail::Int8Kernels kKernels = {prep, rows_any, 16, "avx512vnni", false};
+// rows_mbgs reads 16-bit scales itself (SK 1, 2), and gemm_any is a 4×4 vpdpbusd tile for prefill, but
+// neither has run on an AVX-512 machine yet (the development machine of 2026-12-05 had none): until they
+// are tested there, quant.cpp widens 16-bit scales for this kernel a block of rows at a time
+// (reads16 false) and prefill runs `rows` over panels of W (gemm nullptr).
+const ft::quant_detail::Int8Kernels kKernels = {prep, rows_any, nullptr, 16, "avx512vnni", false};
 
 }  // namespace
 

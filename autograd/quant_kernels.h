@@ -81,9 +81,14 @@ using Int8RowsFn = void (*)(const View& v, int m, int64_t j0, int64_t n, float a
 // nearest even) and writes XQ and XD in the kernel's layout; the padding past K is left as it is
 // (the caller zeroes it), and BS[b] = Σ xq over block b (exact).
 using Int8PrepFn = void (*)(const float* x, int64_t K, int bits, int8_t* XQ, float* XD, int32_t* BS);
+// The int8 GEMM (qgemm_int8 in autograd/quant.h): the same contract as Int8RowsFn but m is any
+// count >= 1 (the kernel tiles the rows of A itself; the caller picks m and n so that the rows of A
+// stay in L2), and every output bit-identical to what `rows` gives for that row of A alone (the same
+// operations in the same order). nullptr: the caller runs `rows` over panels of W instead.
 struct Int8Kernels {
   Int8PrepFn prep;
   Int8RowsFn rows;
+  Int8RowsFn gemm;  // may be nullptr
   int lanes;
   const char* name;
   bool reads16;  // `rows` reads 16-bit scales (View::skind 1, 2) itself

@@ -123,13 +123,19 @@ void BM_ft_bf16w_autocast(benchmark::State& st, Shape s) {
   st.SetLabel(ft::isa_name());
 }
 
+// bits > 0: bf16 scales kept in 16 bits (as ft holds an MLX bf16 checkpoint's); bits < 0: the same
+// values widened to fp32 in memory (the layout before 2026-12-05).
 void BM_ft_qw_autocast(benchmark::State& st, Shape s, int bits) {
   Data d(s);
   const int64_t rows = s.tb ? s.N : s.K, cols = s.tb ? s.K : s.N;
   ft::Tensor w = ft::Tensor::empty({rows, cols});
   std::copy(d.B.begin(), d.B.end(), w.data<float>());
-  const ft::Tensor q = ft::quantize_affine(w, bits, 64, ft::DType::BF16);
-  const ft::QuantParams& qp = ft::quant_params(q);
+  const ft::Tensor q = ft::quantize_affine(w, bits > 0 ? bits : -bits, 64, ft::DType::BF16);
+  ft::QuantParams qp = ft::quant_params(q);
+  if (bits < 0) {
+    qp.scales = qp.scales.to(ft::DType::F32).contiguous();
+    qp.biases = qp.biases.to(ft::DType::F32).contiguous();
+  }
   for (auto _ : st) {
     ft::gemm_qw(s.ta, s.tb, s.M, s.N, s.K, 1.0f, d.A.data(), s.ta ? s.M : s.K, qp, 0.0f, d.C.data(), s.N, true);
     benchmark::ClobberMemory();
@@ -251,8 +257,8 @@ int register_all() {
         ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark((std::string("ft_bf16w_autocast/") + s.name).c_str(), BM_ft_bf16w_autocast, s)
         ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
-    for (int bits : {4, 8})
-      benchmark::RegisterBenchmark((std::string("ft_q") + std::to_string(bits) + "w_autocast/" + s.name).c_str(),
+    for (int bits : {4, 8, -4})
+      benchmark::RegisterBenchmark((std::string("ft_q") + std::to_string(bits < 0 ? -bits : bits) + (bits < 0 ? "w32s" : "w") + "_autocast/" + s.name).c_str(),
                                    BM_ft_qw_autocast, s, bits)
           ->UseRealTime()->MeasureProcessCPUTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark((std::string("eigen/") + s.name).c_str(), BM_eigen, s)

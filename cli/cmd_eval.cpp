@@ -28,7 +28,7 @@ struct EvalArgs {
 void run(const EvalArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   AutocastBF16Guard bf(a.compute == "bfloat16");  // matmul precision (autograd/ops.h)
-  Int8ComputeGuard i8(a.compute == "int8");        // quantised decode GEMVs with int8 inputs (autograd/quant.h)
+  Int8ComputeGuard i8(a.compute == "int8");        // quantised weights' products with int8 inputs (autograd/quant.h)
   Loaded L = load_all(a.model, a.adapter, a.dtype, true, a.quantize, a.group_size);
   check_compute(a.compute, L.model, a.model);
   std::string file = eval_data_file(a.data, a.split);

@@ -28,16 +28,16 @@ std::string quant_summary(const Model& m) {
 const char* const kComputeHelp =
     "Matmul precision: float32 (default: exact fp32 on every CPU, as transformers with dtype=float32), bfloat16 "
     "(bf16-weight matmuls round their inputs to bf16 and sum in fp32: faster on CPUs with AMX or AVX512-BF16; needs "
-    "--dtype bfloat16) or int8 (quantised weights only: each decode step's matrix-vector products round the input to "
-    "int8 per block of 32 and sum integer products, as llama.cpp does for its quantised types; faster, not exact; "
-    "4- and 8-bit matrices with groups of 32/64/128, others stay exact; prefill and eval batches are unchanged)";
+    "--dtype bfloat16) or int8 (quantised weights only: the products with them, prompt and eval batches as well as each "
+    "decode step, round their input to int8 per block of 32 and sum integer products, as llama.cpp does for its "
+    "quantised types; faster, not exact; 4- and 8-bit matrices with groups of 32/64/128, others stay exact)";
 
 void check_compute(const std::string& compute, const Model& m, const std::string& model_path) {
   FT_CHECK(compute != "bfloat16" || m.lm_head.dtype() == DType::BF16, "--compute bfloat16 rounds the inputs of matmuls with "
            "bfloat16 weights, but this model's weights are held in ", dtype_name(m.lm_head.dtype()), ": add --dtype bfloat16");
   if (compute != "int8") return;
   const auto qs = m.quantized_matrices();
-  FT_CHECK(!qs.empty(), "--compute int8 rounds the inputs of quantised weights' decode products to int8, but ", model_path,
+  FT_CHECK(!qs.empty(), "--compute int8 rounds the inputs of quantised weights' products to int8, but ", model_path,
            " has no quantised weights: add --quantize 4 (or 8), or load an MLX-quantised checkpoint or a quantised GGUF file");
   bool any = false;
   for (auto& [name, t] : qs) any = any || qgemv_int8_supported(quant_params(*t));

@@ -19,8 +19,9 @@ struct GenerateOptions {
   // (default; transformers with dtype=float32), BF16 = inputs rounded to bf16, fp32 accumulation (faster
   // where the CPU has bf16 hardware).
   DType compute = DType::F32;
-  // Opt-in, inexact (autograd/quant.h qgemv_int8, Int8ComputeGuard): the decode GEMVs of quantised
-  // weights round their input to int8 per block of 32 and sum integer products, as llama.cpp does.
+  // Opt-in, inexact (autograd/quant.h qgemv_int8 / qgemm_int8, Int8ComputeGuard): the products with
+  // quantised weights (prompt GEMMs and decode GEMVs) round their input to int8 per block of 32 and
+  // sum integer products, as llama.cpp does.
   // Orthogonal to `compute` (which concerns bf16 weights); off = exact fp32.
   bool int8_activations = false;
 };

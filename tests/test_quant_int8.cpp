@@ -1,8 +1,9 @@
-// The opt-in int8 decode GEMV (autograd/quant.h qgemv_int8, `--compute int8`): against an independent
-// scalar reference of the stated formula on every ISA path (incl. AVX-VNNI where the CPU has it), bits
-// 4 and 8, groups 32/64/128, M = 1..4, odd N, K with partial chunks; outputs independent of
-// neighbouring rows, of M and of the thread count; other widths fall back to the exact kernel; and the
-// mode is used only when asked (the default decode is untouched).
+// The opt-in int8 products (autograd/quant.h qgemv_int8 / qgemm_int8, `--compute int8`): against an
+// independent scalar reference of the stated formula on every ISA path (incl. AVX-VNNI where the CPU
+// has it), bits 4 and 8, groups 32/64/128, M = 1..4, odd N, K with partial chunks; outputs independent
+// of neighbouring rows, of M and of the thread count; the GEMM (M = 5..130) row by row the GEMV's
+// bits; other widths fall back to the exact kernel; and the mode is used only when asked (the
+// default products are untouched).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -185,7 +186,9 @@ TEST(QuantInt8, TheRoundingOfXIsPinned) {
         for (int64_t c = b0; c < b0 + 32; ++c) amax = std::max(amax, std::fabs(x[size_t(c)]));
         const float d = amax / 127.0f, id = 1.0f / d;
         const double xq = std::nearbyint(x[size_t(j)] * id);
-        if (j < int64_t(std::size(ties))) ASSERT_EQ(int(xq), want_ties[j]) << j;
+        if (j < int64_t(std::size(ties))) {
+          ASSERT_EQ(int(xq), want_ties[j]) << j;
+        }
         const double want = double(d) * double(q[size_t(j)]) * xq;
         ASSERT_LE(std::fabs(double(y[size_t(j)]) - want), std::ldexp(std::fabs(want), -22)) << isa << " bits " << bits << " column " << j
                                                                                                << ": " << y[size_t(j)] << " vs " << want;
@@ -254,36 +257,127 @@ TEST(QuantInt8, NeighboursThreadsAlphaBetaAndFallback) {
   }
 }
 
-// The mode is per scope and only changes a quantised weight's decode GEMV: linear() with <= 4 rows
-// gives qgemv's exact bits by default and qgemv_int8's inside Int8ComputeGuard; a GEMM (9 rows) and a
-// float weight are the same either way; the guard restores the previous mode.
-TEST(QuantInt8, OnlyWhenAskedAndOnlyTheDecodeGemv) {
+// The mode is per scope and only changes a quantised weight's forward products x·Wᵀ: linear() with
+// <= 4 rows gives qgemv's exact bits by default and qgemv_int8's inside Int8ComputeGuard; with 9 rows
+// the exact GEMM by default and, inside the guard, each row's qgemv_int8 bits; a float weight and the
+// backward-shaped product dY·W (no trans_b) are the same either way; the guard restores the mode.
+TEST(QuantInt8, OnlyWhenAskedAndOnlyTheForwardProducts) {
   NoGradGuard ng;
   std::vector<uint32_t> codes;
   const QuantParams p = random_params(40, 128, 4, 32, 21, codes);
   const Tensor w = make_quantized(p), wf = dequantize(w);
   const Tensor x1 = Tensor::randn({1, 128}, 22), x9 = Tensor::randn({9, 128}, 23);
-  std::vector<float> exact(40), int8(40);
+  std::vector<float> exact(40), int8(40), int8_rows(9 * 40);
   qgemv(1, x1.data<float>(), 128, p, 1.f, 0.f, exact.data(), 40);
   qgemv_int8(1, x1.data<float>(), 128, p, 1.f, 0.f, int8.data(), 40);
+  for (int64_t i = 0; i < 9; ++i) qgemv_int8(1, x9.data<float>() + i * 128, 128, p, 1.f, 0.f, int8_rows.data() + i * 40, 40);
   ASSERT_NE(exact, int8);  // the two paths differ on this input
   EXPECT_FALSE(int8_compute());
-  const std::vector<float> d1 = linear(x1, w).to_vector(), d9 = linear(x9, w).to_vector(), f1 = linear(x1, wf).to_vector();
+  const std::vector<float> d1 = linear(x1, w).to_vector(), d9 = linear(x9, w).to_vector(), f1 = linear(x1, wf).to_vector(),
+                           f9 = linear(x9, wf).to_vector();
+  ASSERT_NE(d9, int8_rows);
   EXPECT_EQ(d1, exact);
+  // dY·W: [9, 40] × [40, 128], the shape of a backward product (trans_b off)
+  const std::vector<float> dy = Tensor::randn({9, 40}, 24).to_vector();
+  std::vector<float> dx_off(9 * 128), dx_on(9 * 128);
+  gemm_qw(false, false, 9, 128, 40, 1.f, dy.data(), 40, p, 0.f, dx_off.data(), 128);
   {
     Int8ComputeGuard on;
     EXPECT_TRUE(int8_compute());
     EXPECT_EQ(linear(x1, w).to_vector(), int8);
-    EXPECT_EQ(linear(x9, w).to_vector(), d9);  // prefill-sized: the GEMM, unchanged
-    EXPECT_EQ(linear(x1, wf).to_vector(), f1);  // a float weight: unchanged
+    EXPECT_EQ(linear(x9, w).to_vector(), int8_rows);  // prefill-sized: the int8 GEMM, row by row the GEMV's bits
+    EXPECT_EQ(linear(x1, wf).to_vector(), f1);        // a float weight: unchanged
+    EXPECT_EQ(linear(x9, wf).to_vector(), f9);
+    gemm_qw(false, false, 9, 128, 40, 1.f, dy.data(), 40, p, 0.f, dx_on.data(), 128);
+    EXPECT_EQ(dx_on, dx_off);  // no trans_b: the exact GEMM
+    // trans_a: op(A) = x9 stored transposed [128, 9]
+    std::vector<float> xt(9 * 128), yt(9 * 40);
+    for (int64_t i = 0; i < 9; ++i)
+      for (int64_t k = 0; k < 128; ++k) xt[size_t(k * 9 + i)] = x9.data<float>()[i * 128 + k];
+    gemm_qw(true, true, 9, 40, 128, 1.f, xt.data(), 9, p, 0.f, yt.data(), 40);
+    EXPECT_EQ(yt, int8_rows);
     {
       Int8ComputeGuard off(false);
       EXPECT_EQ(linear(x1, w).to_vector(), exact);
+      EXPECT_EQ(linear(x9, w).to_vector(), d9);
     }
     EXPECT_TRUE(int8_compute());
   }
   EXPECT_FALSE(int8_compute());
   EXPECT_EQ(linear(x1, w).to_vector(), exact);
+  EXPECT_EQ(linear(x9, w).to_vector(), d9);
+}
+
+// The int8 GEMM (qgemm_int8, and qgemv_int8 with M > 4): every output bit for bit what qgemv_int8
+// gives for its row of A alone, for M = 5..130 (whole and partial 4-row tiles, several blocks of A),
+// odd N (partial panels of W), K with partial chunks, bits 4 and 8, groups 32/64/128, on every ISA
+// path, with 1, 2 and 3 threads, alpha/beta and lda/ldc strides.
+TEST(QuantInt8, GemmRowsAreTheGemvBitForBit) {
+  testing::IsaGuard guard;
+  for (int bits : {4, 8})
+    for (int group : {32, 64, 128})
+      for (int64_t in : {int64_t(group == 128 ? 640 : 96 * (group / 32)), int64_t(576 / group * group)}) {
+        const int64_t out = 45, Mmax = 130, lda = in + 7, ldc = out + 5;
+        std::vector<uint32_t> codes;
+        const QuantParams p = random_params(out, in, bits, group, uint64_t(bits * 77 + group + in), codes);
+        std::vector<float> x = Tensor::randn({Mmax, lda}, uint64_t(in * bits + group), 1.f).to_vector();
+        for (int64_t c = 0; c < 40 && c < in; ++c) x[size_t(3 * lda + c)] = 0.0f;  // an all-zero block (d = 0) in row 3
+        const std::vector<float> c0 = Tensor::randn({Mmax, ldc}, 5, 1.f).to_vector();
+        for (const std::string& isa : int8_levels()) {
+          set_isa(isa);
+          SCOPED_TRACE(isa + std::string(" path ") + qgemv_int8_path() + " bits " + std::to_string(bits) + " group " +
+                       std::to_string(group) + " K " + std::to_string(in));
+          // the reference: row by row, C = 0.75·x·Wᵀ − 0.5·C (beta != 0) and C = x·Wᵀ (beta = 0)
+          std::vector<float> ref_b(c0), ref_0(size_t(Mmax * ldc), -1.f);
+          for (int64_t i = 0; i < Mmax; ++i) {
+            qgemv_int8(1, x.data() + i * lda, lda, p, 0.75f, -0.5f, ref_b.data() + i * ldc, ldc);
+            qgemv_int8(1, x.data() + i * lda, lda, p, 1.f, 0.f, ref_0.data() + i * ldc, ldc);
+          }
+          for (int64_t M : {5, 6, 7, 8, 13, 63, 64, 130}) {
+            std::vector<float> y(size_t(Mmax * ldc), -1.f);
+            qgemm_int8(M, x.data(), lda, p, 1.f, 0.f, y.data(), ldc);
+            for (int64_t k = 0; k < Mmax * ldc; ++k)
+              ASSERT_EQ(y[size_t(k)], k < M * ldc ? ref_0[size_t(k)] : -1.f) << "M " << M << " row " << k / ldc << " col " << k % ldc;
+            std::vector<float> yv(size_t(M * ldc), -1.f);
+            qgemv_int8(M, x.data(), lda, p, 1.f, 0.f, yv.data(), ldc);
+            ASSERT_TRUE(std::equal(yv.begin(), yv.end(), ref_0.begin())) << "qgemv_int8 M " << M;
+          }
+          for (int threads : {1, 2, 3})
+            for (int64_t M : {9, 130}) {
+              set_num_threads(threads);
+              std::vector<float> y(c0);
+              qgemm_int8(M, x.data(), lda, p, 0.75f, -0.5f, y.data(), ldc);
+              set_num_threads(0);
+              for (int64_t k = 0; k < Mmax * ldc; ++k)
+                ASSERT_EQ(y[size_t(k)], k < M * ldc && k % ldc < out ? ref_b[size_t(k)] : c0[size_t(k)])
+                    << "threads " << threads << " M " << M << " row " << k / ldc << " col " << k % ldc;
+            }
+          // a slice of rows of W (another alignment of the panels): the same outputs
+          const Tensor w = make_quantized(p);
+          const Tensor slice = quant_slice_rows(w, 3, out);
+          std::vector<float> ys(size_t(17 * (out - 3)));
+          qgemm_int8(17, x.data(), lda, quant_params(slice), 1.f, 0.f, ys.data(), out - 3);
+          for (int64_t i = 0; i < 17; ++i)
+            for (int64_t j = 3; j < out; ++j) ASSERT_EQ(ys[size_t(i * (out - 3) + j - 3)], ref_0[size_t(i * ldc + j)]) << "slice " << i << " " << j;
+        }
+      }
+}
+
+// A prefill-sized shape with several blocks of A and many panels (K = 2048, N = 300, M = 200):
+// row by row the GEMV's bits on the native path, threaded.
+TEST(QuantInt8, GemmLargeShapeMatchesTheGemv) {
+  for (int bits : {4, 8}) {
+    const int64_t out = 300, in = 2048, M = 200;
+    std::vector<uint32_t> codes;
+    const QuantParams p = random_params(out, in, bits, bits == 4 ? 32 : 128, uint64_t(bits), codes);
+    const std::vector<float> x = Tensor::randn({M, in}, 3, 1.f).to_vector();
+    std::vector<float> y(size_t(M * out)), r(static_cast<size_t>(out));
+    qgemm_int8(M, x.data(), in, p, 1.f, 0.f, y.data(), out);
+    for (int64_t i = 0; i < M; ++i) {
+      qgemv_int8(1, x.data() + i * in, in, p, 1.f, 0.f, r.data(), out);
+      ASSERT_TRUE(std::equal(r.begin(), r.end(), y.begin() + i * out)) << "bits " << bits << " row " << i;
+    }
+  }
 }
 
 // generate(): the default options decode exactly as before (the same margins with the mode
