@@ -96,39 +96,6 @@ void widen16(const uint16_t* src, DType t, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = t == DType::BF16 ? bf16_to_f32(src[i]) : f16_to_f32(src[i]);
 }
 
-// The kernels' View of rows [j0, j0 + n) of q (row 0 of the View is row j0), with fp32 scales and
-// biases for groups [g0, g1) of those rows: pointers into F32 storage, or the 16-bit values widened
-// (exactly) into buf (n × gpr floats each; only groups [g0, g1) are filled). A View is only valid
-// while buf is not resized.
-View view_rows(const QuantParams& q, int64_t j0, int64_t n, int64_t g0, int64_t g1, std::vector<float>& buf) {
-  const int64_t gpr = q.groups_per_row();
-  View v{q.bits, q.group_size, q.cols, q.words_per_row(), gpr, static_cast<const uint32_t*>(q.packed.raw()) + j0 * q.words_per_row(),
-         nullptr, nullptr};
-  const DType t = q.scales.dtype();
-  if (t == DType::F32) {
-    v.scales = static_cast<const float*>(q.scales.raw()) + j0 * gpr;
-    v.biases = static_cast<const float*>(q.biases.raw()) + j0 * gpr;
-    return v;
-  }
-  if (buf.size() < size_t(2 * n * gpr)) buf.resize(size_t(2 * n * gpr));
-  float* s = buf.data();
-  float* b = s + n * gpr;
-  const uint16_t* ss = static_cast<const uint16_t*>(q.scales.raw()) + j0 * gpr;
-  const uint16_t* bb = static_cast<const uint16_t*>(q.biases.raw()) + j0 * gpr;
-  if (g0 == 0 && g1 == gpr) {
-    widen16(ss, t, s, n * gpr);
-    widen16(bb, t, b, n * gpr);
-  } else {
-    for (int64_t j = 0; j < n; ++j) {
-      widen16(ss + j * gpr + g0, t, s + j * gpr + g0, g1 - g0);
-      widen16(bb + j * gpr + g0, t, b + j * gpr + g0, g1 - g0);
-    }
-  }
-  v.scales = s;
-  v.biases = b;
-  return v;
-}
-
 // The View of rows [j0, ...) of q for a kernel that reads 16-bit scales itself (View::skind): the
 // stored scales and biases as they are, nothing widened.
 View view_direct(const QuantParams& q, int64_t j0) {
@@ -147,25 +114,52 @@ View view_direct(const QuantParams& q, int64_t j0) {
   return v;
 }
 
+// The kernels' View of rows [j0, j0 + n) of q (row 0 of the View is row j0), with fp32 scales and
+// biases for groups [g0, g1) of those rows: pointers into F32 storage, or the 16-bit values widened
+// (exactly) into buf (n × gpr floats each; only groups [g0, g1) are filled). A View is only valid
+// while buf is not resized.
+View view_rows(const QuantParams& q, int64_t j0, int64_t n, int64_t g0, int64_t g1, std::vector<float>& buf) {
+  View v = view_direct(q, j0);
+  if (v.skind == 0) return v;
+  const DType t = q.scales.dtype();
+  const int64_t gpr = v.gpr;
+  if (buf.size() < size_t(2 * n * gpr)) buf.resize(size_t(2 * n * gpr));
+  float* s = buf.data();
+  float* b = s + n * gpr;
+  const uint16_t* ss = v.scales16;
+  const uint16_t* bb = v.biases16;
+  if (g0 == 0 && g1 == gpr) {
+    widen16(ss, t, s, n * gpr);
+    widen16(bb, t, b, n * gpr);
+  } else {
+    for (int64_t j = 0; j < n; ++j) {
+      widen16(ss + j * gpr + g0, t, s + j * gpr + g0, g1 - g0);
+      widen16(bb + j * gpr + g0, t, b + j * gpr + g0, g1 - g0);
+    }
+  }
+  v.skind = 0;
+  v.scales16 = v.biases16 = nullptr;
+  v.scales = s;
+  v.biases = b;
+  return v;
+}
+
 // Rows of W [j0, j0 + n) through a GEMV kernel, call(v, r0, nr) per block: the View's row 0 is row
 // r0. Kernels that read 16-bit scales themselves (direct) get all the rows at once; for the others
 // 16-bit scales are widened into fp32 a block of rows at a time (scale_block_rows).
 template <class F>
 void for_scale_blocks(const QuantParams& W, int64_t j0, int64_t n, bool direct, const F& call);
 
-// Rows per call of a GEMV kernel: all of a task's rows when the scales are fp32 in memory, else
-// blocks of whole 4-row steps whose widened scales and biases fit ~16 KiB (they stay in L1).
-int64_t scale_block_rows(const QuantParams& q, int64_t n) {
-  if (q.scales.dtype() == DType::F32) return std::max<int64_t>(n, 1);
-  return std::max<int64_t>(4, 2048 / std::max<int64_t>(1, q.groups_per_row()) / 4 * 4);
-}
+// Rows per call of a GEMV kernel whose 16-bit scales are widened: blocks of whole 4-row steps whose
+// widened scales and biases fit ~16 KiB (they stay in L1).
+int64_t scale_block_rows(const QuantParams& q) { return std::max<int64_t>(4, 2048 / std::max<int64_t>(1, q.groups_per_row()) / 4 * 4); }
 
 thread_local std::vector<float> t_scale_buf;  // view_rows' buffer (kernels never nest: one per thread is enough)
 
 template <class F>
 void for_scale_blocks(const QuantParams& W, int64_t j0, int64_t n, bool direct, const F& call) {
   if (direct || W.scales.dtype() == DType::F32) return call(view_direct(W, j0), j0, n);
-  const int64_t R = scale_block_rows(W, n), gpr = W.groups_per_row();
+  const int64_t R = scale_block_rows(W), gpr = W.groups_per_row();
   for (int64_t r0 = j0; r0 < j0 + n; r0 += R) {
     const int64_t nr = std::min(R, j0 + n - r0);
     call(view_rows(W, r0, nr, 0, gpr, t_scale_buf), r0, nr);
