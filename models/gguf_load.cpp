@@ -320,15 +320,16 @@ Model load_gguf_model(const std::string& path, const LoadOptions& opt) {
   m.cfg = parse_model_config(texts.config_json, path + " (GGUF metadata)");
   const ModelConfig& c = m.cfg;
   const bool permute = gguf_permutes_qk(c);
-  // Storage: quantised matrices stay packed (gguf_packed.h); float ones in --dtype, else BF16 for BF16
-  // files and float32 for everything else (as safetensors F16).
+  // Storage: quantised matrices stay packed (gguf_packed.h); float ones in --dtype, else as the file's
+  // float matrices are stored (BF16, F16 or F32; the numbers are fp32's either way).
   std::map<std::string, int64_t> bytes;
   for (const auto& t : f->tensors()) bytes[ggml_type_name(t.type)] += int64_t(t.nbytes), m.checkpoint_parameters += t.numel();
   int64_t best = -1;
   for (auto& [k, v] : bytes)
     if (v > best) best = v, m.checkpoint_dtype = k;
   DType mat_dt = opt.dtype == "bfloat16" ? DType::BF16 : opt.dtype == "float16" ? DType::F16
-                 : opt.dtype.empty() && m.checkpoint_dtype == "BF16" ? DType::BF16 : DType::F32;
+                 : opt.dtype.empty() && m.checkpoint_dtype == "BF16" ? DType::BF16
+                 : opt.dtype.empty() && m.checkpoint_dtype == "F16"  ? DType::F16 : DType::F32;
 
   auto get = [&](const std::string& hf, const std::vector<int64_t>& shape, bool matrix) {
     std::string g;
@@ -356,6 +357,7 @@ Model load_gguf_model(const std::string& path, const LoadOptions& opt) {
       return q;
     }
     std::vector<float> v = read_f32(*t);
+    f->release(*t);  // copied: the file's pages of this tensor are no longer needed in memory
     if (permute && (is_q || is_k)) {
       int64_t cols = shape.size() == 2 ? shape[1] : 1;
       v = gguf_permute_rows(v, shape[0], cols, is_q ? c.num_heads : c.num_kv_heads, true);

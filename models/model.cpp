@@ -64,7 +64,7 @@ struct Loader {
     };
     if (quantize > 0 && expect[1] % group_size == 0)  // MLX stores scales in the weights' dtype
       return converted(quantize_affine(t, quantize, group_size, t.dtype(), name));
-    DType want = t.dtype() == DType::F16 ? DType::F32 : t.dtype();
+    DType want = t.dtype();  // as stored (bf16/fp16 values widen exactly: the numbers are fp32's, README "Precision")
     if (dtype == "float32") want = DType::F32;
     if (dtype == "bfloat16") want = DType::BF16;
     if (dtype == "float16") want = DType::F16;
