@@ -1,6 +1,6 @@
 // AVX2 + FMA GEMM micro-kernel (fp32, 6×16 register tile), chosen at run time by autograd/gemm.cpp.
-// bf16 weights are widened to fp32 while packing, so there is no bf16 kernel here; fp16 weights
-// are widened by the F16C packer below.
+// bf16 and fp16 weights are widened to fp32 while packing (the vector packer below, fp32 sources too),
+// so there is no bf16 kernel here.
 // No STL here (ODR, see CMakeLists.txt): only <immintrin.h>, <cstdint>, <cstddef>.
 #include <immintrin.h>
 
@@ -61,15 +61,34 @@ void kernel_f32(int64_t depth, const void* ap, const void* bp, float* c, int64_t
   }
 }
 
-// ---------------------------------------------------------------- fp16 packing (see PackFn)
-// fp16 sources only (fp32 and bf16 go through the portable packer): widened with F16C, exactly.
+// ---------------------------------------------------------------- packing (see PackFn)
+// fp32, bf16 and fp16 sources, widened exactly (bf16: a 16-bit shift; fp16: F16C).
 
-// 8 fp16 values from p (cnt valid, the rest zero), widened.
-inline __m256 load8_f16(const uint16_t* p, int64_t cnt) {
-  if (cnt >= 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  alignas(16) uint16_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int64_t i = 0; i < cnt; ++i) t[i] = p[i];
-  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+inline __m256i lane_mask(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// 8 source values from p (cnt valid, the rest zero), as fp32. T: kSrcF32, kSrcBF16 or kSrcF16.
+template <int T>
+inline __m256 load8(const void* p, int64_t cnt) {
+  using ft::gemm_detail::kSrcBF16;
+  using ft::gemm_detail::kSrcF32;
+  if constexpr (T == kSrcF32) {
+    const float* f = static_cast<const float*>(p);
+    return cnt >= 8 ? _mm256_loadu_ps(f) : _mm256_maskload_ps(f, lane_mask(cnt));
+  } else {
+    const uint16_t* h = static_cast<const uint16_t*>(p);
+    __m128i v;
+    if (cnt >= 8) {
+      v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h));
+    } else {
+      alignas(16) uint16_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t i = 0; i < cnt; ++i) t[i] = h[i];
+      v = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+    }
+    if constexpr (T == kSrcBF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+    else return _mm256_cvtph_ps(v);
+  }
 }
 
 // r[i][j] -> r[j][i] for an 8×8 block of floats.
@@ -92,9 +111,10 @@ inline void transpose8(__m256* r) {
   r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-void pack_f16(const void* src, int64_t ld, int /*src_type: fp16*/, bool lanes_are_rows, bool /*pairs: never*/,
-              int w, int n, int64_t kc, uint32_t* dst) {
-  const uint16_t* s = static_cast<const uint16_t*>(src);
+template <int T>
+void pack_t(const void* src, int64_t ld, bool lanes_are_rows, int w, int n, int64_t kc, uint32_t* dst) {
+  constexpr int64_t esz = T == ft::gemm_detail::kSrcF32 ? 4 : 2;
+  const char* s = static_cast<const char*>(src);
   const int np = (n + w - 1) / w;
   for (int q = 0; q < np; ++q) {
     float* pd = reinterpret_cast<float*>(dst) + q * kc * w;
@@ -105,7 +125,7 @@ void pack_f16(const void* src, int64_t ld, int /*src_type: fp16*/, bool lanes_ar
         for (int64_t k0 = 0; k0 < kc; k0 += 8) {
           const int64_t kk = kc - k0 < 8 ? kc - k0 : 8;
           __m256 r[8];
-          for (int i = 0; i < 8; ++i) r[i] = i < nv ? load8_f16(s + (lane + i) * ld + k0, kk) : _mm256_setzero_ps();
+          for (int i = 0; i < 8; ++i) r[i] = i < nv ? load8<T>(s + ((lane + i) * ld + k0) * esz, kk) : _mm256_setzero_ps();
           transpose8(r);
           for (int64_t d = 0; d < kk; ++d) {
             float* o = pd + (k0 + d) * w + x0;
@@ -120,7 +140,7 @@ void pack_f16(const void* src, int64_t ld, int /*src_type: fp16*/, bool lanes_ar
         }
       } else {  // element (k, x) at s[k*ld + x]: row k's 8 lanes are contiguous
         for (int64_t k = 0; k < kc; ++k) {
-          const __m256 v = nv > 0 ? load8_f16(s + k * ld + lane, nv) : _mm256_setzero_ps();
+          const __m256 v = nv > 0 ? load8<T>(s + (k * ld + lane) * esz, nv) : _mm256_setzero_ps();
           float* o = pd + k * w + x0;
           if (wv == 8) {
             _mm256_storeu_ps(o, v);
@@ -135,7 +155,42 @@ void pack_f16(const void* src, int64_t ld, int /*src_type: fp16*/, bool lanes_ar
   }
 }
 
-const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, nullptr, nullptr, pack_f16, nullptr};
+// With pairs (bf16 dot products: never chosen with these kernels, but allowed by PackFn) the
+// elements are rounded to bf16 pairs as the portable packer does.
+inline uint16_t bf16_bits(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x0040u);
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+void pack(const void* src, int64_t ld, int src_type, bool lanes_are_rows, bool pairs, int w, int n, int64_t kc,
+          uint32_t* dst) {
+  using namespace ft::gemm_detail;
+  if (pairs) {
+    const float* sf = static_cast<const float*>(src);
+    const uint16_t* sh = static_cast<const uint16_t*>(src);
+    const int64_t units = (kc + 1) / 2;
+    for (int x0 = 0; x0 < n; x0 += w, dst += units * w)
+      for (int64_t d = 0; d < units; ++d)
+        for (int x = 0; x < w; ++x) {
+          uint32_t v = 0;
+          for (int h = 0; h < 2; ++h) {
+            const int64_t k = 2 * d + h, lane = x0 + x;
+            if (k >= kc || lane >= n) continue;
+            const int64_t i = lanes_are_rows ? lane * ld + k : k * ld + lane;
+            v |= uint32_t(src_type == kSrcBF16 ? sh[i] : bf16_bits(sf[i])) << (16 * h);
+          }
+          dst[d * w + x] = v;
+        }
+    return;
+  }
+  if (src_type == kSrcBF16) return pack_t<kSrcBF16>(src, ld, lanes_are_rows, w, n, kc, dst);
+  if (src_type == kSrcF16) return pack_t<kSrcF16>(src, ld, lanes_are_rows, w, n, kc, dst);
+  return pack_t<kSrcF32>(src, ld, lanes_are_rows, w, n, kc, dst);
+}
+
+const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, nullptr, pack, pack, nullptr};
 
 }  // namespace
 

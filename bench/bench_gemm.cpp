@@ -49,6 +49,10 @@ const Shape kShapes[] = {
     // a chunk of the fused LM head + cross-entropy (autograd/ops_loss.cpp): logits, then dh = dlogits·W
     {"lm_head_256x576.576x49152", 256, 49152, 576, false, true},
     {"lm_head_dX_256x49152.49152x576", 256, 576, 49152, false, false},
+    // Llama-1B shape (hidden 2048, MLP 8192) at 1024 tokens (bench/train_bench.py --shape 1b)
+    {"1b_up_fwd_1024x2048.2048x8192", 1024, 8192, 2048, false, true},
+    {"1b_up_dX_1024x8192.8192x2048", 1024, 2048, 8192, false, false},
+    {"1b_attn_fwd_1024x2048.2048x2048", 1024, 2048, 2048, false, true},
 };
 
 struct Data {
