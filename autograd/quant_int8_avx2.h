@@ -122,9 +122,11 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
     w[r] = v.packed + (j + r) * wpr;
     s[r] = sc_ptr<SK>(sbase, (j + r) * gpr);
   }
+  // The codes of the row group two groups ahead are prefetched a few lines per chunk, spread over this
+  // group's chunks (all at once, they stall on the line-fill buffers when the weights come from memory).
+  const char* pf = reinterpret_cast<const char*>(v.packed + (j + 2 * R) * wpr);
+  const int64_t pf_per_chunk = prefetch ? (R * wpr * 4 + 64 * nch - 1) / (64 * nch) * 64 : 0;
   if (prefetch) {
-    const char* pf = reinterpret_cast<const char*>(v.packed + (j + 2 * R) * wpr);
-    for (int64_t b = 0; b < R * wpr * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
     const char* ps = static_cast<const char*>(sc_ptr<SK>(sbase, (j + 2 * R) * gpr));
     const char* pb = static_cast<const char*>(sc_ptr<SK>(bbase, (j + 2 * R) * gpr));
     for (int64_t b = 0; b < R * gpr * (SK ? 2 : 4); b += 64) {
@@ -137,6 +139,7 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
   for (int u = 0; u < R * M; ++u) acc[u] = _mm256_setzero_ps();
   auto chunk = [&](int64_t ci, __m256* out) __attribute__((always_inline)) {
     const bool full = ci + 1 < nch || tailw == 0;
+    for (int64_t b = ci * pf_per_chunk; b < (ci + 1) * pf_per_chunk; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       const __m256i W = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + ci * 8))

@@ -68,6 +68,10 @@ void shapes(benchmark::internal::Benchmark* b) {
           if ((kind != 0 || (int8 == 0 && group == 64)) && (kind != 3 || int8 == 0)) b->Args({n, k, kind, int8, group});
 }
 BENCHMARK(BM_Gemv)->Apply(shapes);
+// A matrix larger than the last-level cache (75 MB at 4 bits): the weights stream from memory, as in the
+// decode of a 1B+ model.
+BENCHMARK(BM_Gemv)->Args({65536, 2048, 0, 0, 64})->Args({65536, 2048, 4, 1, 32})->Args({65536, 2048, 8, 1, 32})
+    ->Args({65536, 2048, 4, 1, 64})->Args({65536, 2048, 4, 0, 32});
 
 void BM_QGemm(benchmark::State& st) {
   const int64_t N = st.range(0), K = st.range(1), M = st.range(5);
