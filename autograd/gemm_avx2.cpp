@@ -155,36 +155,10 @@ void pack_t(const void* src, int64_t ld, bool lanes_are_rows, int w, int n, int6
   }
 }
 
-// With pairs (bf16 dot products: never chosen with these kernels, but allowed by PackFn) the
-// elements are rounded to bf16 pairs as the portable packer does.
-inline uint16_t bf16_bits(float f) {
-  uint32_t u;
-  __builtin_memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x0040u);
-  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-void pack(const void* src, int64_t ld, int src_type, bool lanes_are_rows, bool pairs, int w, int n, int64_t kc,
+// pairs never comes here: this table has no bf16 kernel, so gemm.cpp never runs it in pairs mode.
+void pack(const void* src, int64_t ld, int src_type, bool lanes_are_rows, bool /*pairs: never*/, int w, int n, int64_t kc,
           uint32_t* dst) {
   using namespace ft::gemm_detail;
-  if (pairs) {
-    const float* sf = static_cast<const float*>(src);
-    const uint16_t* sh = static_cast<const uint16_t*>(src);
-    const int64_t units = (kc + 1) / 2;
-    for (int x0 = 0; x0 < n; x0 += w, dst += units * w)
-      for (int64_t d = 0; d < units; ++d)
-        for (int x = 0; x < w; ++x) {
-          uint32_t v = 0;
-          for (int h = 0; h < 2; ++h) {
-            const int64_t k = 2 * d + h, lane = x0 + x;
-            if (k >= kc || lane >= n) continue;
-            const int64_t i = lanes_are_rows ? lane * ld + k : k * ld + lane;
-            v |= uint32_t(src_type == kSrcBF16 ? sh[i] : bf16_bits(sf[i])) << (16 * h);
-          }
-          dst[d * w + x] = v;
-        }
-    return;
-  }
   if (src_type == kSrcBF16) return pack_t<kSrcBF16>(src, ld, lanes_are_rows, w, n, kc, dst);
   if (src_type == kSrcF16) return pack_t<kSrcF16>(src, ld, lanes_are_rows, w, n, kc, dst);
   return pack_t<kSrcF32>(src, ld, lanes_are_rows, w, n, kc, dst);

@@ -124,7 +124,7 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
   }
   // The codes of the row group two groups ahead are prefetched a few lines per chunk, spread over this
   // group's chunks (all at once, they stall on the line-fill buffers when the weights come from memory).
-  const char* pf = reinterpret_cast<const char*>(v.packed + (j + 2 * R) * wpr);
+  const char* pf = prefetch ? reinterpret_cast<const char*>(v.packed + (j + 2 * R) * wpr) : nullptr;
   const int64_t pf_per_chunk = prefetch ? (R * wpr * 4 + 64 * nch - 1) / (64 * nch) * 64 : 0;
   if (prefetch) {
     const char* ps = static_cast<const char*>(sc_ptr<SK>(sbase, (j + 2 * R) * gpr));
