@@ -76,7 +76,7 @@ void base_kernel(int64_t depth, const void* ap, const void* bp, float* c, int64_
   }
 }
 
-const Kernels kBaseKernels = {kBaseMR, kBaseNR, base_kernel, nullptr, nullptr, nullptr, nullptr};
+const Kernels kBaseKernels = {kBaseMR, kBaseNR, base_kernel, nullptr, nullptr, nullptr, nullptr, nullptr};
 
 // ---------------------------------------------------------------- scratch memory
 struct FreeDeleter {
@@ -372,6 +372,7 @@ void run(const Job& g, bool allow_parallel) {
       const int64_t p0 = mb * mp / nmb, p1 = (mb + 1) * mp / nmb;
       const int64_t s0 = nb * sp / nnb, s1 = (nb + 1) * sp / nnb;
       if (p0 == p1 || s0 == s1) return;
+      if (kr.prepare) kr.prepare();
       const int64_t i0 = p0 * MR, m = std::min(M, p1 * MR) - i0;
       uint32_t* At = Apk ? nullptr : a_scratch().get(size_t((p1 - p0) * MR) * size_t(DC));
       for (int64_t d0 = 0; d0 < D; d0 += DC) {
@@ -385,8 +386,7 @@ void run(const Job& g, bool allow_parallel) {
           float* cs = g.C + jc + s * NR;
           for (int64_t p = p0; p < p1; ++p) {
             const int mm = int(std::min<int64_t>(MR, M - p * MR));
-            kern(dc, Ap + (p - p0) * MR * dc, bs, cs + p * MR * g.ldc, g.ldc, mm, nn, g.alpha,
-                 beta);
+            kern(dc, Ap + (p - p0) * MR * dc, bs, cs + p * MR * g.ldc, g.ldc, mm, nn, g.alpha, beta);
           }
         }
       }

@@ -40,11 +40,13 @@ struct alignas(64) TileConfig {
 // and read by them must be published first, or its stores may be dropped or moved past the asm.
 inline void publish(const void* p) { __asm__ volatile("" : : "r"(p) : "memory"); }
 
-// The tile configuration ft's kernel needs, loaded when this thread's current one differs. Checked on
-// every call, not remembered per thread: other AMX code in the process (oneDNN inside PyTorch, a
+// The tile configuration ft's kernel needs, loaded when this thread's current one differs. Checked at
+// the start of every GEMM task (Kernels::prepare; between its kernel calls a task runs only ft's
+// packers), not remembered per thread: other AMX code in the process (oneDNN inside PyTorch, a
 // oneDNN matmul on the same thread) configures other tile shapes or releases the tiles
 // (tilerelease), after which a tile instruction would compute with wrong shapes or fault (SIGILL).
-// sttilecfg is cheap next to a call's depth loop (a block of up to 96 × 4 tdpbf16ps).
+// Not per kernel call: sttilecfg waits for the tile unit to drain (perf put a quarter of the kernel's
+// samples just after it; GEMM throughput did not measurably change once it moved, 2026-12-05).
 void configure_tiles() {
   TileConfig want = {};
   want.palette_id = 1;
@@ -64,7 +66,6 @@ inline __mmask16 lanes(int n) { return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __
 
 void kernel_amx(int64_t depth, const void* ap, const void* bp, float* c, int64_t ldc, int m, int n,
                 float alpha, float beta) {
-  configure_tiles();
   const char* a = static_cast<const char*>(ap);
   const char* b = static_cast<const char*>(bp);
   // A whole tile with alpha = 1 and beta 0 or 1 (every depth block of ft's GEMMs but the
@@ -196,6 +197,6 @@ void pack_a(const void* src, int64_t ld, int /*src_type*/, bool lanes_are_rows, 
 }  // namespace
 
 const ft::gemm_detail::Kernels* ft::gemm_detail::kernels_amx() {
-  static const Kernels t = {MR, NR, nullptr, kernel_amx, kernels_avx512()->pack, kernels_avx512()->pack_f16, pack_a};
+  static const Kernels t = {MR, NR, nullptr, kernel_amx, kernels_avx512()->pack, kernels_avx512()->pack_f16, pack_a, configure_tiles};
   return &t;
 }

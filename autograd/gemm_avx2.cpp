@@ -164,7 +164,7 @@ void pack(const void* src, int64_t ld, int src_type, bool lanes_are_rows, bool /
   return pack_t<kSrcF32>(src, ld, lanes_are_rows, w, n, kc, dst);
 }
 
-const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, nullptr, pack, pack, nullptr};
+const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, nullptr, pack, pack, nullptr, nullptr};
 
 }  // namespace
 

@@ -230,7 +230,7 @@ void pack(const void* src, int64_t ld, int src_type, bool lanes_are_rows, bool p
   }
 }
 
-const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, kernel_bf16, pack, pack, nullptr};
+const ft::gemm_detail::Kernels kTable = {MR, NR, kernel_f32, kernel_bf16, pack, pack, nullptr, nullptr};
 
 }  // namespace
 

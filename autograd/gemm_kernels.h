@@ -38,6 +38,10 @@ struct Kernels {
   // A panels in pairs mode, when the bf16 kernel wants another layout than `pack` gives (AMX:
   // see gemm_amx.cpp); null: `pack`. Same panel size (ceil(kc/2)·w pairs per panel).
   PackFn pack_a_pairs;
+  // Called once at the start of every task (on the thread that then runs its kernels) before the
+  // first kernel call; null: nothing to prepare. AMX loads its tile configuration here, not in every
+  // kernel call (sttilecfg waits for the tile unit to drain).
+  void (*prepare)();
 };
 
 // One entry per ISA file.

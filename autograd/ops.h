@@ -152,7 +152,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
 // cross_entropy_sum(h·Wᵀ, targets) (with softcap > 0: of cap·tanh(h·Wᵀ / cap)), fused with the
 // projection: h [..., H] float32, W [V, H] float32, bfloat16 or float16 (the LM head), targets int32 with
 // one entry per row of h. Rows go through in chunks, so the [N, V] logits are never materialised
-// (chunk_rows rows at a time; 0 = about 32 MB of logits); the gradients for h (and for W, when it
+// (chunk_rows rows at a time; 0 = at most about 128 MB of logits, equal chunks); the gradients for h (and for W, when it
 // requires grad) are computed in the same pass and kept for backward, which only scales them.
 Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& targets, int32_t ignore_index = -100,
                                 float softcap = 0, int64_t chunk_rows = 0);
