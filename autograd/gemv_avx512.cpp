@@ -1,6 +1,6 @@
 // AVX-512 row kernel of ft::gemv (semantics: autograd/gemv_kernels.h). One weight row at a time,
-// read front to back (one sequential stream: the hardware prefetcher keeps it at the memory's
-// read bandwidth; interleaving several rows measured ~2× slower on Zen 5), two 16-lane
+// read front to back (one sequential stream, prefetched kPrefetchBytes ahead in software as well;
+// interleaving several rows measured ~2× slower on Zen 5), two 16-lane
 // accumulators per row of A, one horizontal sum per output. Full 64-byte vectors of the weights
 // are loaded as two 32-byte halves: rows off the cache-line boundary (an mmapped checkpoint, odd
 // K) then split at most one load in two across lines, instead of every load (measured ~25%
@@ -65,6 +65,13 @@ inline __m512 madd(__m512 acc, __m512 a, __m512 w) {
     return _mm512_fmadd_ps(a, w, acc);
 }
 
+// Software prefetch distance along the weight stream: 4 KiB ahead (one row of a K = 2048 bf16
+// matrix; rows are contiguous). On a Sapphire/Emerald Rapids-class Xeon the hardware prefetcher
+// alone left one core's stream at ~10 GB/s of its ~15: a 1B-shaped f16 model decoded at 9.0 tok/s
+// on 2 threads without it, 12.3–12.8 with it (2–8 KiB measured alike; 2026-12-05, bench/RESULTS.md).
+// Prefetching past the matrix's end is harmless (prefetches do not fault).
+constexpr int64_t kPrefetchBytes = 4096;
+
 template <int M, int MODE>
 void rows_m(int64_t n, int64_t K, float alpha, const void* A, int64_t lda, const void* W, int64_t ldw,
             float beta, float* C, int64_t ldc) {
@@ -77,6 +84,8 @@ void rows_m(int64_t n, int64_t K, float alpha, const void* A, int64_t lda, const
     for (int i = 0; i < M; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 2 * L <= K; k += 2 * L) {
+#pragma GCC unroll 2
+      for (int64_t b = 0; b < 2 * L * esz; b += 64) _mm_prefetch(static_cast<const char*>(row) + k * esz + b + kPrefetchBytes, _MM_HINT_T0);
       const __m512 w0 = load_w<MODE>(row, k, L), w1 = load_w<MODE>(row, k + L, L);
 #pragma GCC unroll 4
       for (int i = 0; i < M; ++i) {

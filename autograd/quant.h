@@ -19,8 +19,9 @@
 //           -ffp-contract=off).
 // Scales and biases are held in 16 bits (fp16 or bf16) wherever that is exact — as an MLX
 // checkpoint stores them, as quantize_affine rounds them for a 16-bit input, and for GGUF blocks
-// whose scales are the file's own fp16 values (compact_quant_scales) — and as fp32 otherwise (GGUF
-// K-quants' d·sub-scale products, fp32 checkpoints). The kernels widen them exactly to fp32, a
+// whose scales are the file's own fp16 values (compact_quant_scales) — as two levels for GGUF's
+// K-quants (an 8-bit code per group times an fp32 multiplier per super-block: QuantParams::two_level)
+// and as fp32 otherwise (fp32 checkpoints). The kernels widen them exactly to fp32, a
 // block of rows at a time, so the arithmetic is the same either way; 16 bits cut the bytes a decode
 // step reads (4-bit in groups of 32: 6 → 5 bits per weight) and the memory of a quantised model.
 // scale_dtype records the dtype they are written back in.
@@ -46,8 +47,20 @@ struct QuantParams {
   Tensor packed;                   // I32 (raw uint32 words) [rows, words_per_row()], contiguous
   Tensor scales, biases;           // F32, F16 or BF16 (one dtype for both) [rows, groups_per_row()], contiguous
   DType scale_dtype = DType::F32;  // dtype of scales/biases in the checkpoint (and when saved)
+  // Two-level scales (GGUF's K-quants), super_group > 0: `scales` and `biases` are undefined; every
+  // group has a signed 8-bit scale code and bias code (scale_codes / bias_codes: I32 [rows, gpr/4],
+  // four codes per word, group g in byte g % 4 of word g / 4), and every super_group consecutive groups
+  // of a row share an fp32 multiplier pair (super_scales / super_biases: F32 [rows, gpr/super_group]):
+  //   scale[r][g] = super_scales[r][g / super_group] · code,   bias likewise   (fp32 products)
+  // The kernels widen them into fp32 a block of rows at a time, as they do 16-bit scales, so the
+  // arithmetic is that of a one-level fp32 copy holding those products. For the K-quants the products
+  // are exact (fp16 d or dmin times an integer of at most 8 bits): 4.75 bits a weight for Q4_K in
+  // memory instead of 6 with one fp32 scale and bias per group of 32 (the file: 4.5).
+  int super_group = 0;
+  Tensor scale_codes, bias_codes, super_scales, super_biases;
   int64_t words_per_row() const { return cols * bits / 32; }
   int64_t groups_per_row() const { return group_size ? cols / group_size : 0; }
+  bool two_level() const { return super_group > 0; }
   size_t nbytes() const;  // packed + scales + biases, as held in memory
 };
 
@@ -66,6 +79,11 @@ bool quant_group_valid(int group_size);      // what the kernels run: 16 (GGUF Q
 // Stores fp32 scales and biases in fp16, else bf16, when every value converts there and back
 // bit for bit (nothing changes otherwise, or when they are 16-bit already).
 void compact_quant_scales(QuantParams& p);
+
+// The fp32 scales (biases: false) or biases (true) of rows [r0, r1) as a new F32 tensor [r1 − r0, gpr]:
+// the stored values widened, or the two-level products.
+Tensor quant_group_params(const QuantParams& p, bool biases, int64_t r0, int64_t r1);
+Tensor quant_group_params(const QuantParams& p, bool biases);  // every row
 
 // Wraps checked params as a DType::Q tensor [rows, cols]. packed must be 4-byte aligned.
 Tensor make_quantized(QuantParams p, const std::string& what = "quantized weight");

@@ -332,3 +332,15 @@ void ft::quant_detail::widen16_avx2(const uint16_t* src, float* dst, int64_t n, 
   if (bf16) widen_bf16(src, dst, n);
   else widen_f16(src, dst, n);
 }
+
+void ft::quant_detail::expand_codes_avx2(const int8_t* codes, const float* sup, int64_t g0, int64_t n, int sg, float* out) {
+  // 8 groups share one multiplier (sg is a multiple of 8, g0 too); no division in the loop
+  int64_t k = g0 / sg, left = sg - g0 % sg;  // super-group of group g0 + i, and its groups from g0 + i on
+  for (int64_t i = 0; i < n; i += 8) {
+    long long c8;
+    __builtin_memcpy(&c8, codes + i, 8);
+    const __m256 c = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(c8)));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_set1_ps(sup[k]), c));
+    if ((left -= 8) == 0) ++k, left = sg;
+  }
+}

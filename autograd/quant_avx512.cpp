@@ -126,12 +126,13 @@ inline void rows_shift_r(const View& v, int64_t j, float alpha, const float* XP,
     w[r] = v.packed + (j + r) * wpr;
     s[r] = sc_ptr<SK>(sbase, (j + r) * gpr);
   }
+  // The rows two groups ahead (rows are contiguous; the caller checks that they exist): the hardware
+  // prefetcher alone leaves the stream at about half the read bandwidth when the matrix is larger than
+  // the L2 cache. Their codes a few lines per block, spread over this group's blocks (all at once, they
+  // stall on the line-fill buffers when the weights come from memory), their scales at once.
+  const char* pf = prefetch ? reinterpret_cast<const char*>(w[0] + 2 * R * wpr) : nullptr;
+  const int64_t pf_per_block = prefetch ? (R * wpr * 4 + 64 * nblk - 1) / (64 * nblk) * 64 : 0;
   if (prefetch) {
-    // the rows two groups ahead (rows are contiguous; the caller checks that they exist): the
-    // hardware prefetcher alone leaves the stream at about half the read bandwidth when the matrix
-    // is larger than the L2 cache
-    const char* pf = reinterpret_cast<const char*>(w[0] + 2 * R * wpr);
-    for (int64_t b = 0; b < R * wpr * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
     const char* ps = static_cast<const char*>(sc_ptr<SK>(sbase, (j + 2 * R) * gpr));
     const char* pb = static_cast<const char*>(sc_ptr<SK>(bbase, (j + 2 * R) * gpr));
     for (int64_t b = 0; b < R * gpr * (SK ? 2 : 4); b += 64) {
@@ -147,6 +148,7 @@ inline void rows_shift_r(const View& v, int64_t j, float alpha, const float* XP,
   auto block = [&]<bool FIRST>(int64_t bi) __attribute__((always_inline)) {
     __m512i W[R];
     const bool full = bi + 1 < nblk || tailw == 0;
+    for (int64_t b = bi * pf_per_block; b < (bi + 1) * pf_per_block; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) W[r] = full ? _mm512_loadu_si512(w[r] + bi * 16) : _mm512_maskz_loadu_epi32(first_n(tailw), w[r] + bi * 16);
     const float* xb = XP + bi * B;
@@ -358,3 +360,20 @@ const ft::quant_detail::Kernels kKernels = {dequant_any, rows_any, 16, (1u << 2)
 }  // namespace
 
 const ft::quant_detail::Kernels* ft::quant_detail::kernels_avx512() { return &kKernels; }
+
+void ft::quant_detail::expand_codes_avx512(const int8_t* codes, const float* sup, int64_t g0, int64_t n, int sg, float* out) {
+  // 16 groups a vector: one multiplier (sg a multiple of 16) or two (sg == 8: the low and high 8 lanes)
+  int64_t k = g0 / sg, left = sg - g0 % sg;  // super-group of group g0 + i, and its groups from g0 + i on
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512 c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i))));
+    __m512 m;
+    if (left >= 16) {
+      m = _mm512_set1_ps(sup[k]);
+      if ((left -= 16) == 0) ++k, left = sg;
+    } else {  // left == 8 (sg == 8): this super-group's last 8, then the next one's first 8
+      m = _mm512_insertf32x8(_mm512_set1_ps(sup[k]), _mm256_set1_ps(sup[k + 1]), 1);
+      ++k;
+    }
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(m, c));
+  }
+}

@@ -46,9 +46,12 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
     w[r] = reinterpret_cast<const unsigned char*>(v.packed + (j + r) * wpr);
     s[r] = sc_ptr<SK>(sbase, (j + r) * gpr);
   }
-  if (prefetch) {  // the rows two groups ahead (the caller checks that they exist), as quant_avx512.cpp
-    const char* pf = reinterpret_cast<const char*>(v.packed + (j + 2 * R) * wpr);
-    for (int64_t b = 0; b < R * wpr * 4; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+  // The codes of the row group two groups ahead (the caller checks that they exist) are prefetched a
+  // few lines per chunk, spread over this group's chunks (as quant_int8_avx2.h; all at once, they stall
+  // on the line-fill buffers when the weights come from memory), their scales at once.
+  const char* pf = prefetch ? reinterpret_cast<const char*>(v.packed + (j + 2 * R) * wpr) : nullptr;
+  const int64_t pf_per_chunk = prefetch ? (R * wpr * 4 + 64 * nch - 1) / (64 * nch) * 64 : 0;
+  if (prefetch) {
     const char* ps = static_cast<const char*>(sc_ptr<SK>(sbase, (j + 2 * R) * gpr));
     const char* pb = static_cast<const char*>(sc_ptr<SK>(bbase, (j + 2 * R) * gpr));
     for (int64_t b = 0; b < R * gpr * (SK ? 2 : 4); b += 64) {
@@ -63,6 +66,7 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
   // f[u] = the chunk's products (fp32, per lane: the exact int32 sum), times the lane's d_b
   auto chunk = [&](int64_t ci, __m512* f) __attribute__((always_inline)) {
     const bool full = ci + 1 < nch || tailb == 0;
+    for (int64_t b = ci * pf_per_chunk; b < (ci + 1) * pf_per_chunk; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
     __m512i x0[M], x1[M];
     __m512 d[M];
 #pragma GCC unroll 4

@@ -57,6 +57,12 @@ struct Kernels {
 // bf16 (a 16-bit shift). quant_avx2.cpp (needs avx2 + f16c).
 void widen16_avx2(const uint16_t* src, float* dst, int64_t n, bool bf16);
 
+// Two-level scales (QuantParams::two_level): out[i] = sup[(g0 + i) / sg] · codes[i] for i < n (fp32
+// products, as the portable loop computes them), g0, n and sg multiples of 8. quant_avx2.cpp.
+void expand_codes_avx2(const int8_t* codes, const float* sup, int64_t g0, int64_t n, int sg, float* out);
+// The same for g0, n multiples of 16 and sg == 8 or a multiple of 16. quant_avx512.cpp.
+void expand_codes_avx512(const int8_t* codes, const float* sup, int64_t g0, int64_t n, int sg, float* out);
+
 const Kernels* kernels_avx2();    // quant_avx2.cpp
 const Kernels* kernels_avx512();  // quant_avx512.cpp
 

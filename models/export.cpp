@@ -45,8 +45,9 @@ void export_model(const Model& m, const std::string& dir, const ExportOptions& o
       TensorRecord w = TensorRecord::view(name, DType::I32, q.packed.shape(), q.packed.raw());
       w.st_dtype = StDtype::U32;
       recs.push_back(w);
-      for (auto [part, src] : {std::pair<const char*, const Tensor*>{".scales", &q.scales}, {".biases", &q.biases}}) {
-        Tensor x = src->to(q.scale_dtype).contiguous();
+      for (auto [part, is_bias] : {std::pair<const char*, bool>{".scales", false}, {".biases", true}}) {
+        // (one level: as held, in the checkpoint's dtype; a K-quant's two levels: their fp32 products)
+        Tensor x = q.two_level() ? quant_group_params(q, is_bias) : (is_bias ? q.biases : q.scales).to(q.scale_dtype).contiguous();
         keep.push_back(x);
         recs.push_back(TensorRecord::view(module + part, x.dtype(), x.shape(), x.raw()));
       }

@@ -25,8 +25,19 @@ void scale_min_k4(int j, const uint8_t* q, int& d, int& m) {
   else d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
 }
 
-// One block: its codes u[block] and per-group scales/biases (block / group of each).
-void decode_block(GgmlType t, const uint8_t* b, uint8_t* u, float* s, float* bias) {
+// The K-quants' two-level scales of one super-block (autograd/quant.h QuantParams::two_level): the
+// group scale is ds·sc[j], the bias db·mc[j].
+struct SuperScales {
+  int8_t* sc;
+  int8_t* mc;
+  float ds, db;
+};
+
+bool is_k_quant(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K; }
+
+// One block: its codes u[block] and per-group scales/biases (block / group of each); the K-quants
+// (is_k_quant) give their two-level scales in k instead (s and bias unused).
+void decode_block(GgmlType t, const uint8_t* b, uint8_t* u, float* s, float* bias, SuperScales* k) {
   switch (t) {
     case GgmlType::Q8_0: {
       const float d = h16(b);
@@ -65,12 +76,13 @@ void decode_block(GgmlType t, const uint8_t* b, uint8_t* u, float* s, float* bia
       const uint8_t* sc = b + 4;
       const uint8_t* qh = b + 16;
       const uint8_t* q = b + (five ? 48 : 16);
+      k->ds = d, k->db = -dmin;  // (−dmin)·m = −(dmin·m), bit for bit (signs of zeros included)
       for (int c = 0; c < 4; ++c) {  // 64 elements: sub-block 2c in the low nibbles, 2c+1 in the high
-        for (int k = 0; k < 2; ++k) {
+        for (int h = 0; h < 2; ++h) {
           int sv, mv;
-          scale_min_k4(2 * c + k, sc, sv, mv);
-          s[2 * c + k] = d * float(sv);
-          bias[2 * c + k] = -(dmin * float(mv));
+          scale_min_k4(2 * c + h, sc, sv, mv);
+          k->sc[2 * c + h] = int8_t(sv);
+          k->mc[2 * c + h] = int8_t(mv);
         }
         const int u1 = 1 << (2 * c), u2 = 2 << (2 * c);
         for (int l = 0; l < 32; ++l) {
@@ -87,10 +99,8 @@ void decode_block(GgmlType t, const uint8_t* b, uint8_t* u, float* s, float* bia
       const float d = h16(b + 208);
       const uint8_t *ql = b, *qh = b + 128;
       const uint8_t* sc = b + 192;
-      for (int j = 0; j < 16; ++j) {  // element e is in sub-block e / 16, scale sc[e / 16]
-        s[j] = d * float(int8_t(sc[j]));
-        bias[j] = -32.f * s[j];
-      }
+      k->ds = d, k->db = -32.f * d;  // both products exact: (−32·d)·sc = −32·(d·sc), signs of zeros included
+      for (int j = 0; j < 16; ++j) k->sc[j] = k->mc[j] = int8_t(sc[j]);  // element e is in sub-block e / 16
       for (int n = 0; n < 2; ++n, u += 128, ql += 64, qh += 32)
         for (int l = 0; l < 32; ++l) {
           u[l] = uint8_t((ql[l] & 15) | ((qh[l] & 3) << 4));
@@ -134,12 +144,27 @@ Tensor gguf_repack(GgmlType t, const uint8_t* data, int64_t rows, int64_t cols, 
   p.cols = cols;
   p.scale_dtype = DType::F32;
   p.packed = Tensor::zeros({rows, p.words_per_row()}, DType::I32);
-  p.scales = Tensor::empty({rows, p.groups_per_row()});
-  p.biases = Tensor::empty({rows, p.groups_per_row()});
-  uint32_t* packed = static_cast<uint32_t*>(p.packed.raw());
-  float* scales = p.scales.data<float>();
-  float* biases = p.biases.data<float>();
   const int64_t wpr = p.words_per_row(), gpr = p.groups_per_row(), gpb = bs / a.group, bits = a.bits;
+  const bool two = is_k_quant(t);  // super-blocks of 256: 8 (Q4_K, Q5_K) or 16 (Q6_K) groups share d and dmin
+  float *scales = nullptr, *biases = nullptr, *sup_s = nullptr, *sup_b = nullptr;
+  int8_t *sc_codes = nullptr, *bias_codes = nullptr;
+  if (two) {
+    p.super_group = int(gpb);
+    p.scale_codes = Tensor::zeros({rows, gpr / 4}, DType::I32);
+    p.bias_codes = Tensor::zeros({rows, gpr / 4}, DType::I32);
+    p.super_scales = Tensor::empty({rows, gpr / gpb});
+    p.super_biases = Tensor::empty({rows, gpr / gpb});
+    sc_codes = static_cast<int8_t*>(p.scale_codes.raw());
+    bias_codes = static_cast<int8_t*>(p.bias_codes.raw());
+    sup_s = p.super_scales.data<float>();
+    sup_b = p.super_biases.data<float>();
+  } else {
+    p.scales = Tensor::empty({rows, gpr});
+    p.biases = Tensor::empty({rows, gpr});
+    scales = p.scales.data<float>();
+    biases = p.biases.data<float>();
+  }
+  uint32_t* packed = static_cast<uint32_t*>(p.packed.raw());
   const size_t rb = ggml_row_bytes(t, cols), bb = ggml_block_bytes(t);
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, rows, 16), [&](const tbb::blocked_range<int64_t>& rr) {
     uint8_t u[256];
@@ -148,7 +173,15 @@ Tensor gguf_repack(GgmlType t, const uint8_t* data, int64_t rows, int64_t cols, 
       const uint8_t* row = data + size_t(src) * rb;
       uint32_t* out = packed + r * wpr;
       for (int64_t blk = 0; blk < cols / bs; ++blk) {
-        decode_block(t, row + size_t(blk) * bb, u, scales + r * gpr + blk * gpb, biases + r * gpr + blk * gpb);
+        const int64_t g0 = r * gpr + blk * gpb;
+        if (two) {
+          SuperScales k{sc_codes + g0, bias_codes + g0, 0.f, 0.f};
+          decode_block(t, row + size_t(blk) * bb, u, nullptr, nullptr, &k);
+          sup_s[r * (gpr / gpb) + blk] = k.ds;
+          sup_b[r * (gpr / gpb) + blk] = k.db;
+        } else {
+          decode_block(t, row + size_t(blk) * bb, u, scales + g0, biases + g0, nullptr);
+        }
         for (int64_t j = 0; j < bs; ++j) {  // one LSB-first bit stream per row (quant.h)
           const int64_t bit = (blk * bs + j) * bits;
           const int64_t wi = bit >> 5;
@@ -159,7 +192,7 @@ Tensor gguf_repack(GgmlType t, const uint8_t* data, int64_t rows, int64_t cols, 
       }
     }
   });
-  compact_quant_scales(p);  // the file's own fp16 d (and m) are exact in 16 bits (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
+  if (!two) compact_quant_scales(p);  // the file's own fp16 d (and m) are exact in 16 bits (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
   return make_quantized(std::move(p), what);
 }
 

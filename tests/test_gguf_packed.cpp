@@ -91,15 +91,24 @@ TEST(GgufPacked, EveryBlockTypeDequantisesExactlyAsGgmlOnEveryIsa) {
     const QuantParams& p = quant_params(q);
     EXPECT_EQ(p.bits, gguf_affine_of(t).bits) << name;
     EXPECT_EQ(p.group_size, t == GgmlType::Q6_K ? 16 : 32) << name;
-    // the scales/biases: the file's fp16 values held in 16 bits where every one is exact, else fp32 —
-    // never for the K-quants (d·sub-scale products); here the d span fp16's whole range, so the
-    // offsets −128·d (Q8_0), −8·d (Q4_0), −16·d (Q5_0) overflow fp16 and stay fp32 (see below for
-    // realistic d); Q4_1/Q5_1's d and m are fp16 values whatever they are
+    // the scales/biases: the file's fp16 values held in 16 bits where every one is exact, else fp32;
+    // here the d span fp16's whole range, so the offsets −128·d (Q8_0), −8·d (Q4_0), −16·d (Q5_0)
+    // overflow fp16 and stay fp32 (see below for realistic d); Q4_1/Q5_1's d and m are fp16 values
+    // whatever they are. The K-quants keep two levels: an 8-bit code for each group's scale and bias,
+    // one fp32 pair per super-block of 256 (8 groups of 32, or 16 of 16 for Q6_K)
     const bool kquant = t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K;
     const bool m_field = t == GgmlType::Q4_1 || t == GgmlType::Q5_1;
-    EXPECT_EQ(p.scales.dtype(), m_field ? DType::F16 : DType::F32) << name;
-    EXPECT_EQ(int64_t(q.nbytes()), rows * cols * p.bits / 8 + 2 * int64_t(dtype_size(p.scales.dtype())) * rows * cols / p.group_size)
-        << name;
+    const int64_t codes_bytes = rows * cols * p.bits / 8;
+    if (kquant) {
+      EXPECT_TRUE(p.two_level()) << name;
+      EXPECT_EQ(p.super_group, 256 / p.group_size) << name;
+      EXPECT_EQ(int64_t(q.nbytes()), codes_bytes + 2 * rows * cols / p.group_size + 8 * rows * cols / 256) << name;
+      EXPECT_LE(double(q.nbytes()) * 8 / double(rows * cols), t == GgmlType::Q4_K ? 4.75 : t == GgmlType::Q5_K ? 5.75 : 7.25) << name;
+    } else {
+      EXPECT_FALSE(p.two_level()) << name;
+      EXPECT_EQ(p.scales.dtype(), m_field ? DType::F16 : DType::F32) << name;
+      EXPECT_EQ(int64_t(q.nbytes()), codes_bytes + 2 * int64_t(dtype_size(p.scales.dtype())) * rows * cols / p.group_size) << name;
+    }
     if (!kquant) {  // d below 2 (as in real files: d ≈ max|w| / 127): every type but the K-quants holds them in fp16
       std::vector<uint8_t> small = data;
       for (size_t at = 0; at < small.size(); at += ggml_block_bytes(t))
@@ -149,8 +158,9 @@ TEST(GgufPacked, GemmAndGemvOnGroupsOf16EqualTheDequantisedMatrix) {
           ASSERT_EQ(y1, y2) << ggml_type_name(t) << " " << isa << " M " << M;
         } else {
           const float* xs = x.data<float>();
-          const std::vector<float> scv = p.scales.to(DType::F32).to_vector(), biv = p.biases.to(DType::F32).to_vector();
-          const float* sc = scv.data();  // held in fp16 for the types whose scales are fp16 (compact_quant_scales)
+          // (held in fp16 for the types whose scales are fp16 (compact_quant_scales), two-level for the K-quants)
+          const std::vector<float> scv = quant_group_params(p, false).to_vector(), biv = quant_group_params(p, true).to_vector();
+          const float* sc = scv.data();
           const float* bi = biv.data();
           const int64_t gpr = p.groups_per_row();
           for (int64_t i = 0; i < M; ++i)
@@ -229,7 +239,8 @@ TEST(GgufPacked, QuantisedFilesGiveTheLossOfTheirDequantisedWeightsHoldingOnlyPa
     Model m = Model::load(g.string());
     auto f = GgufFile::open(g.string());
     // every matrix packed; the bytes in memory are the packed codes + a scale and bias per group (fp16
-    // for the types whose scales are the file's fp16 values, fp32 for the K-quants' products)
+    // for the types whose scales are the file's fp16 values), or for the K-quants an 8-bit code for
+    // each and an fp32 pair per super-block of 256
     int64_t expect_bytes = 0, quantised = 0;
     for (const GgufTensorInfo& t : f->tensors()) {
       const GgufAffine a = gguf_affine_of(t.type);
@@ -239,7 +250,7 @@ TEST(GgufPacked, QuantisedFilesGiveTheLossOfTheirDequantisedWeightsHoldingOnlyPa
       }
       ++quantised;
       const bool kquant = t.type == GgmlType::Q4_K || t.type == GgmlType::Q5_K || t.type == GgmlType::Q6_K;
-      expect_bytes += t.numel() * a.bits / 8 + (kquant ? 8 : 4) * t.numel() / a.group;
+      expect_bytes += t.numel() * a.bits / 8 + (kquant ? 2 * t.numel() / a.group + 8 * t.numel() / 256 : 4 * t.numel() / a.group);
     }
     EXPECT_EQ(int64_t(m.quantized_matrices().size()), quantised);
     EXPECT_EQ(quantised, 2 + 2 * 7);  // embedding, head, 7 projections per layer

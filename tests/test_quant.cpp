@@ -510,6 +510,97 @@ TEST(Quant, SixteenBitScalesGiveTheBitsOfFp32Scales) {
       }
 }
 
+// Two-level scales (QuantParams::two_level, GGUF's K-quants): every kernel computes with the products
+// super · code, i.e. gives the bits of the one-level fp32 matrix holding those products (dequantisation,
+// dequantize_block, the GEMM forward and dX, the decode GEMV, the int8 GEMV and GEMM, row slices), on
+// every ISA path; the shapes are checked, and the bytes are the codes' and the multipliers'.
+TEST(Quant, TwoLevelScalesGiveTheBitsOfTheirProducts) {
+  testing::IsaGuard guard;
+  for (int bits : {4, 5, 6, 8})
+    for (int group : {16, 32, 64})
+      for (int64_t in : {int64_t(256), int64_t(768)}) {
+        const int64_t out = 301, gpr = in / group, sg = 256 / group;
+        std::vector<uint32_t> codes;
+        QuantParams p1 = random_params(out, in, bits, group, uint64_t(bits * 131 + group + in), codes);
+        QuantParams p2 = p1;
+        p2.scales = p2.biases = Tensor();
+        p2.super_group = int(sg);
+        p2.scale_codes = Tensor::zeros({out, gpr / 4}, DType::I32);
+        p2.bias_codes = Tensor::zeros({out, gpr / 4}, DType::I32);
+        p2.super_scales = Tensor::randn({out, gpr / sg}, uint64_t(in + bits), 1e-3f);
+        p2.super_biases = Tensor::randn({out, gpr / sg}, uint64_t(in + bits + 1), 1e-2f);
+        const std::vector<float> u = Tensor::uniform({2 * out * gpr}, uint64_t(group + bits), -128.f, 128.f).to_vector();
+        int8_t* sc = static_cast<int8_t*>(p2.scale_codes.raw());
+        int8_t* bc = static_cast<int8_t*>(p2.bias_codes.raw());
+        for (int64_t i = 0; i < out * gpr; ++i) {
+          sc[i] = int8_t(std::clamp(std::floor(u[size_t(2 * i)]), -128.f, 127.f));
+          bc[i] = int8_t(std::clamp(std::floor(u[size_t(2 * i + 1)]), -128.f, 127.f));
+        }
+        check_quant_params(p2, "two-level");
+        EXPECT_EQ(p2.nbytes(), size_t(out * in * bits / 8 + 2 * out * gpr + 8 * out * (gpr / sg)));
+        p1.scales = quant_group_params(p2, false);
+        p1.biases = quant_group_params(p2, true);
+        {  // the products, element by element
+          const float* s1 = p1.scales.data<float>();
+          const float* b1 = p1.biases.data<float>();
+          const float* ss = p2.super_scales.data<float>();
+          const float* sb = p2.super_biases.data<float>();
+          for (int64_t r = 0; r < out; ++r)
+            for (int64_t g = 0; g < gpr; ++g) {
+              ASSERT_EQ(s1[r * gpr + g], ss[r * (gpr / sg) + g / sg] * float(sc[r * gpr + g]));
+              ASSERT_EQ(b1[r * gpr + g], sb[r * (gpr / sg) + g / sg] * float(bc[r * gpr + g]));
+            }
+          const Tensor rows = quant_group_params(p2, true, 7, 9);
+          ASSERT_EQ(rows.shape(), (Shape{2, gpr}));
+          EXPECT_EQ(rows.to_vector()[size_t(gpr + 1)], b1[8 * gpr + 1]);
+        }
+        const Tensor q1 = make_quantized(p1), q2 = make_quantized(p2);
+        SCOPED_TRACE(::testing::Message() << "bits " << bits << " group " << group << " K " << in);
+        for (const std::string& isa : testing::isa_levels()) {
+          set_isa(isa);
+          ASSERT_EQ(dequantize(q2).to_vector(), dequantize(q1).to_vector()) << isa;
+          std::vector<float> a(size_t(out * 37)), b(a.size());
+          dequantize_block(p2, 3, out, 5, 42, a.data(), 37);
+          dequantize_block(p1, 3, out, 5, 42, b.data(), 37);
+          ASSERT_EQ(a, b) << isa;
+          for (int64_t M : {1, 2, 5, 9}) {
+            const Tensor x = Tensor::randn({M, in}, uint64_t(M + bits), 1.f);
+            std::vector<float> y2(size_t(M * out)), y1(y2.size());
+            gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p2, 0.f, y2.data(), out);
+            gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p1, 0.f, y1.data(), out);
+            ASSERT_EQ(y2, y1) << isa << " M " << M;
+            if ((bits == 4 || bits == 8) && group >= 32) {
+              qgemv_int8(M, x.data<float>(), in, p2, 1.f, 0.f, y2.data(), out);
+              qgemv_int8(M, x.data<float>(), in, p1, 1.f, 0.f, y1.data(), out);
+              ASSERT_EQ(y2, y1) << isa << " int8 M " << M;
+            }
+          }
+          const Tensor dy = Tensor::randn({7, out}, 3, 1.f);
+          std::vector<float> d2(size_t(7 * in)), d1(d2.size());
+          gemm_qw(false, false, 7, in, out, 1.f, dy.data<float>(), out, p2, 0.f, d2.data(), in);
+          gemm_qw(false, false, 7, in, out, 1.f, dy.data<float>(), out, p1, 0.f, d1.data(), in);
+          ASSERT_EQ(d2, d1) << isa;
+          const Tensor s2 = quant_slice_rows(q2, 37, 250), s1 = quant_slice_rows(q1, 37, 250);
+          EXPECT_EQ(quant_params(s2).nbytes(), size_t(213 * (in * bits / 8 + 2 * gpr + 8 * (gpr / sg))));
+          const Tensor x = Tensor::randn({1, in}, 8, 1.f);
+          std::vector<float> z2(213), z1(213);
+          qgemv(1, x.data<float>(), in, quant_params(s2), 1.f, 0.f, z2.data(), 213);
+          qgemv(1, x.data<float>(), in, quant_params(s1), 1.f, 0.f, z1.data(), 213);
+          ASSERT_EQ(z2, z1) << isa;
+        }
+        // shapes that do not fit are clear errors
+        QuantParams bad = p2;
+        bad.super_scales = Tensor::zeros({out, gpr / sg + 1});
+        EXPECT_THROW(check_quant_params(bad, "two-level"), Error);
+        bad = p2;
+        bad.super_group = 3;
+        EXPECT_THROW(check_quant_params(bad, "two-level"), Error);
+        bad = p2;
+        bad.scales = p1.scales;
+        EXPECT_THROW(check_quant_params(bad, "two-level"), Error);
+      }
+}
+
 // compact_quant_scales: fp16 where every scale and bias is an fp16 value, else bf16 where they all
 // are bf16 values, else fp32 unchanged; a mix of dtypes is refused.
 TEST(Quant, CompactScalesOnlyWhereExact) {
