@@ -456,6 +456,45 @@ TEST(Quant, ResultsIndependentOfThreadCount) {
 // the bits of the same matrix with its scales in fp32 — dequantisation (whole and unaligned
 // segments), the GEMM (prefill/training), the decode GEMV (1..5 rows, odd row counts, enough rows
 // for several widened blocks, a slice), the opt-in int8 GEMV, on every ISA path and thread count.
+// Every kernel on every ISA path gives the bits of p2 that it gives of p1 (the same [out, in] matrix
+// held two ways): dequantisation, dequantize_block, the GEMM forward and dX, the decode GEMV, the int8
+// GEMV and GEMM (4/8 bits, groups >= 32), and a row slice's GEMV.
+void expect_kernels_agree(const QuantParams& p2, const QuantParams& p1, int64_t out, int64_t in, int bits, int group) {
+  const Tensor q1 = make_quantized(p1), q2 = make_quantized(p2);
+  for (const std::string& isa : testing::isa_levels()) {
+    set_isa(isa);
+    ASSERT_EQ(dequantize(q2).to_vector(), dequantize(q1).to_vector()) << isa;
+    std::vector<float> a(size_t(out * 37)), b(a.size());
+    dequantize_block(p2, 3, out, 5, 42, a.data(), 37);
+    dequantize_block(p1, 3, out, 5, 42, b.data(), 37);
+    ASSERT_EQ(a, b) << isa;
+    for (int64_t M : {1, 2, 5, 9}) {
+      const Tensor x = Tensor::randn({M, in}, uint64_t(M + bits), 1.f);
+      std::vector<float> y2(size_t(M * out)), y1(y2.size());
+      gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p2, 0.f, y2.data(), out);
+      gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p1, 0.f, y1.data(), out);
+      ASSERT_EQ(y2, y1) << isa << " M " << M;
+      if ((bits == 4 || bits == 8) && group >= 32) {
+        qgemv_int8(M, x.data<float>(), in, p2, 1.f, 0.f, y2.data(), out);
+        qgemv_int8(M, x.data<float>(), in, p1, 1.f, 0.f, y1.data(), out);
+        ASSERT_EQ(y2, y1) << isa << " int8 M " << M;
+      }
+    }
+    // dX = dY·W (the backward's packer) and a row slice (the LM head's chunks)
+    const Tensor dy = Tensor::randn({7, out}, 3, 1.f);
+    std::vector<float> d2(size_t(7 * in)), d1(d2.size());
+    gemm_qw(false, false, 7, in, out, 1.f, dy.data<float>(), out, p2, 0.f, d2.data(), in);
+    gemm_qw(false, false, 7, in, out, 1.f, dy.data<float>(), out, p1, 0.f, d1.data(), in);
+    ASSERT_EQ(d2, d1) << isa;
+    const Tensor s2 = quant_slice_rows(q2, 37, 250), s1 = quant_slice_rows(q1, 37, 250);
+    const Tensor x = Tensor::randn({1, in}, 8, 1.f);
+    std::vector<float> z2(213), z1(213);
+    qgemv(1, x.data<float>(), in, quant_params(s2), 1.f, 0.f, z2.data(), 213);
+    qgemv(1, x.data<float>(), in, quant_params(s1), 1.f, 0.f, z1.data(), 213);
+    ASSERT_EQ(z2, z1) << isa;
+  }
+}
+
 TEST(Quant, SixteenBitScalesGiveTheBitsOfFp32Scales) {
   testing::IsaGuard guard;
   for (DType st : {DType::F16, DType::BF16})
@@ -473,40 +512,8 @@ TEST(Quant, SixteenBitScalesGiveTheBitsOfFp32Scales) {
         p16.biases = p32.biases.to(st).contiguous();
         check_quant_params(p16, "16-bit");
         EXPECT_EQ(p16.nbytes() + 2 * 2 * size_t(out * (in / group)), p32.nbytes());
-        const Tensor q32 = make_quantized(p32), q16 = make_quantized(p16);
         SCOPED_TRACE(::testing::Message() << dtype_name(st) << " bits " << bits << " group " << group << " K " << in);
-        for (const std::string& isa : testing::isa_levels()) {
-          set_isa(isa);
-          ASSERT_EQ(dequantize(q16).to_vector(), dequantize(q32).to_vector()) << isa;
-          std::vector<float> a(size_t(out * 37)), b(a.size());
-          dequantize_block(p16, 3, out, 5, 42, a.data(), 37);
-          dequantize_block(p32, 3, out, 5, 42, b.data(), 37);
-          ASSERT_EQ(a, b) << isa;
-          for (int64_t M : {1, 2, 5, 9}) {
-            const Tensor x = Tensor::randn({M, in}, uint64_t(M + bits), 1.f);
-            std::vector<float> y16(size_t(M * out)), y32(y16.size());
-            gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p16, 0.f, y16.data(), out);
-            gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p32, 0.f, y32.data(), out);
-            ASSERT_EQ(y16, y32) << isa << " M " << M;
-            if ((bits == 4 || bits == 8) && group >= 32) {
-              qgemv_int8(M, x.data<float>(), in, p16, 1.f, 0.f, y16.data(), out);
-              qgemv_int8(M, x.data<float>(), in, p32, 1.f, 0.f, y32.data(), out);
-              ASSERT_EQ(y16, y32) << isa << " int8 M " << M;
-            }
-          }
-          // dX = dY·W (the backward's packer) and a row slice (the LM head's chunks)
-          const Tensor dy = Tensor::randn({7, out}, 3, 1.f);
-          std::vector<float> d16(size_t(7 * in)), d32(d16.size());
-          gemm_qw(false, false, 7, in, out, 1.f, dy.data<float>(), out, p16, 0.f, d16.data(), in);
-          gemm_qw(false, false, 7, in, out, 1.f, dy.data<float>(), out, p32, 0.f, d32.data(), in);
-          ASSERT_EQ(d16, d32) << isa;
-          const Tensor s16 = quant_slice_rows(q16, 37, 250), s32 = quant_slice_rows(q32, 37, 250);
-          const Tensor x = Tensor::randn({1, in}, 8, 1.f);
-          std::vector<float> z16(213), z32(213);
-          qgemv(1, x.data<float>(), in, quant_params(s16), 1.f, 0.f, z16.data(), 213);
-          qgemv(1, x.data<float>(), in, quant_params(s32), 1.f, 0.f, z32.data(), 213);
-          ASSERT_EQ(z16, z32) << isa;
-        }
+        expect_kernels_agree(p16, p32, out, in, bits, group);
       }
 }
 
@@ -554,40 +561,9 @@ TEST(Quant, TwoLevelScalesGiveTheBitsOfTheirProducts) {
           ASSERT_EQ(rows.shape(), (Shape{2, gpr}));
           EXPECT_EQ(rows.to_vector()[size_t(gpr + 1)], b1[8 * gpr + 1]);
         }
-        const Tensor q1 = make_quantized(p1), q2 = make_quantized(p2);
         SCOPED_TRACE(::testing::Message() << "bits " << bits << " group " << group << " K " << in);
-        for (const std::string& isa : testing::isa_levels()) {
-          set_isa(isa);
-          ASSERT_EQ(dequantize(q2).to_vector(), dequantize(q1).to_vector()) << isa;
-          std::vector<float> a(size_t(out * 37)), b(a.size());
-          dequantize_block(p2, 3, out, 5, 42, a.data(), 37);
-          dequantize_block(p1, 3, out, 5, 42, b.data(), 37);
-          ASSERT_EQ(a, b) << isa;
-          for (int64_t M : {1, 2, 5, 9}) {
-            const Tensor x = Tensor::randn({M, in}, uint64_t(M + bits), 1.f);
-            std::vector<float> y2(size_t(M * out)), y1(y2.size());
-            gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p2, 0.f, y2.data(), out);
-            gemm_qw(false, true, M, out, in, 1.f, x.data<float>(), in, p1, 0.f, y1.data(), out);
-            ASSERT_EQ(y2, y1) << isa << " M " << M;
-            if ((bits == 4 || bits == 8) && group >= 32) {
-              qgemv_int8(M, x.data<float>(), in, p2, 1.f, 0.f, y2.data(), out);
-              qgemv_int8(M, x.data<float>(), in, p1, 1.f, 0.f, y1.data(), out);
-              ASSERT_EQ(y2, y1) << isa << " int8 M " << M;
-            }
-          }
-          const Tensor dy = Tensor::randn({7, out}, 3, 1.f);
-          std::vector<float> d2(size_t(7 * in)), d1(d2.size());
-          gemm_qw(false, false, 7, in, out, 1.f, dy.data<float>(), out, p2, 0.f, d2.data(), in);
-          gemm_qw(false, false, 7, in, out, 1.f, dy.data<float>(), out, p1, 0.f, d1.data(), in);
-          ASSERT_EQ(d2, d1) << isa;
-          const Tensor s2 = quant_slice_rows(q2, 37, 250), s1 = quant_slice_rows(q1, 37, 250);
-          EXPECT_EQ(quant_params(s2).nbytes(), size_t(213 * (in * bits / 8 + 2 * gpr + 8 * (gpr / sg))));
-          const Tensor x = Tensor::randn({1, in}, 8, 1.f);
-          std::vector<float> z2(213), z1(213);
-          qgemv(1, x.data<float>(), in, quant_params(s2), 1.f, 0.f, z2.data(), 213);
-          qgemv(1, x.data<float>(), in, quant_params(s1), 1.f, 0.f, z1.data(), 213);
-          ASSERT_EQ(z2, z1) << isa;
-        }
+        EXPECT_EQ(quant_params(quant_slice_rows(make_quantized(p2), 37, 250)).nbytes(), size_t(213 * (in * bits / 8 + 2 * gpr + 8 * (gpr / sg))));
+        expect_kernels_agree(p2, p1, out, in, bits, group);
         // shapes that do not fit are clear errors
         QuantParams bad = p2;
         bad.super_scales = Tensor::zeros({out, gpr / sg + 1});
