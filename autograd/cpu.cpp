@@ -48,6 +48,7 @@ CpuFeatures detect() {
   f.fast_bf16_dot = f.avx512bf16 && __builtin_cpu_is("amd");
   f.amx = f.avx512bf16 && amx_usable();
   f.avx512vnni = f.avx512f && __builtin_cpu_supports("avx512vnni");
+  f.amx_int8 = f.amx && f.avx512vnni && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 25));
   // AVX-VNNI: CPUID.(EAX=7, ECX=1):EAX bit 4 (GCC 12's __builtin_cpu_supports has no name for it)
   f.avxvnni = f.avx2 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4));
   return f;
@@ -56,10 +57,10 @@ CpuFeatures detect() {
 CpuFeatures capped(const CpuFeatures& hw, const std::string& level) {
   CpuFeatures f = hw;
   if (level == "amx" || level == "native" || level.empty()) return f;
-  if (level == "avx512") { f.amx = false; return f; }
-  if (level == "avx512f") { f.avx512bf16 = f.fast_bf16_dot = f.amx = f.avx512vnni = f.avxvnni = false; return f; }
+  if (level == "avx512") { f.amx = f.amx_int8 = false; return f; }
+  if (level == "avx512f") { f.avx512bf16 = f.fast_bf16_dot = f.amx = f.amx_int8 = f.avx512vnni = f.avxvnni = false; return f; }
   if (level == "avx2" || level == "avx2vnni") {
-    f.avx512f = f.avx512bf16 = f.fast_bf16_dot = f.amx = f.avx512vnni = false;
+    f.avx512f = f.avx512bf16 = f.fast_bf16_dot = f.amx = f.amx_int8 = f.avx512vnni = false;
     if (level == "avx2") f.avxvnni = false;
     return f;
   }

@@ -34,6 +34,8 @@ struct CpuFeatures {
   // refusal, an older kernel or a CPU without AMX leaves this false (bf16 GEMMs then use the
   // AVX-512 / AVX2 kernels).
   bool amx = false;
+  // AMX-INT8 as well (tdpbusd; the opt-in int8 products of quantised weights, autograd/quant.h).
+  bool amx_int8 = false;
 };
 
 // Features in effect: hardware capped by FT_ISA (read once) or by set_isa(). Cheap to call.

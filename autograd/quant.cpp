@@ -330,6 +330,11 @@ const quant_detail::Int8Kernels* int8_kernels() {
   return nullptr;
 }
 
+// The int8 GEMM's kernels (qgemm_int8): AMX tiles where the CPU has AMX-INT8, else the GEMV's.
+const quant_detail::Int8Kernels* int8_gemm_kernels() {
+  return cpu_features().amx_int8 ? quant_detail::int8_kernels_amx() : int8_kernels();
+}
+
 // Rows of W split into tasks of whole 4-row steps (the kernels' row groups), each at least ~32 KiB
 // of codes; block(j0, n) runs rows [j0, j0 + n). Which rows a task gets never changes an output.
 template <class F>
@@ -590,6 +595,11 @@ const char* qgemv_int8_path() {
   return kr ? kr->name : "portable";
 }
 
+const char* qgemm_int8_path() {
+  const quant_detail::Int8Kernels* kr = int8_gemm_kernels();
+  return kr ? kr->name : "portable";
+}
+
 namespace {
 
 // Every row of A rounded to int8 once per call, in the layout of kernel kr (quant_kernels.h; nullptr:
@@ -604,31 +614,48 @@ struct Int8X {
 void prepare_int8_x(const quant_detail::Int8Kernels* kr, int64_t M, const float* A, int64_t lda, const QuantParams& W, bool allow_parallel,
                     Int8X& X) {
   const int64_t K = W.cols, G = W.group_size;
+  const bool tiled = kr && kr->tiled;
   const int L = kr ? kr->lanes : 0, cpl = 32 / W.bits;
   const int64_t CH = L ? int64_t(L) * cpl : 32, nch = (K + CH - 1) / CH, nb = K / 32;
+  const int64_t Mp = tiled ? (M + 15) / 16 * 16 : M;  // tiles of 16 rows, zero-padded
   X.ldxq = nch * CH;
   X.ldxd = L ? nch * L : nb;
   X.gpr = W.groups_per_row();
-  X.xq.assign(size_t(M * X.ldxq), 0);
-  X.xd.assign(size_t(M * X.ldxd), 0.0f);
-  X.xs.resize(size_t(M * X.gpr));
+  X.xq.assign(size_t(Mp * X.ldxq), 0);
+  X.xd.assign(size_t(Mp * X.ldxd), 0.0f);
+  X.xs.assign(size_t(Mp * X.gpr), 0.0f);
   const int64_t dstride = L ? W.bits : 1;  // XD holds one d per lane: W.bits lanes per block
   auto rows = [&](int64_t i0, int64_t i1) {
     std::vector<int32_t> bs(static_cast<size_t>(nb));
+    std::vector<int8_t> nq(static_cast<size_t>(tiled ? K : 0));
+    std::vector<float> nd(static_cast<size_t>(tiled ? nb : 0)), ns(static_cast<size_t>(tiled ? X.gpr : 0));
     for (int64_t i = i0; i < i1; ++i) {
-      float* dd = X.xd.data() + i * X.ldxd;
-      if (kr) kr->prep(A + i * lda, K, W.bits, X.xq.data() + i * X.ldxq, dd, bs.data());  // vectorised, the same values
-      else quantize_x_int8(A + i * lda, K, X.xq.data() + i * X.ldxq, dd, bs.data());
+      int8_t* q = tiled ? nq.data() : X.xq.data() + i * X.ldxq;
+      float* dd = tiled ? nd.data() : X.xd.data() + i * X.ldxd;
+      float* xs = tiled ? ns.data() : X.xs.data() + i * X.gpr;
+      if (kr) kr->prep(A + i * lda, K, W.bits, q, dd, bs.data());  // vectorised, the same values
+      else quantize_x_int8(A + i * lda, K, q, dd, bs.data());
       // the group sums of the rounded x: Σ_{b∈g} d_b·Σ xq (the bias terms then see the same x as the codes)
       for (int64_t g = 0; g < X.gpr; ++g) {
         float t = 0.0f;
         for (int64_t b = g * (G / 32); b < (g + 1) * (G / 32); ++b) t += dd[b * dstride] * float(bs[size_t(b)]);
-        X.xs[size_t(i * X.gpr + g)] = t;
+        xs[g] = t;
       }
+      if (!tiled) continue;
+      // scatter into row i's lane of its tile (quant_kernels.h Int8Kernels::tiled)
+      const int64_t t0 = i / 16 * 16, l = i % 16;
+      int8_t* xq = X.xq.data() + t0 * K;
+      for (int64_t b = 0; b < nb; ++b)
+        for (int p = 0; p < 32; ++p) {
+          const int o = W.bits == 4 ? (p < 16 ? 2 * p : 2 * (p - 16) + 1) : p;
+          xq[b * 512 + (p / 4) * 64 + 4 * l + p % 4] = q[b * 32 + o];
+        }
+      for (int64_t b = 0; b < nb; ++b) X.xd[size_t(t0 * nb + b * 16 + l)] = dd[b];
+      for (int64_t g = 0; g < X.gpr; ++g) X.xs[size_t(t0 * X.gpr + g * 16 + l)] = xs[g];
     }
   };
   if (!allow_parallel || num_threads() <= 1 || M * K < (int64_t(1) << 16)) return rows(0, M);
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, M, 8), [&](const tbb::blocked_range<int64_t>& r) { rows(r.begin(), r.end()); });
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, M, 16), [&](const tbb::blocked_range<int64_t>& r) { rows(r.begin(), r.end()); });
 }
 
 bool int8_trivial(int64_t M, int64_t N, float alpha, float beta, float* C, int64_t ldc) {
@@ -680,16 +707,19 @@ void qgemm_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, fl
   FT_CHECK(M >= 0 && lda >= K && ldc >= std::max<int64_t>(1, N), "qgemm_int8: bad arguments M=", M, " lda=", lda, " ldc=", ldc,
            " for W [", N, ", ", K, "]");
   if (int8_trivial(M, N, alpha, beta, C, ldc)) return;
-  const quant_detail::Int8Kernels* kr = int8_kernels();
+  const quant_detail::Int8Kernels* kr = int8_gemm_kernels();
   const quant_detail::Int8RowsFn rows = kr ? kr->rows : rows_int8_portable;
   const quant_detail::Int8RowsFn gemm = kr ? kr->gemm : nullptr;
-  const bool direct = !gemm && kr && kr->reads16;  // the gemm tiles read fp32 scales (16-bit ones widened per block of rows)
+  const bool tiled = kr && kr->tiled;  // AMX: rows of A in tiles of 16, W in panels of 16 rows
+  const bool direct = kr && kr->reads16 && (!gemm || tiled);  // the VNNI gemm tiles read fp32 scales (16-bit ones widened per block of rows)
   const int P = allow_parallel ? num_threads() : 1;
   Int8X X;
   prepare_int8_x(kr, M, A, lda, W, P > 1, X);
-  constexpr int64_t kInt8ABlockBytes = int64_t(256) << 10, kPanel = 4;
+  constexpr int64_t kInt8ABlockBytes = int64_t(256) << 10;
+  const int64_t kPanel = tiled ? 16 : 4, kStep = tiled ? 16 : 4;  // W's panel rows; A's block rows a multiple of kStep
   const int64_t x_bytes = X.ldxq + 4 * (X.ldxd + X.gpr);
-  int64_t mb = std::clamp<int64_t>(kInt8ABlockBytes / x_bytes / 4 * 4, 4, M);
+  int64_t mb = std::max<int64_t>(kInt8ABlockBytes / x_bytes / kStep * kStep, kStep);
+  if (mb >= M) mb = M;
   const int64_t panels = (N + kPanel - 1) / kPanel;
   int64_t wchunks = 1;
   if (P > 1) {
@@ -697,7 +727,7 @@ void qgemm_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, fl
     const int64_t ablocks = (M + mb - 1) / mb;
     wchunks = std::clamp<int64_t>((want + ablocks - 1) / ablocks, 1, panels);
     if (ablocks * wchunks < want)  // few rows of W: smaller blocks of A
-      mb = std::clamp<int64_t>((M * wchunks + want - 1) / want / 4 * 4, 4, mb);
+      mb = std::min(mb, std::max<int64_t>((M * wchunks + want - 1) / want / kStep * kStep, kStep));
   }
   const int64_t ablocks = (M + mb - 1) / mb;
   const int64_t chunk = (panels + wchunks - 1) / wchunks * kPanel;

@@ -138,7 +138,12 @@ void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float a
 // with the unrounded Σ x instead, the error of the codes' term s·q·(x̃ − x) is not cancelled by the
 // bias's and the output error doubles (measured: 2.2% against 1.2% relative RMS error on a 4-bit
 // g64 matrix; bench/RESULTS.md). The summation order is fixed by the ISA path, bits, group and K:
-// results never depend on the thread count, on M or on neighbouring rows. Supported: bits 4 and 8,
+// results never depend on the thread count, on M or on neighbouring rows. On CPUs with AMX-INT8 the
+// GEMM (qgemm_int8: prompts and eval batches) multiplies on AMX tiles with the portable kernel's
+// order (per block the exact int32 sum, then d_b·sum summed over the group's blocks, s_g· that,
+// the bias terms apart), bit for bit the portable kernel's; the decode GEMV (M <= 4) keeps the
+// AVX512-VNNI order, so there a prompt row and a decode row of the same x may differ in the last bits
+// (both within the bound above; tests/test_quant_int8.cpp). Supported: bits 4 and 8,
 // groups 32, 64, 128 (qgemv_int8_supported: MLX 4/8-bit, GGUF Q4_0, Q4_1, Q4_K, Q8_0); other widths
 // (2, 3, 5, 6 bits: GGUF Q5_*) and groups of 16 (GGUF Q6_K) run the exact qgemv.
 bool qgemv_int8_supported(const QuantParams& W);
@@ -146,7 +151,8 @@ bool qgemv_int8_supported(const QuantParams& W);
 // on, the GEMM entry points (autograd/gemm.h gemm_qw, through linear, lora_linear and the LM head)
 // route every forward product y = x·Wᵀ (trans_b) with a weight that qgemv_int8_supported accepts to
 // the int8 kernels: the decode GEMV (M <= kGemvMaxRows rows) to qgemv_int8, anything larger (prefill,
-// eval batches) to qgemm_int8; each output row is the same either way. Products without trans_b
+// eval batches) to qgemm_int8; each output row is the same either way (except on AMX-INT8 CPUs, see
+// above). Products without trans_b
 // (backward dX = dY·W), weights of other widths (exact qgemv / the exact GEMM), non-quantised weights
 // and training are unchanged. Read on the calling thread when the product starts.
 bool int8_compute();
@@ -164,12 +170,15 @@ void qgemv_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, fl
 // The int8 GEMM (prefill, `--compute int8`): the same arithmetic as qgemv_int8, cache-blocked for
 // many rows of A: each row of A rounded to int8 once per call, then tasks of (a block of A's rows,
 // kept in L2) × (a chunk of W's rows, walked in panels kept in L1), with 4 × 4 register tiles
-// (vpdpbusd) on AVX512-VNNI. Every output is bit-identical to qgemv_int8 on its row of A alone
-// (tests/test_quant_int8.cpp QuantInt8.GemmRowsAreTheGemvBitForBit), whatever M, the thread count
-// or the ISA path's tiling. Unsupported W: the exact qgemv.
+// (vpdpbusd) on AVX512-VNNI, 16 × 16 AMX tiles (tdpbusd) on AMX-INT8. Every output is bit-identical
+// to qgemv_int8 on its row of A alone — on AMX-INT8, to the portable kernel's (the qgemv_int8 of
+// FT_ISA=baseline) — whatever M, the thread count or the tiling (tests/test_quant_int8.cpp
+// QuantInt8.GemmRowsAreTheGemvBitForBit). Unsupported W: the exact qgemv.
 void qgemm_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, float alpha, float beta, float* C, int64_t ldc,
                 bool allow_parallel = true);
 // The ISA path qgemv_int8 takes now: "avx512vnni", "avxvnni", "avx2" (vpmaddubsw/vpmaddwd) or "portable".
 const char* qgemv_int8_path();
+// The path qgemm_int8 takes now: "amx" on AMX-INT8 CPUs, else qgemv_int8_path().
+const char* qgemm_int8_path();
 
 }  // namespace ft

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "autograd/quant_int8_prep.h"
+
 namespace {
 
 inline __mmask16 first_n(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1u); }
@@ -125,6 +127,22 @@ inline void store_outputs(const __m512* acc, float alpha, float beta, float* C, 
       float* c = C + i * ldc + j + r;
       *c = beta != 0.0f ? sum[r * M + i] + beta * *c : sum[r * M + i];
     }
+}
+
+// One block of 32 values of x rounded to int8 as qgemv_int8 states (autograd/quant.h): |x| max,
+// d = block_scale, x·id clamped to ±127 (vmaxps/vminps give the constant for a NaN, as the portable
+// code), vcvtps2dq rounds to nearest even. Returns the 32 values in natural order; *d the block's
+// scale, *bs = Σ xq (exact).
+inline __m256i round_block32(const float* x, float* d, int32_t* bs) {
+  const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+  float id;
+  *d = block_scale(_mm512_reduce_max_ps(_mm512_max_ps(_mm512_and_ps(v0, absm), _mm512_and_ps(v1, absm))), &id);
+  const __m512 s = _mm512_set1_ps(id);
+  const __m512i q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v0, s), lo), hi));
+  const __m512i q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v1, s), lo), hi));
+  *bs = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)), _mm512_cvtepi32_epi8(q1), 1);
 }
 
 }  // namespace

@@ -328,26 +328,19 @@ void gemm_any(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
   return gemm_b<8>(v, m, j0, n, alpha, XQ, ldxq, XD, ldxd, XS, ldxs, beta, C, ldc);
 }
 
-// x rounded to int8 per block of 32 (quant_kernels.h Int8PrepFn): |x| max, x·id clamped to ±127
-// (vmaxps/vminps give the constant for a NaN, as the portable code), vcvtps2dq rounds to nearest even.
+// x rounded to int8 per block of 32 (quant_kernels.h Int8PrepFn; quant_avx512_util.h round_block32).
 void prep(const float* x, int64_t K, int bits, int8_t* XQ, float* XD, int32_t* BS) {
   const int64_t CH = 16 * (32 / bits);
-  const __m512 absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff)), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
   for (int64_t b = 0; b < K / 32; ++b) {
-    const __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
-    float id;
-    const float d = block_scale(_mm512_reduce_max_ps(_mm512_max_ps(_mm512_and_ps(v0, absm), _mm512_and_ps(v1, absm))), &id);
-    const __m512 s = _mm512_set1_ps(id);
-    const __m512i q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v0, s), lo), hi));
-    const __m512i q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v1, s), lo), hi));
-    BS[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-    store_block(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)), _mm512_cvtepi32_epi8(q1), 1), d, b, bits, CH, XQ, XD);
+    float d;
+    const __m256i q = round_block32(x + 32 * b, &d, BS + b);
+    store_block(q, d, b, bits, CH, XQ, XD);
   }
 }
 
 // rows_mbgs reads 16-bit scales itself (SK 1, 2); gemm_any is a 4×4 vpdpbusd tile for prefill (tested on the
 // 16-core Sapphire Rapids host, 2026-12-05: QuantInt8* pass; BM_QGemm 1.3-1.9x the panels of `rows`).
-const ft::quant_detail::Int8Kernels kKernels = {prep, rows_any, gemm_any, 16, "avx512vnni", true};
+const ft::quant_detail::Int8Kernels kKernels = {prep, rows_any, gemm_any, 16, "avx512vnni", true, false};
 
 }  // namespace
 

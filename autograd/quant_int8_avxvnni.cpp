@@ -5,7 +5,7 @@
 #include "autograd/quant_int8_avx2.h"
 
 namespace {
-const ft::quant_detail::Int8Kernels kKernels = {prep, rows_any, gemm_any, 8, "avxvnni", true};
+const ft::quant_detail::Int8Kernels kKernels = {prep, rows_any, gemm_any, 8, "avxvnni", true, false};
 }  // namespace
 
 const ft::quant_detail::Int8Kernels* ft::quant_detail::int8_kernels_avxvnni() { return &kKernels; }

@@ -97,8 +97,20 @@ struct Int8Kernels {
   Int8RowsFn gemm;  // may be nullptr
   int lanes;
   const char* name;
-  bool reads16;  // `rows` reads 16-bit scales (View::skind 1, 2) itself
+  bool reads16;  // `rows` (and `gemm`) read 16-bit scales (View::skind 1, 2) themselves
+  // The AMX tile layout instead of the one above (rows of A in tiles of 16; the caller starts every
+  // block of rows it passes at a multiple of 16 and zero-pads the last tile). For tile t of rows
+  // 16t .. 16t+15 (lane l = row 16t + l), from XQ + 16t·ldxq (ldxq = K), XD + 16t·ldxd (ldxd = K/32),
+  // XS + 16t·ldxs (ldxs = groups per row):
+  //   XQ: per block b of 32, 512 bytes at b·512: byte 64r + 4l + i = xq_l[32b + o(4r + i)] (r < 8,
+  //       i < 4), o(p) = p for 8-bit codes; 4-bit: the block's even codes then its odd ones,
+  //       o(p) = 2p (p < 16), 2(p − 16) + 1 (p >= 16)
+  //   XD: d_b of row l at b·16 + l;   XS: the group sum of row l at g·16 + l.
+  // `prep` then writes one row in natural order with one d per block (lanes == 0's layout), and the
+  // caller scatters it. Both `rows` and `gemm` take this layout.
+  bool tiled = false;
 };
+const Int8Kernels* int8_kernels_amx();         // quant_int8_amx.cpp (needs amx_int8 + avx512f)
 const Int8Kernels* int8_kernels_avx512vnni();  // quant_int8_avx512.cpp (needs avx512f + avx512vnni)
 const Int8Kernels* int8_kernels_avxvnni();     // quant_int8_avxvnni.cpp (avx2 + avxvnni)
 const Int8Kernels* int8_kernels_avx2();        // quant_int8_avx2.cpp (avx2: vpmaddubsw / vpmaddwd)

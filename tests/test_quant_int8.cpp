@@ -117,6 +117,7 @@ TEST(QuantInt8, GemvMatchesTheStatedFormulaOnEveryIsa) {
                              : hw.avxvnni                           ? "avxvnni"
                                                                     : "avx2";
     EXPECT_EQ(qgemv_int8_path(), want) << isa;
+    EXPECT_EQ(qgemm_int8_path(), isa == "amx" && hw.amx_int8 ? std::string("amx") : want) << isa;
   }
   for (int bits : {4, 8})
     for (int group : {32, 64, 128})
@@ -134,10 +135,12 @@ TEST(QuantInt8, GemvMatchesTheStatedFormulaOnEveryIsa) {
           set_isa(isa);
           SCOPED_TRACE(isa + std::string(" path ") + qgemv_int8_path() + " bits " + std::to_string(bits) + " group " +
                        std::to_string(group) + " K " + std::to_string(in));
-          for (int64_t M = 1; M <= 4; ++M) {
+          for (int64_t M = 1; M <= 8; ++M) {  // M <= 4: qgemv_int8; then qgemm_int8 (on AMX-INT8 its own path)
             std::vector<float> y(size_t(M * out));
-            qgemv_int8(M, x.data(), in, p, 1.f, 0.f, y.data(), out);
-            for (int64_t i = 0; i < M; ++i)
+            const int64_t rows = M <= 4 ? M : M - 4;
+            if (M <= 4) qgemv_int8(M, x.data(), in, p, 1.f, 0.f, y.data(), out);
+            else qgemm_int8(rows, x.data(), in, p, 1.f, 0.f, y.data(), out);
+            for (int64_t i = 0; i < rows; ++i)
               for (int64_t j = 0; j < out; ++j) {
                 const size_t k = size_t(i * out + j);
                 ASSERT_LE(std::fabs(double(y[k]) - ref[k]), bound[k]) << "M " << M << " row " << i << " col " << j << ": " << y[k]
@@ -259,7 +262,7 @@ TEST(QuantInt8, NeighboursThreadsAlphaBetaAndFallback) {
 
 // The mode is per scope and only changes a quantised weight's forward products x·Wᵀ: linear() with
 // <= 4 rows gives qgemv's exact bits by default and qgemv_int8's inside Int8ComputeGuard; with 9 rows
-// the exact GEMM by default and, inside the guard, each row's qgemv_int8 bits; a float weight and the
+// the exact GEMM by default and, inside the guard, qgemm_int8's bits; a float weight and the
 // backward-shaped product dY·W (no trans_b) are the same either way; the guard restores the mode.
 TEST(QuantInt8, OnlyWhenAskedAndOnlyTheForwardProducts) {
   NoGradGuard ng;
@@ -270,7 +273,7 @@ TEST(QuantInt8, OnlyWhenAskedAndOnlyTheForwardProducts) {
   std::vector<float> exact(40), int8(40), int8_rows(9 * 40);
   qgemv(1, x1.data<float>(), 128, p, 1.f, 0.f, exact.data(), 40);
   qgemv_int8(1, x1.data<float>(), 128, p, 1.f, 0.f, int8.data(), 40);
-  for (int64_t i = 0; i < 9; ++i) qgemv_int8(1, x9.data<float>() + i * 128, 128, p, 1.f, 0.f, int8_rows.data() + i * 40, 40);
+  qgemm_int8(9, x9.data<float>(), 128, p, 1.f, 0.f, int8_rows.data(), 40);  // row by row qgemv_int8's bits (GemmRowsAreTheGemvBitForBit)
   ASSERT_NE(exact, int8);  // the two paths differ on this input
   EXPECT_FALSE(int8_compute());
   const std::vector<float> d1 = linear(x1, w).to_vector(), d9 = linear(x9, w).to_vector(), f1 = linear(x1, wf).to_vector(),
@@ -285,7 +288,7 @@ TEST(QuantInt8, OnlyWhenAskedAndOnlyTheForwardProducts) {
     Int8ComputeGuard on;
     EXPECT_TRUE(int8_compute());
     EXPECT_EQ(linear(x1, w).to_vector(), int8);
-    EXPECT_EQ(linear(x9, w).to_vector(), int8_rows);  // prefill-sized: the int8 GEMM, row by row the GEMV's bits
+    EXPECT_EQ(linear(x9, w).to_vector(), int8_rows);  // prefill-sized: the int8 GEMM
     EXPECT_EQ(linear(x1, wf).to_vector(), f1);        // a float weight: unchanged
     EXPECT_EQ(linear(x9, wf).to_vector(), f9);
     gemm_qw(false, false, 9, 128, 40, 1.f, dy.data(), 40, p, 0.f, dx_on.data(), 128);
@@ -308,10 +311,23 @@ TEST(QuantInt8, OnlyWhenAskedAndOnlyTheForwardProducts) {
   EXPECT_EQ(linear(x9, w).to_vector(), d9);
 }
 
+// The level whose qgemv_int8 gives qgemm_int8's bits at the level in effect: the same, except on
+// AMX-INT8, whose tiles follow the portable kernel's order (quant.h).
+std::string gemm_reference_level(const std::string& isa) { return std::string(qgemm_int8_path()) == "amx" ? "baseline" : isa; }
+
+// qgemv_int8 row by row (C = alpha·x·Wᵀ + beta·C) at the level qgemm_int8 follows at `isa`.
+void reference_rows(const std::string& isa, int64_t M, const float* x, int64_t lda, const QuantParams& p, float alpha, float beta,
+                    float* c, int64_t ldc) {
+  set_isa(gemm_reference_level(isa));
+  for (int64_t i = 0; i < M; ++i) qgemv_int8(1, x + i * lda, lda, p, alpha, beta, c + i * ldc, ldc);
+  set_isa(isa);
+}
+
 // The int8 GEMM (qgemm_int8, and qgemv_int8 with M > 4): every output bit for bit what qgemv_int8
-// gives for its row of A alone, for M = 5..130 (whole and partial 4-row tiles, several blocks of A),
-// odd N (partial panels of W), K with partial chunks, bits 4 and 8, groups 32/64/128, on every ISA
-// path, with 1, 2 and 3 threads, alpha/beta and lda/ldc strides.
+// gives for its row of A alone (on AMX-INT8: the portable qgemv_int8), for M = 5..130 (whole and
+// partial 4-row and 16-row tiles, several blocks of A), odd N (partial panels of W), K with partial
+// chunks, bits 4 and 8, groups 32/64/128, fp32, fp16 and bf16 scales, on every ISA path, with 1, 2
+// and 3 threads, alpha/beta and lda/ldc strides.
 TEST(QuantInt8, GemmRowsAreTheGemvBitForBit) {
   testing::IsaGuard guard;
   for (int bits : {4, 8})
@@ -319,21 +335,26 @@ TEST(QuantInt8, GemmRowsAreTheGemvBitForBit) {
       for (int64_t in : {int64_t(group == 128 ? 640 : 96 * (group / 32)), int64_t(576 / group * group)}) {
         const int64_t out = 45, Mmax = 130, lda = in + 7, ldc = out + 5;
         std::vector<uint32_t> codes;
-        const QuantParams p = random_params(out, in, bits, group, uint64_t(bits * 77 + group + in), codes);
+        QuantParams p = random_params(out, in, bits, group, uint64_t(bits * 77 + group + in), codes);
+        // 16-bit scales for some shapes (the kernels that read them directly), fp32 for the others
+        const DType sd = in % 3 == 0 ? DType::F32 : group == 64 ? DType::BF16 : DType::F16;
+        if (sd != DType::F32) {
+          p.scales = p.scales.to(sd);
+          p.biases = p.biases.to(sd);
+          p.scale_dtype = sd;
+        }
         std::vector<float> x = Tensor::randn({Mmax, lda}, uint64_t(in * bits + group), 1.f).to_vector();
         for (int64_t c = 0; c < 40 && c < in; ++c) x[size_t(3 * lda + c)] = 0.0f;  // an all-zero block (d = 0) in row 3
         const std::vector<float> c0 = Tensor::randn({Mmax, ldc}, 5, 1.f).to_vector();
         for (const std::string& isa : int8_levels()) {
           set_isa(isa);
-          SCOPED_TRACE(isa + std::string(" path ") + qgemv_int8_path() + " bits " + std::to_string(bits) + " group " +
-                       std::to_string(group) + " K " + std::to_string(in));
+          SCOPED_TRACE(isa + std::string(" path ") + qgemm_int8_path() + " bits " + std::to_string(bits) + " group " +
+                       std::to_string(group) + " K " + std::to_string(in) + " scales " + dtype_name(sd));
           // the reference: row by row, C = 0.75·x·Wᵀ − 0.5·C (beta != 0) and C = x·Wᵀ (beta = 0)
           std::vector<float> ref_b(c0), ref_0(size_t(Mmax * ldc), -1.f);
-          for (int64_t i = 0; i < Mmax; ++i) {
-            qgemv_int8(1, x.data() + i * lda, lda, p, 0.75f, -0.5f, ref_b.data() + i * ldc, ldc);
-            qgemv_int8(1, x.data() + i * lda, lda, p, 1.f, 0.f, ref_0.data() + i * ldc, ldc);
-          }
-          for (int64_t M : {5, 6, 7, 8, 13, 63, 64, 130}) {
+          reference_rows(isa, Mmax, x.data(), lda, p, 0.75f, -0.5f, ref_b.data(), ldc);
+          reference_rows(isa, Mmax, x.data(), lda, p, 1.f, 0.f, ref_0.data(), ldc);
+          for (int64_t M : {5, 6, 7, 8, 13, 16, 17, 63, 64, 130}) {
             std::vector<float> y(size_t(Mmax * ldc), -1.f);
             qgemm_int8(M, x.data(), lda, p, 1.f, 0.f, y.data(), ldc);
             for (int64_t k = 0; k < Mmax * ldc; ++k)
@@ -364,7 +385,7 @@ TEST(QuantInt8, GemmRowsAreTheGemvBitForBit) {
 }
 
 // A prefill-sized shape with several blocks of A and many panels (K = 2048, N = 300, M = 200):
-// row by row the GEMV's bits on the native path, threaded.
+// row by row the GEMV's bits on the native path (AMX-INT8: the portable GEMV's), threaded.
 TEST(QuantInt8, GemmLargeShapeMatchesTheGemv) {
   for (int bits : {4, 8}) {
     const int64_t out = 300, in = 2048, M = 200;
@@ -373,6 +394,8 @@ TEST(QuantInt8, GemmLargeShapeMatchesTheGemv) {
     const std::vector<float> x = Tensor::randn({M, in}, 3, 1.f).to_vector();
     std::vector<float> y(size_t(M * out)), r(static_cast<size_t>(out));
     qgemm_int8(M, x.data(), in, p, 1.f, 0.f, y.data(), out);
+    testing::IsaGuard guard;
+    set_isa(gemm_reference_level(isa_name()));
     for (int64_t i = 0; i < M; ++i) {
       qgemv_int8(1, x.data() + i * in, in, p, 1.f, 0.f, r.data(), out);
       ASSERT_TRUE(std::equal(r.begin(), r.end(), y.begin() + i * out)) << "bits " << bits << " row " << i;
