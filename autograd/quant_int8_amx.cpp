@@ -168,7 +168,7 @@ void amx_rows(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
   constexpr int64_t BB = 32 * BITS / 8;  // bytes of W per row and block
   const int64_t gpr = v.gpr, wpr = v.wpr;
   const int mtiles = (m + 15) / 16;
-  const void* sbase = SK ? static_cast<const void*>(v.scales16) : static_cast<const void*>(v.scales);
+  const void* sbase = SK ? static_cast<const void*>(v.scales16) : static_cast<const void*>(v.scales);  // read 16-bit or fp32
   const void* bbase = SK ? static_cast<const void*>(v.biases16) : static_cast<const void*>(v.biases);
   const int64_t nb = v.cols / 32;
   alignas(64) int32_t cs[2][NB][256];
@@ -176,19 +176,25 @@ void amx_rows(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
   for (int64_t jt = 0; jt < n; jt += 16) {
     const int nr = n - jt < 16 ? int(n - jt) : 16;
     const unsigned char* w[16];
-    const void* s[16];
-    const void* bi[16];
-    for (int r = 0; r < 16; ++r) {  // rows past n repeat the last row (read, never written out)
-      const int64_t row = j0 + jt + (r < nr ? r : nr - 1);
-      w[r] = reinterpret_cast<const unsigned char*>(v.packed + row * wpr);
-      s[r] = sc_ptr<SK>(sbase, row * gpr);
-      bi[r] = sc_ptr<SK>(bbase, row * gpr);
-    }
+    for (int r = 0; r < 16; ++r)  // rows past n repeat the last row (read, never written out)
+      w[r] = reinterpret_cast<const unsigned char*>(v.packed + (j0 + jt + (r < nr ? r : nr - 1)) * wpr);
     const bool direct = BITS == 8 && nr == 16;  // A tiles straight from W (rows wpr·4 bytes apart)
-    // Otherwise the 16 rows' codes are staged once for every tile of A: block b at b·512, 32 bytes a row.
-    unsigned char* stage = nullptr;
+    // The 16 rows' scales and biases widened to fp32 once for every tile of A (row r's at r·gpr), and,
+    // unless direct, their codes staged: block b at b·512, 32 bytes a row.
+    float* sw = reinterpret_cast<float*>(stage_buffer(2 * 16 * gpr * 4 + (direct ? 0 : nb * 512)));
+    float* bw = sw + 16 * gpr;
+    unsigned char* stage = reinterpret_cast<unsigned char*>(bw + 16 * gpr);
+    for (int r = 0; r < 16; ++r) {
+      const int64_t row = j0 + jt + (r < nr ? r : nr - 1);
+      const void* sr = sc_ptr<SK>(sbase, row * gpr);
+      const void* br = sc_ptr<SK>(bbase, row * gpr);
+      for (int64_t g = 0; g < gpr; g += 16) {
+        const __mmask16 k = first_n(gpr - g);
+        _mm512_mask_storeu_ps(sw + r * gpr + g, k, sc_load<SK>(sr, g, k));
+        _mm512_mask_storeu_ps(bw + r * gpr + g, k, sc_load<SK>(br, g, k));
+      }
+    }
     if (!direct) {
-      stage = stage_buffer(nb * 512);
       for (int64_t b = 0; b < nb; ++b) {
         if constexpr (BITS == 4) {
           unpack4(w, b * BB, stage + b * 512);
@@ -231,7 +237,7 @@ void amx_rows(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
           __m512 ga = _mm512_mul_ps(dv[0], _mm512_cvtepi32_ps(_mm512_load_si512(cs[P][0] + r * 16)));
 #pragma GCC unroll 4
           for (int k = 1; k < NB; ++k) ga = _mm512_add_ps(ga, _mm512_mul_ps(dv[k], _mm512_cvtepi32_ps(_mm512_load_si512(cs[P][k] + r * 16))));
-          acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_set1_ps(sc_at<SK>(s[r], g)), ga));
+          acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_set1_ps(sw[r * gpr + g]), ga));
         }
       };
       if constexpr (NB == 4) {
@@ -260,7 +266,7 @@ void amx_rows(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
         for (int64_t g = 0; g < gpr; ++g) {
           const __m512 xs = _mm512_loadu_ps(st + g * 16);
 #pragma GCC unroll 8
-          for (int r = 0; r < 8; ++r) bacc[r] = _mm512_add_ps(bacc[r], _mm512_mul_ps(_mm512_set1_ps(sc_at<SK>(bi[r0 + r], g)), xs));
+          for (int r = 0; r < 8; ++r) bacc[r] = _mm512_add_ps(bacc[r], _mm512_mul_ps(_mm512_set1_ps(bw[(r0 + r) * gpr + g]), xs));
         }
 #pragma GCC unroll 8
         for (int r = 0; r < 8; ++r) _mm512_store_ps(out + (r0 + r) * 16, _mm512_mul_ps(va, _mm512_add_ps(acc[r0 + r], bacc[r])));
