@@ -645,11 +645,16 @@ void prepare_int8_x(const quant_detail::Int8Kernels* kr, int64_t M, const float*
       // scatter into row i's lane of its tile (quant_kernels.h Int8Kernels::tiled)
       const int64_t t0 = i / 16 * 16, l = i % 16;
       int8_t* xq = X.xq.data() + t0 * K;
-      for (int64_t b = 0; b < nb; ++b)
-        for (int p = 0; p < 32; ++p) {
-          const int o = W.bits == 4 ? (p < 16 ? 2 * p : 2 * (p - 16) + 1) : p;
-          xq[b * 512 + (p / 4) * 64 + 4 * l + p % 4] = q[b * 32 + o];
-        }
+      for (int64_t b = 0; b < nb; ++b) {
+        int8_t blk[32];  // the block in the codes' order: 4-bit evens, then odds
+        if (W.bits == 4)
+          for (int p = 0; p < 16; ++p) {
+            blk[p] = q[b * 32 + 2 * p];
+            blk[16 + p] = q[b * 32 + 2 * p + 1];
+          }
+        else std::memcpy(blk, q + b * 32, 32);
+        for (int r = 0; r < 8; ++r) std::memcpy(xq + b * 512 + r * 64 + 4 * l, blk + 4 * r, 4);
+      }
       for (int64_t b = 0; b < nb; ++b) X.xd[size_t(t0 * nb + b * 16 + l)] = dd[b];
       for (int64_t g = 0; g < X.gpr; ++g) X.xs[size_t(t0 * X.gpr + g * 16 + l)] = xs[g];
     }

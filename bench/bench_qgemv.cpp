@@ -95,7 +95,7 @@ void BM_QGemm(benchmark::State& st) {
   st.counters["best_GMAC/s"] = double(M * N * K) * 1e-9 / best;
   st.counters["GMAC/s"] = benchmark::Counter(double(M * N * K) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   st.SetLabel(std::string(isa_name()) + " q" + std::to_string(bits) + " g" + std::to_string(group) +
-              (int8 ? std::string(" int8 ") + qgemv_int8_path() : " exact"));
+              (int8 ? std::string(" int8 ") + qgemm_int8_path() : " exact"));
 }
 
 void gemm_shapes(benchmark::internal::Benchmark* b) {
