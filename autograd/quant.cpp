@@ -75,7 +75,13 @@ void check_quant_params(const QuantParams& p, const std::string& what) {
     return;
   }
   FT_CHECK(p.super_group == 0, what, ": super_group ", p.super_group, " (negative)");
+  if (p.bias_from_scale) {
+    FT_CHECK(p.bias_from_scale == -(1 << (p.bits - 1)), what, ": biases derived from the scales must be -2^(bits-1) times them (",
+             -(1 << (p.bits - 1)), " for ", p.bits, "-bit codes), not ", p.bias_from_scale);
+    FT_CHECK(!p.biases.defined(), what, ": biases derived from the scales are not stored as well");
+  }
   for (const Tensor* t : {&p.scales, &p.biases}) {
+    if (t == &p.biases && p.bias_from_scale) continue;
     const char* nm = t == &p.scales ? "scales" : "biases";
     FT_CHECK(t->defined() && scale_storage_ok(t->dtype()) && t->is_contiguous(), what, ": ", nm,
              " must be contiguous float32, float16 or bfloat16 in memory");
@@ -86,7 +92,7 @@ void check_quant_params(const QuantParams& p, const std::string& what) {
   }
   FT_CHECK(p.rows == 0 || reinterpret_cast<uintptr_t>(p.packed.raw()) % 4 == 0, what, ": packed weights are not 4-byte aligned");
   for (const Tensor* t : {&p.scales, &p.biases})
-    FT_CHECK(p.rows == 0 || reinterpret_cast<uintptr_t>(t->raw()) % dtype_size(t->dtype()) == 0, what,
+    FT_CHECK(p.rows == 0 || !t->defined() || reinterpret_cast<uintptr_t>(t->raw()) % dtype_size(t->dtype()) == 0, what,
              ": scales/biases are not aligned to their element size");
 }
 
@@ -121,13 +127,15 @@ View view_direct(const QuantParams& q, int64_t j0) {
   View v{q.bits, q.group_size, q.cols, q.words_per_row(), gpr, static_cast<const uint32_t*>(q.packed.raw()) + j0 * q.words_per_row(),
          nullptr, nullptr};
   const DType t = q.scales.dtype();
+  const Tensor& bt = q.bias_from_scale ? q.scales : q.biases;
+  v.bias_mul = float(q.bias_from_scale);
   if (t == DType::F32) {
     v.scales = static_cast<const float*>(q.scales.raw()) + j0 * gpr;
-    v.biases = static_cast<const float*>(q.biases.raw()) + j0 * gpr;
+    v.biases = static_cast<const float*>(bt.raw()) + j0 * gpr;
   } else {
     v.skind = t == DType::F16 ? 1 : 2;
     v.scales16 = static_cast<const uint16_t*>(q.scales.raw()) + j0 * gpr;
-    v.biases16 = static_cast<const uint16_t*>(q.biases.raw()) + j0 * gpr;
+    v.biases16 = static_cast<const uint16_t*>(bt.raw()) + j0 * gpr;
   }
   return v;
 }
@@ -168,24 +176,23 @@ View view_rows(const QuantParams& q, int64_t j0, int64_t n, int64_t g0, int64_t 
                 s, b};
   }
   View v = view_direct(q, j0);
-  if (v.skind == 0) return v;
+  if (v.skind == 0 && v.bias_mul == 0.0f) return v;
   const DType t = q.scales.dtype();
   const int64_t gpr = v.gpr;
   if (buf.size() < size_t(2 * n * gpr)) buf.resize(size_t(2 * n * gpr));
   float* s = buf.data();
   float* b = s + n * gpr;
-  const uint16_t* ss = v.scales16;
-  const uint16_t* bb = v.biases16;
-  if (g0 == 0 && g1 == gpr) {
-    widen16(ss, t, s, n * gpr);
-    widen16(bb, t, b, n * gpr);
-  } else {
-    for (int64_t j = 0; j < n; ++j) {
-      widen16(ss + j * gpr + g0, t, s + j * gpr + g0, g1 - g0);
-      widen16(bb + j * gpr + g0, t, b + j * gpr + g0, g1 - g0);
-    }
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t o = j * gpr + g0, k = g1 - g0;
+    if (v.skind == 0) std::copy(v.scales + o, v.scales + o + k, s + o);
+    else widen16(v.scales16 + o, t, s + o, k);
+    if (v.bias_mul != 0.0f)
+      for (int64_t g = 0; g < k; ++g) b[o + g] = v.bias_mul * s[o + g];  // exact: a power of two times the scale
+    else if (v.skind == 0) std::copy(v.biases + o, v.biases + o + k, b + o);
+    else widen16(v.biases16 + o, t, b + o, k);
   }
   v.skind = 0;
+  v.bias_mul = 0.0f;
   v.scales16 = v.biases16 = nullptr;
   v.scales = s;
   v.biases = b;
@@ -212,7 +219,7 @@ thread_local std::vector<float> t_scale_buf;  // view_rows' buffer (kernels neve
 
 template <class F>
 void for_scale_blocks(const QuantParams& W, int64_t j0, int64_t n, bool direct, const F& call) {
-  if (!W.two_level() && (direct || W.scales.dtype() == DType::F32)) return call(view_direct(W, j0), j0, n);
+  if (!W.two_level() && (direct || (W.scales.dtype() == DType::F32 && !W.bias_from_scale))) return call(view_direct(W, j0), j0, n);
   const int64_t R = scale_block_rows(W), gpr = W.groups_per_row();
   for (int64_t r0 = j0; r0 < j0 + n; r0 += R) {
     const int64_t nr = std::min(R, j0 + n - r0);
@@ -488,7 +495,7 @@ Tensor quant_group_params(const QuantParams& p, bool biases, int64_t r0, int64_t
   FT_CHECK(0 <= r0 && r0 <= r1 && r1 <= p.rows, "quant_group_params: rows [", r0, ", ", r1, ") outside ", p.rows);
   const int64_t gpr = p.groups_per_row();
   Tensor out = Tensor::empty({r1 - r0, gpr});
-  if (!p.two_level()) {
+  if (!p.two_level() && !(biases && p.bias_from_scale)) {
     const Tensor& src = biases ? p.biases : p.scales;
     convert(static_cast<const char*>(src.raw()) + size_t(r0 * gpr) * dtype_size(src.dtype()), src.dtype(), out.data<float>(), DType::F32,
             size_t((r1 - r0) * gpr));
@@ -508,7 +515,7 @@ void compact_quant_scales(QuantParams& p) {
   if (p.two_level() || p.scales.dtype() != DType::F32 || p.rows == 0) return;
   const int64_t n = p.rows * p.groups_per_row();
   const float* s = p.scales.data<float>();
-  const float* b = p.biases.data<float>();
+  const float* b = p.bias_from_scale ? s : p.biases.data<float>();
   auto exact_in = [&](DType t) {
     for (const float* x : {s, b})
       for (int64_t i = 0; i < n; ++i) {
@@ -520,7 +527,7 @@ void compact_quant_scales(QuantParams& p) {
   for (DType t : {DType::F16, DType::BF16})
     if (exact_in(t)) {
       p.scales = p.scales.to(t).contiguous();
-      p.biases = p.biases.to(t).contiguous();
+      if (!p.bias_from_scale) p.biases = p.biases.to(t).contiguous();
       return;
     }
 }

@@ -58,6 +58,11 @@ struct QuantParams {
   // memory instead of 6 with one fp32 scale and bias per group of 32 (the file: 4.5).
   int super_group = 0;
   Tensor scale_codes, bias_codes, super_scales, super_biases;
+  // Biases derived from the scales (GGUF's symmetric Q4_0, Q5_0, Q8_0: bias = −2^(bits−1)·d), when
+  // nonzero: `biases` is undefined and every group's bias is bias_from_scale · its scale, a power of two
+  // (−2^(bits−1)) times the scale, so the fp32 product is exact and every kernel computes what it
+  // would with those biases stored (0.5 bit a weight less in memory: Q4_0 4.5, Q8_0 8.5).
+  int bias_from_scale = 0;
   int64_t words_per_row() const { return cols * bits / 32; }
   int64_t groups_per_row() const { return group_size ? cols / group_size : 0; }
   bool two_level() const { return super_group > 0; }

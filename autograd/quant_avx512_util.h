@@ -76,12 +76,14 @@ inline __m512i sc_widx(const int32_t* t) {
   return _mm512_load_si512(w);
 }
 
-// Σ_g b_g·xs_g over a row's gpr groups for each of the M rows of A, added to acc lane-wise.
+// Σ_g b_g·xs_g over a row's gpr groups for each of the M rows of A, added to acc lane-wise. bmul != 0
+// (View::bias_mul): b points at the scales and b_g = bmul · the value read (exact, a power of two).
 template <int M, int SK = 0>
-inline void bias_terms(const void* b, int64_t gpr, const float* XS, int64_t ldxs, __m512* acc) {
+inline void bias_terms(const void* b, int64_t gpr, const float* XS, int64_t ldxs, __m512* acc, float bmul = 0.0f) {
   for (int64_t g = 0; g < gpr; g += 16) {
     const __mmask16 mk = first_n(gpr - g);
-    const __m512 bv = sc_load<SK>(b, g, mk);
+    __m512 bv = sc_load<SK>(b, g, mk);
+    if (bmul != 0.0f) bv = _mm512_mul_ps(bv, _mm512_set1_ps(bmul));
 #pragma GCC unroll 4
     for (int i = 0; i < M; ++i) acc[i] = _mm512_fmadd_ps(bv, _mm512_maskz_loadu_ps(mk, XS + i * ldxs + g), acc[i]);
   }

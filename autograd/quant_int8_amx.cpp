@@ -191,7 +191,8 @@ void amx_rows(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
       for (int64_t g = 0; g < gpr; g += 16) {
         const __mmask16 k = first_n(gpr - g);
         _mm512_mask_storeu_ps(sw + r * gpr + g, k, sc_load<SK>(sr, g, k));
-        _mm512_mask_storeu_ps(bw + r * gpr + g, k, sc_load<SK>(br, g, k));
+        const __m512 bv = sc_load<SK>(br, g, k);  // View::bias_mul: b = bias_mul · scale, exact
+        _mm512_mask_storeu_ps(bw + r * gpr + g, k, v.bias_mul != 0.0f ? _mm512_mul_ps(bv, _mm512_set1_ps(v.bias_mul)) : bv);
       }
     }
     if (!direct) {

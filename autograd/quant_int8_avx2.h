@@ -195,7 +195,8 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
     const void* b = sc_ptr<SK>(bbase, (j + r) * gpr);
     for (int64_t g = 0; g < gpr; g += 8) {
       const __m256i mk = first_n8(gpr - g);
-      const __m256 bv = sc_load8<SK>(b, g, gpr - g);
+      __m256 bv = sc_load8<SK>(b, g, gpr - g);
+      if (v.bias_mul != 0.0f) bv = _mm256_mul_ps(bv, _mm256_set1_ps(v.bias_mul));  // View::bias_mul: exact
 #pragma GCC unroll 4
       for (int i = 0; i < M; ++i) acc[r * M + i] = _mm256_fmadd_ps(bv, _mm256_maskload_ps(XS + i * ldxs + g, mk), acc[r * M + i]);
     }

@@ -122,7 +122,7 @@ inline void rows_r(const View& v, int64_t j, float alpha, const int8_t* XQ, int6
     }
   }
 #pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) bias_terms<M, SK>(sc_ptr<SK>(bbase, (j + r) * gpr), gpr, XS, ldxs, acc + r * M);
+  for (int r = 0; r < R; ++r) bias_terms<M, SK>(sc_ptr<SK>(bbase, (j + r) * gpr), gpr, XS, ldxs, acc + r * M, v.bias_mul);
   store_outputs<R, M>(acc, alpha, beta, C, ldc, 0);  // C points at row j's outputs
 }
 

@@ -19,6 +19,11 @@ struct View {
   int skind = 0;
   const uint16_t* scales16 = nullptr;
   const uint16_t* biases16 = nullptr;
+  // Nonzero (QuantParams::bias_from_scale, direct Views only): biases / biases16 point at the scales
+  // and each group's bias is bias_mul (a power of two) times its scale, an exact fp32 product; the
+  // kernels that read a direct View multiply as they read. Views with widened scales carry explicit
+  // fp32 biases (bias_mul 0).
+  float bias_mul = 0.0f;
 };
 
 // out[c - c0] = W[r][c] for c in [c0, c1); c0 and c1 multiples of 8 (an 8-chunk never straddles a

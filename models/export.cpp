@@ -47,7 +47,9 @@ void export_model(const Model& m, const std::string& dir, const ExportOptions& o
       recs.push_back(w);
       for (auto [part, is_bias] : {std::pair<const char*, bool>{".scales", false}, {".biases", true}}) {
         // (one level: as held, in the checkpoint's dtype; a K-quant's two levels: their fp32 products)
-        Tensor x = q.two_level() ? quant_group_params(q, is_bias) : (is_bias ? q.biases : q.scales).to(q.scale_dtype).contiguous();
+        Tensor x = q.two_level()                   ? quant_group_params(q, is_bias)
+                   : is_bias && q.bias_from_scale ? quant_group_params(q, true).to(q.scale_dtype).contiguous()
+                                                  : (is_bias ? q.biases : q.scales).to(q.scale_dtype).contiguous();
         keep.push_back(x);
         recs.push_back(TensorRecord::view(module + part, x.dtype(), x.shape(), x.raw()));
       }

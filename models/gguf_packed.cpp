@@ -160,14 +160,20 @@ Tensor gguf_repack(GgmlType t, const uint8_t* data, int64_t rows, int64_t cols, 
     sup_b = p.super_biases.data<float>();
   } else {
     p.scales = Tensor::empty({rows, gpr});
-    p.biases = Tensor::empty({rows, gpr});
     scales = p.scales.data<float>();
-    biases = p.biases.data<float>();
+    // the symmetric types' offset is −2^(bits−1)·d: derived from the scale, not stored (quant.h)
+    if (t == GgmlType::Q4_0 || t == GgmlType::Q5_0 || t == GgmlType::Q8_0) {
+      p.bias_from_scale = -(1 << (a.bits - 1));
+    } else {
+      p.biases = Tensor::empty({rows, gpr});
+      biases = p.biases.data<float>();
+    }
   }
   uint32_t* packed = static_cast<uint32_t*>(p.packed.raw());
   const size_t rb = ggml_row_bytes(t, cols), bb = ggml_block_bytes(t);
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, rows, 16), [&](const tbb::blocked_range<int64_t>& rr) {
     uint8_t u[256];
+    float unused[16];  // the offsets decode_block gives for a symmetric type (derived from the scales instead)
     for (int64_t r = rr.begin(); r < rr.end(); ++r) {
       const int64_t src = row_src ? (*row_src)[size_t(r)] : r;
       const uint8_t* row = data + size_t(src) * rb;
@@ -180,7 +186,7 @@ Tensor gguf_repack(GgmlType t, const uint8_t* data, int64_t rows, int64_t cols, 
           sup_s[r * (gpr / gpb) + blk] = k.ds;
           sup_b[r * (gpr / gpb) + blk] = k.db;
         } else {
-          decode_block(t, row + size_t(blk) * bb, u, scales + g0, biases + g0, nullptr);
+          decode_block(t, row + size_t(blk) * bb, u, scales + g0, biases ? biases + g0 : unused, nullptr);
         }
         for (int64_t j = 0; j < bs; ++j) {  // one LSB-first bit stream per row (quant.h)
           const int64_t bit = (blk * bs + j) * bits;

@@ -47,7 +47,9 @@ GgufAffine gguf_affine_of(GgmlType t);
 // DType::Q tensor, converted block by block (no float copy is made). row_src (optional, rows
 // entries) reorders the rows: destination row i is source row row_src[i]. scale_dtype of the
 // result is F32 (the products d·sc are not all fp16 values); the scales and biases are held in fp16
-// where every value is one (compact_quant_scales: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); the K-quants keep
+// where every value is one (compact_quant_scales: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), and the symmetric
+// types' offsets −2^(bits−1)·d are derived from the scales, not stored (QuantParams::bias_from_scale:
+// 4.5 bits a weight for Q4_0, 5.5 for Q5_0, 8.5 for Q8_0, as in the file); the K-quants keep
 // their two levels (QuantParams::two_level: the 8-bit sub-block codes and one fp32 d and −dmin
 // (Q6_K: d and −32·d) per super-block of 256, the products being the table's scales and biases
 // exactly): 4.75 bits a weight for Q4_K (fp32 per group: 6), 5.75 for Q5_K (7), 7.25 for Q6_K (10).

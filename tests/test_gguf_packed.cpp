@@ -91,11 +91,11 @@ TEST(GgufPacked, EveryBlockTypeDequantisesExactlyAsGgmlOnEveryIsa) {
     const QuantParams& p = quant_params(q);
     EXPECT_EQ(p.bits, gguf_affine_of(t).bits) << name;
     EXPECT_EQ(p.group_size, t == GgmlType::Q6_K ? 16 : 32) << name;
-    // the scales/biases: the file's fp16 values held in 16 bits where every one is exact, else fp32;
-    // here the d span fp16's whole range, so the offsets −128·d (Q8_0), −8·d (Q4_0), −16·d (Q5_0)
-    // overflow fp16 and stay fp32 (see below for realistic d); Q4_1/Q5_1's d and m are fp16 values
-    // whatever they are. The K-quants keep two levels: an 8-bit code for each group's scale and bias,
-    // one fp32 pair per super-block of 256 (8 groups of 32, or 16 of 16 for Q6_K)
+    // the scales: the file's fp16 d held in 16 bits; the symmetric types' offsets −128·d (Q8_0), −8·d
+    // (Q4_0), −16·d (Q5_0) are derived from them, not stored (here the d span fp16's whole range, where
+    // such offsets would overflow fp16: the products are fp32); Q4_1/Q5_1's d and m are both held, fp16
+    // values whatever they are. The K-quants keep two levels: an 8-bit code for each group's scale and
+    // bias, one fp32 pair per super-block of 256 (8 groups of 32, or 16 of 16 for Q6_K)
     const bool kquant = t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K;
     const bool m_field = t == GgmlType::Q4_1 || t == GgmlType::Q5_1;
     const int64_t codes_bytes = rows * cols * p.bits / 8;
@@ -106,8 +106,11 @@ TEST(GgufPacked, EveryBlockTypeDequantisesExactlyAsGgmlOnEveryIsa) {
       EXPECT_LE(double(q.nbytes()) * 8 / double(rows * cols), t == GgmlType::Q4_K ? 4.75 : t == GgmlType::Q5_K ? 5.75 : 7.25) << name;
     } else {
       EXPECT_FALSE(p.two_level()) << name;
-      EXPECT_EQ(p.scales.dtype(), m_field ? DType::F16 : DType::F32) << name;
-      EXPECT_EQ(int64_t(q.nbytes()), codes_bytes + 2 * int64_t(dtype_size(p.scales.dtype())) * rows * cols / p.group_size) << name;
+      EXPECT_EQ(p.scales.dtype(), DType::F16) << name;
+      EXPECT_EQ(p.bias_from_scale, m_field ? 0 : -(1 << (p.bits - 1))) << name;
+      EXPECT_EQ(p.biases.defined(), m_field) << name;
+      EXPECT_EQ(int64_t(q.nbytes()), codes_bytes + (m_field ? 4 : 2) * rows * cols / p.group_size) << name;
+      EXPECT_EQ(double(q.nbytes()) * 8 / double(rows * cols), p.bits + (m_field ? 1.0 : 0.5)) << name;  // as in the file
     }
     if (!kquant) {  // d below 2 (as in real files: d ≈ max|w| / 127): every type but the K-quants holds them in fp16
       std::vector<uint8_t> small = data;
@@ -115,7 +118,7 @@ TEST(GgufPacked, EveryBlockTypeDequantisesExactlyAsGgmlOnEveryIsa) {
         for (size_t f : half_fields(t)) small[at + f + 1] = uint8_t(small[at + f + 1] & ~0x40u);  // exponent < 16: |h| < 2
       Tensor qs = gguf_repack(t, small.data(), rows, cols, nullptr, name);
       EXPECT_EQ(quant_params(qs).scales.dtype(), DType::F16) << name;
-      EXPECT_EQ(int64_t(qs.nbytes()), rows * cols * p.bits / 8 + 2 * 2 * rows * cols / p.group_size) << name;
+      EXPECT_EQ(int64_t(qs.nbytes()), rows * cols * p.bits / 8 + (m_field ? 4 : 2) * rows * cols / p.group_size) << name;
       expect_same_values(dequantize(qs).to_vector(), ggml_rows(t, small, rows, cols), name + " small d");
     }
     for (const std::string& isa : testing::isa_levels()) {
@@ -238,9 +241,9 @@ TEST(GgufPacked, QuantisedFilesGiveTheLossOfTheirDequantisedWeightsHoldingOnlyPa
     export_gguf(base, g.string(), GgufExportOptions{ot, ""});
     Model m = Model::load(g.string());
     auto f = GgufFile::open(g.string());
-    // every matrix packed; the bytes in memory are the packed codes + a scale and bias per group (fp16
-    // for the types whose scales are the file's fp16 values), or for the K-quants an 8-bit code for
-    // each and an fp32 pair per super-block of 256
+    // every matrix packed; the bytes in memory are the packed codes + the file's fp16 scale per group
+    // (Q4_0, Q5_0, Q8_0: the offset is −2^(bits−1) times it; Q4_1, Q5_1: an fp16 offset too), or for
+    // the K-quants an 8-bit code for each and an fp32 pair per super-block of 256
     int64_t expect_bytes = 0, quantised = 0;
     for (const GgufTensorInfo& t : f->tensors()) {
       const GgufAffine a = gguf_affine_of(t.type);
@@ -250,7 +253,8 @@ TEST(GgufPacked, QuantisedFilesGiveTheLossOfTheirDequantisedWeightsHoldingOnlyPa
       }
       ++quantised;
       const bool kquant = t.type == GgmlType::Q4_K || t.type == GgmlType::Q5_K || t.type == GgmlType::Q6_K;
-      expect_bytes += t.numel() * a.bits / 8 + (kquant ? 2 * t.numel() / a.group + 8 * t.numel() / 256 : 4 * t.numel() / a.group);
+      const bool sym = t.type == GgmlType::Q4_0 || t.type == GgmlType::Q5_0 || t.type == GgmlType::Q8_0;
+      expect_bytes += t.numel() * a.bits / 8 + (kquant ? 2 * t.numel() / a.group + 8 * t.numel() / 256 : (sym ? 2 : 4) * t.numel() / a.group);
     }
     EXPECT_EQ(int64_t(m.quantized_matrices().size()), quantised);
     EXPECT_EQ(quantised, 2 + 2 * 7);  // embedding, head, 7 projections per layer

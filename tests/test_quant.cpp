@@ -577,6 +577,52 @@ TEST(Quant, TwoLevelScalesGiveTheBitsOfTheirProducts) {
       }
 }
 
+// Biases derived from the scales (QuantParams::bias_from_scale, GGUF's Q4_0/Q5_0/Q8_0): every kernel on
+// every ISA path gives the bits it gives with the biases −2^(bits−1)·scale stored, for fp32, fp16 and
+// bf16 scales; the bytes are the codes' and the scales'; a wrong factor or biases stored as well are errors.
+TEST(Quant, BiasesFromScalesGiveTheBitsOfStoredBiases) {
+  testing::IsaGuard guard;
+  for (DType st : {DType::F32, DType::F16, DType::BF16})
+    for (int bits : {4, 5, 8})
+      for (int group : {32, 64})
+        for (int64_t in : {int64_t(256), int64_t(9 * group)}) {
+          const int64_t out = 301, gpr = in / group;
+          const int k = -(1 << (bits - 1));
+          std::vector<uint32_t> codes;
+          QuantParams p1 = random_params(out, in, bits, group, uint64_t(bits * 17 + group + in), codes);
+          p1.scales = p1.scales.to(st).contiguous();
+          p1.scale_dtype = st;
+          std::vector<float> b = p1.scales.to(DType::F32).to_vector();
+          for (float& x : b) x *= float(k);
+          p1.biases = Tensor::from_vector(b, {out, gpr}).to(st).contiguous();  // exact: k is a power of two
+          ASSERT_EQ(p1.biases.to(DType::F32).to_vector(), b);
+          QuantParams p2 = p1;
+          p2.biases = Tensor();
+          p2.bias_from_scale = k;
+          check_quant_params(p2, "derived");
+          EXPECT_EQ(p2.nbytes(), size_t(out * in * bits / 8) + dtype_size(st) * size_t(out * gpr));
+          EXPECT_EQ(quant_group_params(p2, true).to_vector(), b);
+          EXPECT_EQ(quant_group_params(p2, true, 7, 9).to_vector(), std::vector<float>(b.begin() + 7 * gpr, b.begin() + 9 * gpr));
+          SCOPED_TRACE(::testing::Message() << dtype_name(st) << " bits " << bits << " group " << group << " K " << in);
+          expect_kernels_agree(p2, p1, out, in, bits, group);
+          QuantParams bad = p2;
+          bad.bias_from_scale = k / 2;
+          EXPECT_THROW(check_quant_params(bad, "derived"), Error);
+          bad = p2;
+          bad.biases = p1.biases;
+          EXPECT_THROW(check_quant_params(bad, "derived"), Error);
+        }
+  // compact_quant_scales keeps the derivation (only the scales are narrowed)
+  std::vector<uint32_t> codes;
+  QuantParams p = random_params(4, 64, 4, 32, 5, codes);
+  p.scales = p.scales.to(DType::F16).to(DType::F32).contiguous();
+  p.biases = Tensor();
+  p.bias_from_scale = -8;
+  compact_quant_scales(p);
+  EXPECT_EQ(p.scales.dtype(), DType::F16);
+  EXPECT_FALSE(p.biases.defined());
+}
+
 // compact_quant_scales: fp16 where every scale and bias is an fp16 value, else bf16 where they all
 // are bf16 values, else fp32 unchanged; a mix of dtypes is refused.
 TEST(Quant, CompactScalesOnlyWhereExact) {
