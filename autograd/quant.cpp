@@ -277,7 +277,8 @@ void rows_portable(const View& v, int m, int64_t j0, int64_t n, float alpha, con
 }
 
 // Portable int8 GEMV rows (qgemv_int8; XQ natural order, XD one d per block of 32): per block the
-// exact int32 sum, d_b·sum summed over the group's blocks, s_g· that, then + Σ_g b_g·xs_g.
+// exact int32 sum, d_b·sum summed over the group's blocks, s_g· that, then + Σ_g b_g·xs_g, each step a
+// fused multiply-add (std::fma: one rounding; the AMX GEMM computes exactly this, quant_int8_amx.cpp).
 void rows_int8_portable(const View& v, int m, int64_t j0, int64_t n, float alpha, const int8_t* XQ, int64_t ldxq, const float* XD,
                         int64_t ldxd, const float* XS, int64_t ldxs, float beta, float* C, int64_t ldc) {
   for (int64_t j = 0; j < n; ++j) {
@@ -292,10 +293,10 @@ void rows_int8_portable(const View& v, int m, int64_t j0, int64_t n, float alpha
         for (int64_t c0 = g * v.group; c0 < (g + 1) * v.group; c0 += 32) {
           int32_t isum = 0;
           for (int64_t c = c0; c < c0 + 32; ++c) isum += int32_t(code_at(row, v.bits, c)) * int32_t(xq[c]);
-          ga += XD[i * ldxd + c0 / 32] * float(isum);
+          ga = std::fma(XD[i * ldxd + c0 / 32], float(isum), ga);
         }
-        acc += s[g] * ga;
-        bacc += b[g] * XS[i * ldxs + g];
+        acc = std::fma(s[g], ga, acc);
+        bacc = std::fma(b[g], XS[i * ldxs + g], bacc);
       }
       const float val = alpha * (acc + bacc);
       float* c = C + i * ldc + j;

@@ -146,7 +146,7 @@ void qgemv(int64_t M, const float* A, int64_t lda, const QuantParams& W, float a
 // results never depend on the thread count, on M or on neighbouring rows. On CPUs with AMX-INT8 the
 // GEMM (qgemm_int8: prompts and eval batches) multiplies on AMX tiles with the portable kernel's
 // order (per block the exact int32 sum, then d_b·sum summed over the group's blocks, s_g· that,
-// the bias terms apart), bit for bit the portable kernel's; the decode GEMV (M <= 4) keeps the
+// the bias terms apart, each a fused multiply-add), bit for bit the portable kernel's; the decode GEMV (M <= 4) keeps the
 // AVX512-VNNI order, so there a prompt row and a decode row of the same x may differ in the last bits
 // (both within the bound above; tests/test_quant_int8.cpp). Supported: bits 4 and 8,
 // groups 32, 64, 128 (qgemv_int8_supported: MLX 4/8-bit, GGUF Q4_0, Q4_1, Q4_K, Q8_0); other widths

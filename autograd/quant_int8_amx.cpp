@@ -4,11 +4,13 @@
 //
 // The arithmetic is the portable kernel's (quant.cpp rows_int8_portable), operation for operation,
 // so every output is bit-identical to it: per block b of 32 codes the exact int32 sum
-// S_b = Σ q·xq (one tdpbusd: W's codes unsigned, x's int8 signed), then per group
-//   ga = d_b0·S_b0 (+ d_b1·S_b1 ...),   acc = acc + s_g·ga,   bacc = bacc + b_g·xs_g,
-// and alpha·(acc + bacc) (+ beta·C). (The portable code starts ga at 0 and adds; 0 + t is t except
-// for t = −0, and a zero ga of either sign leaves acc unchanged: acc starts at +0 and a sum of
-// nonzero terms is never −0, so ga starts at d_b0·S_b0 here.)
+// S_b = Σ q·xq (one tdpbusd: W's codes unsigned, x's int8 signed), then per group, with fused
+// multiply-adds (one rounding each),
+//   ga = fma(d_b, S_b, ga) over the group's blocks,   acc = fma(s_g, ga, acc),   bacc = fma(b_g, xs_g, bacc),
+// and alpha·(acc + bacc) (+ beta·C). (The portable code starts ga at 0; fma(d, S, 0) is d·S rounded
+// except for the sign of a zero, and a zero ga of either sign leaves acc unchanged: acc starts at +0
+// and a sum of nonzero terms is never −0, so ga starts at d_b0·S_b0 here.) The fused forms take a
+// third fewer vector operations in the fold than separate multiplies and adds (bench/RESULTS.md).
 //
 // Tiles: rows of W are tile rows, rows of A tile columns.
 //   tmm0..3  C: int32 [16 rows of W] × [16 rows of A], one per block of the group (G = 32·NB)
@@ -237,8 +239,8 @@ void amx_rows(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
         for (int r = 0; r < 16; ++r) {
           __m512 ga = _mm512_mul_ps(dv[0], _mm512_cvtepi32_ps(_mm512_load_si512(cs[P][0] + r * 16)));
 #pragma GCC unroll 4
-          for (int k = 1; k < NB; ++k) ga = _mm512_add_ps(ga, _mm512_mul_ps(dv[k], _mm512_cvtepi32_ps(_mm512_load_si512(cs[P][k] + r * 16))));
-          acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_set1_ps(sw[r * gpr + g]), ga));
+          for (int k = 1; k < NB; ++k) ga = _mm512_fmadd_ps(dv[k], _mm512_cvtepi32_ps(_mm512_load_si512(cs[P][k] + r * 16)), ga);
+          acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(sw[r * gpr + g]), ga, acc[r]);
         }
       };
       if constexpr (NB == 4) {
@@ -267,7 +269,7 @@ void amx_rows(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
         for (int64_t g = 0; g < gpr; ++g) {
           const __m512 xs = _mm512_loadu_ps(st + g * 16);
 #pragma GCC unroll 8
-          for (int r = 0; r < 8; ++r) bacc[r] = _mm512_add_ps(bacc[r], _mm512_mul_ps(_mm512_set1_ps(bw[(r0 + r) * gpr + g]), xs));
+          for (int r = 0; r < 8; ++r) bacc[r] = _mm512_fmadd_ps(_mm512_set1_ps(bw[(r0 + r) * gpr + g]), xs, bacc[r]);
         }
 #pragma GCC unroll 8
         for (int r = 0; r < 8; ++r) _mm512_store_ps(out + (r0 + r) * 16, _mm512_mul_ps(va, _mm512_add_ps(acc[r0 + r], bacc[r])));
