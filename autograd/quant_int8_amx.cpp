@@ -274,10 +274,15 @@ void amx_rows(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
 #pragma GCC unroll 8
         for (int r = 0; r < 8; ++r) _mm512_store_ps(out + (r0 + r) * 16, _mm512_mul_ps(va, _mm512_add_ps(acc[r0 + r], bacc[r])));
       }
+      // out is [row of W][row of A]: each row of A's outputs gathered (a transpose), then c = val + beta·c
       const int mr = m - mt * 16 < 16 ? m - mt * 16 : 16;
+      const __m512i col = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+      const __mmask16 nm = first_n(nr);
       for (int l = 0; l < mr; ++l) {
         float* c = C + (int64_t(mt) * 16 + l) * ldc + jt;
-        for (int r = 0; r < nr; ++r) c[r] = beta != 0.0f ? out[r * 16 + l] + beta * c[r] : out[r * 16 + l];
+        __m512 val = _mm512_i32gather_ps(col, out + l, 4);
+        if (beta != 0.0f) val = _mm512_add_ps(val, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(nm, c)));
+        _mm512_mask_storeu_ps(c, nm, val);
       }
     }
   }
