@@ -216,7 +216,7 @@ void amx_rows(const View& v, int m, int64_t j0, int64_t n, float alpha, const in
       __m512 acc[16];
 #pragma GCC unroll 16
       for (int r = 0; r < 16; ++r) acc[r] = _mm512_setzero_ps();
-      // group g's A tiles (staged in stage[P] unless read from W) and its products
+      // group g's products (A tiles from W itself or from the staged panel)
       auto issue = [&](int64_t g, auto PP) __attribute__((always_inline)) {
         constexpr int P = decltype(PP)::value;
         if (mt == 0 && direct)
