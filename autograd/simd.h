@@ -70,12 +70,16 @@ struct Vec {
   static FT_INLINE F splat(float s) { F v = {}; return v + s; }
   static FT_INLINE F load(const float* p) { F v; std::memcpy(&v, p, sizeof v); return v; }
   static FT_INLINE F load_part(const float* p, int64_t k, float pad) {
+    if (k >= N) return load(p);  // a whole vector: one load (the copy below is a variable-length memcpy)
     F v = splat(pad);
     std::memcpy(&v, p, size_t(k) * sizeof(float));
     return v;
   }
   static FT_INLINE void store(float* p, F v) { std::memcpy(p, &v, sizeof v); }
-  static FT_INLINE void store_part(float* p, F v, int64_t k) { std::memcpy(p, &v, size_t(k) * sizeof(float)); }
+  static FT_INLINE void store_part(float* p, F v, int64_t k) {
+    if (k >= N) return store(p, v);
+    std::memcpy(p, &v, size_t(k) * sizeof(float));
+  }
   static FT_INLINE F max(F a, F b) { return a > b ? a : b; }
   static FT_INLINE double hsum(F v) {  // lanes in fixed order, in double
     double s = 0;
