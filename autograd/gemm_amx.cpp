@@ -21,32 +21,17 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "autograd/amx_tiles.h"
 #include "autograd/gemm_kernels.h"
 
 namespace {
 
 constexpr int MR = 32, NR = 32;
 
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-
-// GCC's tile intrinsics are asm statements that do not tell the compiler which memory they read
-// (tileloadd: none; ldtilecfg: only the first 8 bytes of the configuration). A buffer filled here
-// and read by them must be published first, or its stores may be dropped or moved past the asm.
-inline void publish(const void* p) { __asm__ volatile("" : : "r"(p) : "memory"); }
-
-// The tile configuration ft's kernel needs, loaded when this thread's current one differs. Checked at
-// the start of every GEMM task (Kernels::prepare; between its kernel calls a task runs only ft's
-// packers), not remembered per thread: other AMX code in the process (oneDNN inside PyTorch, a
-// oneDNN matmul on the same thread) configures other tile shapes or releases the tiles
-// (tilerelease), after which a tile instruction would compute with wrong shapes or fault (SIGILL).
-// Not per kernel call: sttilecfg waits for the tile unit to drain (perf put a quarter of the kernel's
-// samples just after it; GEMM throughput did not measurably change once it moved, 2026-12-05).
+// The tile configuration ft's kernel needs (amx_tiles.h), checked at the start of every GEMM task
+// (Kernels::prepare; between its kernel calls a task runs only ft's packers). Not per kernel call:
+// sttilecfg waits for the tile unit to drain (perf put a quarter of the kernel's samples just after
+// it; GEMM throughput did not measurably change once it moved, 2026-12-05).
 void configure_tiles() {
   TileConfig want = {};
   want.palette_id = 1;
@@ -54,12 +39,7 @@ void configure_tiles() {
     want.colsb[t] = 64;
     want.rows[t] = 16;
   }
-  TileConfig cur;
-  _tile_storeconfig(&cur);
-  __asm__ volatile("" : : "r"(&cur) : "memory");  // sttilecfg's stores, seen by the compare below
-  if (__builtin_memcmp(&cur, &want, sizeof want) == 0) return;
-  publish(&want);
-  _tile_loadconfig(&want);
+  ensure_tile_config(want);
 }
 
 inline __mmask16 lanes(int n) { return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1); }

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <new>
 
+#include "autograd/amx_tiles.h"
 #include "autograd/quant_avx512_util.h"
 #include "autograd/quant_kernels.h"
 
@@ -38,17 +39,6 @@ template <int N>
 struct IntC {
   static constexpr int value = N;
 };
-
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-
-// As gemm_amx.cpp: the tile intrinsics do not tell GCC which memory they read.
-inline void publish(const void* p) { __asm__ volatile("" : : "r"(p) : "memory"); }
 
 // This kernel's tile shapes, loaded when the thread's current configuration differs (other AMX code,
 // ft's bf16 GEMM included, configures its own shapes; each checks at its start).
@@ -63,12 +53,7 @@ void configure_tiles() {
   want.rows[4] = want.rows[6] = 16;
   want.colsb[5] = want.colsb[7] = 64;
   want.rows[5] = want.rows[7] = 8;
-  TileConfig cur;
-  _tile_storeconfig(&cur);
-  __asm__ volatile("" : : "r"(&cur) : "memory");
-  if (__builtin_memcmp(&cur, &want, sizeof want) == 0) return;
-  publish(&want);
-  _tile_loadconfig(&want);
+  ensure_tile_config(want);
 }
 
 // C tile c = A·B, A (tmm4 or tmm6: ab = 0 or 1) from `a` with row stride as, B (tmm5 or tmm7) from
