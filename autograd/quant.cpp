@@ -182,8 +182,10 @@ View view_rows(const QuantParams& q, int64_t j0, int64_t n, int64_t g0, int64_t 
   if (buf.size() < size_t(2 * n * gpr)) buf.resize(size_t(2 * n * gpr));
   float* s = buf.data();
   float* b = s + n * gpr;
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t o = j * gpr + g0, k = g1 - g0;
+  // whole rows: the block at once; otherwise row by row
+  const bool whole = g0 == 0 && g1 == gpr;
+  for (int64_t j = 0; j < (whole ? 1 : n); ++j) {
+    const int64_t o = j * gpr + g0, k = whole ? n * gpr : g1 - g0;
     if (v.skind == 0) std::copy(v.scales + o, v.scales + o + k, s + o);
     else widen16(v.scales16 + o, t, s + o, k);
     if (v.bias_mul != 0.0f)
@@ -729,9 +731,9 @@ void qgemm_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, fl
   Int8X X;
   prepare_int8_x(kr, M, A, lda, W, P > 1, X);
   constexpr int64_t kInt8ABlockBytes = int64_t(256) << 10;
-  const int64_t kPanel = tiled ? 16 : 4, kStep = tiled ? 16 : 4;  // W's panel rows; A's block rows a multiple of kStep
+  const int64_t kPanel = tiled ? 16 : 4;  // W's rows per panel, and A's rows per block a multiple of it (the kernels' tiles)
   const int64_t x_bytes = X.ldxq + 4 * (X.ldxd + X.gpr);
-  int64_t mb = std::max<int64_t>(kInt8ABlockBytes / x_bytes / kStep * kStep, kStep);
+  int64_t mb = std::max<int64_t>(kInt8ABlockBytes / x_bytes / kPanel * kPanel, kPanel);
   if (mb >= M) mb = M;
   const int64_t panels = (N + kPanel - 1) / kPanel;
   int64_t wchunks = 1;
@@ -740,7 +742,7 @@ void qgemm_int8(int64_t M, const float* A, int64_t lda, const QuantParams& W, fl
     const int64_t ablocks = (M + mb - 1) / mb;
     wchunks = std::clamp<int64_t>((want + ablocks - 1) / ablocks, 1, panels);
     if (ablocks * wchunks < want)  // few rows of W: smaller blocks of A
-      mb = std::min(mb, std::max<int64_t>((M * wchunks + want - 1) / want / kStep * kStep, kStep));
+      mb = std::min(mb, std::max<int64_t>((M * wchunks + want - 1) / want / kPanel * kPanel, kPanel));
   }
   const int64_t ablocks = (M + mb - 1) / mb;
   const int64_t chunk = (panels + wchunks - 1) / wchunks * kPanel;
