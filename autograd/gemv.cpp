@@ -12,6 +12,7 @@
 #include "autograd/error.h"
 #include "autograd/gemm.h"
 #include "autograd/gemv_kernels.h"
+#include "autograd/kernels.h"
 
 namespace ft {
 namespace {
@@ -101,7 +102,7 @@ void gemv(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t 
   const int P = allow_parallel ? num_threads() : 1;
   const int64_t row_bytes = K * int64_t(esz);
   const int64_t min_rows = std::max<int64_t>(1, kTaskBytes / row_bytes);
-  const int64_t tasks = P <= 1 ? 1 : std::clamp<int64_t>(N / min_rows, 1, 4 * int64_t(P));
+  const int64_t tasks = row_task_count(N, min_rows, P);
   const int64_t chunk = (N + tasks - 1) / tasks;
   auto block = [&](int64_t t) {
     const int64_t j0 = t * chunk, n = std::min(chunk, N - j0);

@@ -232,7 +232,7 @@ struct LoraLinearNode : Node {
     const int64_t seq = x.dim() >= 3 ? x.size(-2) : rows;
     // gu = s·g·B [rows, r] (the gradient at the adapter's bottleneck) and gB = s·gᵀ·u, in one pass over g.
     Tensor gu = Tensor::empty({rows, r});
-    if (b64) {
+    if (FT_PROFILE_SCOPE("adapter gB"); b64) {
       lora_bwd64(pg, rows, seq, out, bc.data<float>(), uT.data<float>(), r, s, gu.data<float>(), b64);
     } else {
       gb = Tensor::empty(b.shape());
@@ -241,7 +241,11 @@ struct LoraLinearNode : Node {
     }
     if (needs(0)) {  // dX = dY·W (+ gu·A when the adapter reads x itself)
       gx = Tensor::empty(x.shape());
-      gemm_w(false, false, rows, in, out, 1.f, pg, out, w, 0.f, gx.data<float>(), in, bf16);
+      {
+        FT_PROFILE_SCOPE("base dX");
+        gemm_w(false, false, rows, in, out, 1.f, pg, out, w, 0.f, gx.data<float>(), in, bf16);
+      }
+      FT_PROFILE_SCOPE("adapter dX");
       if (!sep) sgemm(false, false, rows, in, r, 1.f, gu.data<float>(), r, ac.data<float>(), in, 1.f, gx.data<float>(), in);
     }
     if (sep && needs(5)) {
@@ -258,6 +262,7 @@ struct LoraLinearNode : Node {
       gbias = sum(g.view({rows, out}), {0});
     }
     if (needs(3)) {  // dA = guᵀ·xa
+      FT_PROFILE_SCOPE("adapter dA");
       Tensor xs = sep ? xa : f32c(x);
       const float *pu = gu.data<float>(), *px = xs.data<float>();
       if (a64) {
@@ -366,7 +371,7 @@ Tensor lora_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias, cons
              " does not match the output ", shape_str(os));
   const bool rec = should_record({&x_in, &w, &bias, &a, &b, &xa_in, &residual});
   Tensor uT = Tensor::empty({r, rows});
-  lora_down(xa.data<float>(), rows, in, ac.data<float>(), r, uT.data<float>());
+  if (FT_PROFILE_SCOPE("adapter down"); true) lora_down(xa.data<float>(), rows, in, ac.data<float>(), r, uT.data<float>());
   const bool f16 = autocast_f16(), bf16 = autocast_bf16();
   Tensor y;
   if (graph_only && rec) {  // the node alone: an output without data
@@ -376,7 +381,9 @@ Tensor lora_linear(const Tensor& x_in, const Tensor& w, const Tensor& bias, cons
     y = Tensor(impl);
   } else {
     y = Tensor::empty(os);
-    gemm_w(false, true, rows, out, in, 1.f, x.data<float>(), in, w.contiguous(), 0.f, y.data<float>(), out, bf16);
+    if (FT_PROFILE_SCOPE("base"); true)
+      gemm_w(false, true, rows, out, in, 1.f, x.data<float>(), in, w.contiguous(), 0.f, y.data<float>(), out, bf16);
+    FT_PROFILE_SCOPE("adapter up");
     sgemm(true, true, rows, out, r, s, uT.data<float>(), rows, bc.data<float>(), r, 1.f, y.data<float>(), out);  // y += s·u·Bᵀ
     if (f16) {  // autocast: the projection's output is fp16; the residual is added in fp32 after
       if (bias.defined()) add_bias(y.data<float>(), bias, rows, out);

@@ -14,6 +14,7 @@
 
 #include "autograd/cpu.h"
 #include "autograd/error.h"
+#include "autograd/kernels.h"
 #include "autograd/quant_kernels.h"
 
 namespace ft {
@@ -352,7 +353,7 @@ void for_row_tasks(int64_t N, int64_t K, int bits, bool allow_parallel, const F&
   const int P = allow_parallel ? num_threads() : 1;
   const int64_t row_bytes = std::max<int64_t>(1, K * bits / 8);
   const int64_t min_rows = std::max<int64_t>(1, (int64_t(32) << 10) / row_bytes);
-  const int64_t tasks = P <= 1 ? 1 : std::clamp<int64_t>(N / min_rows, 1, 4 * int64_t(P));
+  const int64_t tasks = row_task_count(N, min_rows, P);
   const int64_t chunk = ((N + tasks - 1) / tasks + 3) / 4 * 4;  // whole 4-row steps of the kernels
   auto run = [&](int64_t t) {
     const int64_t j0 = t * chunk, n = std::min(chunk, N - j0);

@@ -35,6 +35,12 @@ struct Storage {
 struct MemoryStats { int64_t current, peak; };
 MemoryStats memory_stats();
 void reset_peak_memory();
+// Large tensor blocks (1 MiB and up) are kept after their tensors die, for the next tensor of the
+// same size (no page faults for the kernel to serve again); a request that finds none first frees
+// cached blocks of other sizes. The bytes held so far, and a way to hand them all back to the C
+// library (e.g. after training, before a long idle time). FT_STORAGE_CACHE=0 turns the cache off.
+size_t cached_storage_bytes();
+size_t release_cached_storage();
 // Process resident memory (peak and current) from the OS, in bytes.
 int64_t peak_rss_bytes();
 int64_t current_rss_bytes();

@@ -82,3 +82,46 @@ TEST(Tensor, MisuseThrowsWithShapes) {
   EXPECT_THROW(embedding(a, Tensor::from_ids({5}, {1})), Error);
   EXPECT_THROW(Tensor::from_ids({0}, {1}).set_requires_grad(true), Error);
 }
+
+// Large blocks (autograd/tensor.h cached_storage_bytes): a freed block serves the next tensor of its
+// size (or of at least half its size), a request that finds none frees cached blocks first when
+// live + cached bytes would pass the live peak, and
+// release_cached_storage hands everything back. Off under AddressSanitizer / FT_STORAGE_CACHE=0,
+// where nothing is ever cached.
+TEST(Tensor, LargeBlocksAreReusedAndReleased) {
+  release_cached_storage();
+  reset_peak_memory();
+  const int64_t big = int64_t(1) << 19;  // 2 MiB of float32
+  const void* first;
+  {
+    Tensor a = Tensor::empty({big});
+    first = a.raw();
+  }
+  const bool on = cached_storage_bytes() > 0;
+  if (!on) GTEST_SKIP() << "storage cache off (sanitizer build or FT_STORAGE_CACHE=0)";
+  EXPECT_EQ(cached_storage_bytes(), size_t(big) * 4);
+  {
+    Tensor b = Tensor::empty({big});  // the same block again, and the cache is empty meanwhile
+    EXPECT_EQ(b.raw(), first);
+    EXPECT_EQ(cached_storage_bytes(), 0u);
+    b.fill_(1.f);
+  }
+  {
+    Tensor c = Tensor::empty({big * 3 / 4});  // at least half the cached block: served by it
+    EXPECT_EQ(c.raw(), first);
+  }
+  EXPECT_EQ(cached_storage_bytes(), size_t(big) * 4);  // returned with its own size
+  {
+    // nothing fits, and live + cached bytes would pass the live peak by far more than the slack
+    // (5%, at most 128 MiB): the cached block is freed first
+    Tensor d = Tensor::empty({big * 128});
+    EXPECT_EQ(cached_storage_bytes(), 0u);
+  }
+  EXPECT_EQ(cached_storage_bytes(), size_t(big) * 512);
+  EXPECT_EQ(release_cached_storage(), size_t(big) * 512);
+  EXPECT_EQ(cached_storage_bytes(), 0u);
+  {
+    Tensor small = Tensor::empty({1000});  // small blocks go straight back to the C library
+  }
+  EXPECT_EQ(cached_storage_bytes(), 0u);
+}
