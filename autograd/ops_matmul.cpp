@@ -10,6 +10,7 @@
 #include "autograd/quant.h"
 #include "autograd/simd.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace ft {
@@ -164,6 +165,93 @@ FT_SIMD_KERNEL(lora_bwd_kernel, lora_bwd_rows,
                (const float* g, int64_t out, const float* Bt, const float* uT, int64_t ldu, int64_t r, float s, int64_t i0,
                 int64_t i1, float* gu, float* gBt),
                (g, out, Bt, uT, ldu, r, s, i0, i1, gu, gBt))
+// gu's part from columns [0, n) of g (rows ldg apart) and of Bt (rows ldb apart), rows [i0, i1):
+// gt[(i - i0)·r + k] = Σ_o g[i][o] · Bt[k][o] (written, unscaled). The dot products of lora_bwd_rows
+// without its gBᵀ updates, for a column tile (lora_bwd64).
+template <int N>
+FT_INLINE void gu_tile_rows(const float* g, int64_t ldg, int64_t n, const float* Bt, int64_t ldb, int64_t r, int64_t i0,
+                            int64_t i1, float* gt) {
+  using V = simd::Vec<N>;
+  using F = typename V::F;
+  const int64_t full = n - n % N;
+  for (int64_t i = i0; i < i1; i += 2) {
+    const bool two = i + 1 < i1;
+    const float* g0 = g + i * ldg;
+    const float* g1 = two ? g0 + ldg : g0;
+    for (int64_t k0 = 0; k0 < r; k0 += 4) {
+      const int64_t kn = std::min<int64_t>(4, r - k0);
+      F acc0[4], acc1[4];
+      float sacc0[4] = {0, 0, 0, 0}, sacc1[4] = {0, 0, 0, 0};
+      for (int kk = 0; kk < 4; ++kk) acc0[kk] = acc1[kk] = V::splat(0.f);
+      const float* bt = Bt + k0 * ldb;
+      for (int64_t o = 0; o < full; o += N) {
+        const F a0 = V::load(g0 + o), a1 = V::load(g1 + o);
+#pragma GCC unroll 4
+        for (int kk = 0; kk < 4; ++kk) {
+          const F b = kk < kn ? V::load(bt + kk * ldb + o) : V::splat(0.f);
+          acc0[kk] += a0 * b;
+          acc1[kk] += a1 * b;
+        }
+      }
+      for (int64_t o = full; o < n; ++o)
+        for (int64_t kk = 0; kk < kn; ++kk) {
+          sacc0[kk] += g0[o] * bt[kk * ldb + o];
+          sacc1[kk] += g1[o] * bt[kk * ldb + o];
+        }
+      for (int64_t kk = 0; kk < kn; ++kk) {
+        gt[(i - i0) * r + k0 + kk] = float(V::hsum(acc0[kk]) + double(sacc0[kk]));
+        if (two) gt[(i + 1 - i0) * r + k0 + kk] = float(V::hsum(acc1[kk]) + double(sacc1[kk]));
+      }
+    }
+  }
+}
+FT_SIMD_KERNEL(gu_tile_kernel, gu_tile_rows,
+               (const float* g, int64_t ldg, int64_t n, const float* Bt, int64_t ldb, int64_t r, int64_t i0, int64_t i1,
+                float* gt),
+               (g, ldg, n, Bt, ldb, r, i0, i1, gt))
+
+// A rank-r product summed over rows [i0, i1): part[k][j] = Σ_i L(i, k) · X[i][j] for j < n (X's rows
+// ldx apart, part's ldp apart; written), each sum taken over i in order; L(i, k) = l[i·li + k·lk]. A's gradient is L = gu
+// [rows, r], X = x; Bᵀ's is L = uT [r, rows], X = g. The rows' block of X is read r/4 times from
+// L1/L2, never packed (the packed GEMM copied all of x per call and computed a whole register panel
+// for r = 8 rows; lora_bwd_rows read and wrote all of gBᵀ for every pair of rows).
+template <int N>
+FT_INLINE void rank_rows(const float* l, int64_t li, int64_t lk, int64_t r, const float* x, int64_t ldx, int64_t in,
+                         int64_t i0, int64_t i1, float* part, int64_t ldp) {
+  using V = simd::Vec<N>;
+  using F = typename V::F;
+  for (int64_t k0 = 0; k0 < r; k0 += 4) {
+    const int64_t kn = std::min<int64_t>(4, r - k0);
+    for (int64_t j0 = 0; j0 < in; j0 += 2 * N) {
+      const int64_t n0 = std::min<int64_t>(N, in - j0), n1 = std::clamp<int64_t>(in - j0 - N, 0, N);
+      F acc0[4], acc1[4];
+      for (int kk = 0; kk < 4; ++kk) acc0[kk] = acc1[kk] = V::splat(0.f);
+      for (int64_t i = i0; i < i1; ++i) {
+        const float* xr = x + i * ldx + j0;
+        const F a = n0 == N ? V::load(xr) : V::load_part(xr, n0, 0.f);
+        const F b = n1 == N ? V::load(xr + N) : n1 > 0 ? V::load_part(xr + N, n1, 0.f) : V::splat(0.f);
+        const float* g = l + i * li + k0 * lk;
+#pragma GCC unroll 4
+        for (int kk = 0; kk < 4; ++kk) {
+          const F gv = V::splat(kk < kn ? g[kk * lk] : 0.f);
+          acc0[kk] += gv * a;
+          acc1[kk] += gv * b;
+        }
+      }
+      for (int64_t kk = 0; kk < kn; ++kk) {
+        float* o = part + (k0 + kk) * ldp + j0;
+        if (n0 == N) V::store(o, acc0[kk]);
+        else V::store_part(o, acc0[kk], n0);
+        if (n1 == N) V::store(o + N, acc1[kk]);
+        else if (n1 > 0) V::store_part(o + N, acc1[kk], n1);
+      }
+    }
+  }
+}
+FT_SIMD_KERNEL(rank_kernel, rank_rows,
+               (const float* l, int64_t li, int64_t lk, int64_t r, const float* x, int64_t ldx, int64_t in, int64_t i0,
+                int64_t i1, float* part, int64_t ldp),
+               (l, li, lk, r, x, ldx, in, i0, i1, part, ldp))
 
 // gu [rows, r] and gB [out, r] (see lora_bwd_rows); rows split into one range per thread, each with
 // its own gBᵀ partial, summed in a fixed order (deterministic for a given thread count).
@@ -178,12 +266,14 @@ void lora_bwd(const float* g, int64_t rows, int64_t out, const float* B, const f
     for (int64_t p = p0; p < p1; ++p)
       lora_bwd_kernel(g, out, Bt.data(), uT, rows, r, s, rows * p / parts, rows * (p + 1) / parts, gu, gBt.data() + p * r4 * out);
   });
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t k = 0; k < r; ++k) {
-      float acc = 0;
-      for (int64_t p = 0; p < parts; ++p) acc += gBt[size_t((p * r4 + k) * out + o)];
-      gB[o * r + k] = acc;
-    }
+  parallel_range(out, 256, [&](int64_t o0, int64_t o1) {  // the partials summed in part order
+    for (int64_t o = o0; o < o1; ++o)
+      for (int64_t k = 0; k < r; ++k) {
+        float acc = 0;
+        for (int64_t p = 0; p < parts; ++p) acc += gBt[size_t((p * r4 + k) * out + o)];
+        gB[o * r + k] = acc;
+      }
+  });
 }
 
 // lora_bwd with gB added into an fp64 sum (autograd/grad_sum.h): one fp32 partial of gB per row chunk
@@ -195,11 +285,23 @@ void lora_bwd64(const float* g, int64_t rows, int64_t seq, int64_t out, const fl
   std::vector<float> Bt(size_t(r4 * out), 0.f);
   for (int64_t o = 0; o < out; ++o)
     for (int64_t k = 0; k < r; ++k) Bt[size_t(k * out + o)] = B[o * r + k];
+  // Per row chunk, g's columns in tiles of kTile (the chunk's tile of g stays in L2 for the two
+  // passes over it): gu's dot products summed over the tiles in order, and gBᵀ's columns.
+  constexpr int64_t kTile = 512;
   add_row_chunks64(rows, seq, size_t(out * r), gB64, [&](int64_t lo, int64_t hi, float* part) {
-    std::vector<float> gBt(size_t(r4 * out), 0.f);
-    lora_bwd_kernel(g, out, Bt.data(), uT, rows, r, s, lo, hi, gu, gBt.data());
+    thread_local std::vector<float> gBt, gt;  // Σ_i uT[k][i] · g[i][o] [r, out]; a tile's dot products [hi - lo, r]
+    gBt.resize(size_t(r * out));
+    gt.resize(size_t((hi - lo) * r));
+    std::fill(gu + lo * r, gu + hi * r, 0.f);
+    for (int64_t o0 = 0; o0 < out; o0 += kTile) {
+      const int64_t n = std::min(kTile, out - o0);
+      gu_tile_kernel(g + o0, out, n, Bt.data() + o0, out, r, lo, hi, gt.data());
+      for (int64_t e = 0; e < (hi - lo) * r; ++e) gu[lo * r + e] += gt[size_t(e)];
+      rank_kernel(uT, 1, rows, r, g + o0, out, n, lo, hi, gBt.data() + o0, out);
+    }
+    for (int64_t e = lo * r; e < hi * r; ++e) gu[e] *= s;
     for (int64_t o = 0; o < out; ++o)
-      for (int64_t k = 0; k < r; ++k) part[o * r + k] = gBt[size_t(k * out + o)];
+      for (int64_t k = 0; k < r; ++k) part[o * r + k] = s * gBt[size_t(k * out + o)];
   });
 }
 
@@ -267,7 +369,7 @@ struct LoraLinearNode : Node {
       const float *pu = gu.data<float>(), *px = xs.data<float>();
       if (a64) {
         add_row_chunks64(rows, seq, size_t(r * in), a64, [&](int64_t lo, int64_t hi, float* part) {
-          sgemm(true, false, r, in, hi - lo, 1.f, pu + lo * r, r, px + lo * in, in, 0.f, part, in);
+          rank_kernel(pu, r, 1, r, px, in, in, lo, hi, part, in);
         });
       } else {
         ga = Tensor::empty(a.shape());

@@ -128,3 +128,42 @@ TEST(DataParallel, Fp64SumsMakeRankSlicesGiveOneProcesssGradients) {
   }
 }
 
+
+// lora_linear's A and B gradients into fp64 sums (the row-chunk kernels training uses) equal the
+// plain fp32 path's within fp32 rounding, on shapes with odd widths, ranks not a multiple of 4,
+// sequences longer than a row chunk and outputs wider than a column tile (512).
+TEST(DataParallel, LoraGradientsIntoFp64SumsMatchThePlainPath) {
+  struct Geom { Shape x; int64_t out, r; };
+  for (const Geom& ge : {Geom{{2, 70, 37}, 41, 5}, Geom{{1, 130, 16}, 33, 8}, Geom{{3, 9, 50}, 7, 3}, Geom{{1, 70, 24}, 1100, 6}}) {
+    const int64_t in = ge.x.back();
+    Tensor W = Tensor::randn({ge.out, in}, 5, 0.5f);
+    Tensor x = Tensor::randn(ge.x, 1), A = Tensor::randn({ge.r, in}, 2, 0.5f), B = Tensor::randn({ge.out, ge.r}, 3, 0.5f);
+    Shape os = ge.x;
+    os.back() = ge.out;
+    Tensor gy = Tensor::randn(os, 4);
+    auto grads = [&](bool sums) {
+      Tensor a = A.detach(), b = B.detach();
+      a.set_requires_grad(true);
+      b.set_requires_grad(true);
+      GradSum64 gs({a, b});
+      {
+        GradSum64::Scope scope(sums ? &gs : nullptr);
+        lora_linear(x, W, Tensor(), a, b, 1.5f).backward(gy);
+      }
+      if (sums) gs.finish();
+      return std::make_pair(a.grad().to_vector(), b.grad().to_vector());
+    };
+    auto [ga, gb] = grads(false);
+    auto [sa, sb] = grads(true);
+    ASSERT_EQ(ga.size(), sa.size());
+    ASSERT_EQ(gb.size(), sb.size());
+    auto close = [](const std::vector<float>& p, const std::vector<float>& q, const char* what) {
+      double scale = 0;
+      for (float v : p) scale = std::max(scale, double(std::fabs(v)));
+      for (size_t i = 0; i < p.size(); ++i)
+        EXPECT_NEAR(q[i], p[i], 1e-5 * scale) << what << "[" << i << "]";
+    };
+    close(ga, sa, "dA");
+    close(gb, sb, "dB");
+  }
+}
