@@ -33,39 +33,54 @@ double* GradSum64::sum_of(const Tensor& t) {
   return nullptr;
 }
 
+// Both fold every parameter in one parallel loop (autograd/kernels.h parallel_pieces): an adapter has
+// hundreds of small A and B matrices, each too small for a parallel loop of its own.
 void GradSum64::absorb() {
+  std::vector<Tensor> grads(params_.size());
+  std::vector<int64_t> sizes(params_.size(), 0);
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
-    Tensor gc = g.to(DType::F32).contiguous();
-    FT_CHECK(gc.numel() == int64_t(sums_[i].size()), "internal: gradient of shape ", gc.shape_str(), " for a parameter of ", sums_[i].size(), " elements");
-    const float* pg = gc.data<float>();
-    double* s = sums_[i].data();
-    parallel_range(gc.numel(), 1 << 14, [&](int64_t a, int64_t b) {
-      for (int64_t j = a; j < b; ++j) s[j] += double(pg[j]);
-    });
-    has_[i] = 1;
-    params_[i].zero_grad();
+    grads[i] = g.to(DType::F32).contiguous();
+    FT_CHECK(grads[i].numel() == int64_t(sums_[i].size()), "internal: gradient of shape ", grads[i].shape_str(), " for a parameter of ",
+             sums_[i].size(), " elements");
+    sizes[i] = grads[i].numel();
   }
+  parallel_pieces(sizes, 1 << 14, [&](size_t i, int64_t a, int64_t b) {
+    const float* pg = grads[i].data<float>();
+    double* s = sums_[i].data();
+    for (int64_t j = a; j < b; ++j) s[j] += double(pg[j]);
+  });
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (grads[i].defined()) {
+      has_[i] = 1;
+      params_[i].zero_grad();
+    }
 }
 
 void GradSum64::finish() {
   absorb();
-  for (size_t i = 0; i < params_.size(); ++i) {
-    if (!has_[i]) continue;
-    Tensor g = Tensor::empty(params_[i].shape());
-    float* pg = g.data<float>();
+  std::vector<Tensor> grads(params_.size());
+  std::vector<int64_t> sizes(params_.size(), 0);
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (has_[i]) {
+      grads[i] = Tensor::empty(params_[i].shape());
+      sizes[i] = grads[i].numel();
+    }
+  parallel_pieces(sizes, 1 << 14, [&](size_t i, int64_t a, int64_t b) {
+    float* pg = grads[i].data<float>();
     double* s = sums_[i].data();
-    parallel_range(g.numel(), 1 << 14, [&](int64_t a, int64_t b) {
-      for (int64_t j = a; j < b; ++j) {  // beyond float's range: ±inf (the conversion itself would be UB)
-        const double v = s[j];
-        pg[j] = std::abs(v) > double(std::numeric_limits<float>::max()) && std::isfinite(v) ? std::copysign(std::numeric_limits<float>::infinity(), float(v > 0 ? 1 : -1)) : float(v);
-        s[j] = 0.0;
-      }
-    });
-    params_[i].set_grad(g);
-    has_[i] = 0;
-  }
+    for (int64_t j = a; j < b; ++j) {  // beyond float's range: ±inf (the conversion itself would be UB)
+      const double v = s[j];
+      pg[j] = std::abs(v) > double(std::numeric_limits<float>::max()) && std::isfinite(v) ? std::copysign(std::numeric_limits<float>::infinity(), float(v > 0 ? 1 : -1)) : float(v);
+      s[j] = 0.0;
+    }
+  });
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (has_[i]) {
+      params_[i].set_grad(grads[i]);
+      has_[i] = 0;
+    }
 }
 
 void add_row_chunks64(int64_t rows, int64_t seq, size_t n, double* acc, const std::function<void(int64_t, int64_t, float*)>& part) {

@@ -3,6 +3,8 @@
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <array>
+#include <vector>
 
 #include "autograd/tensor.h"
 
@@ -14,6 +16,19 @@ inline void parallel_range(int64_t n, int64_t grain, F&& f) {
   if (n <= grain) { if (n > 0) f(int64_t(0), n); return; }
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, grain),
                     [&](const tbb::blocked_range<int64_t>& r) { f(r.begin(), r.end()); });
+}
+
+// Runs f(k, begin, end) over [0, sizes[k]) for every k in one parallel loop, in pieces of at most
+// `grain` elements: many small tensors (an adapter's hundreds of A and B matrices) then share the
+// threads instead of running one after another, each too small for a parallel loop of its own.
+template <class F>
+inline void parallel_pieces(const std::vector<int64_t>& sizes, int64_t grain, F&& f) {
+  std::vector<std::array<int64_t, 3>> pieces;
+  for (size_t k = 0; k < sizes.size(); ++k)
+    for (int64_t b = 0; b < sizes[k]; b += grain) pieces.push_back({int64_t(k), b, std::min(sizes[k], b + grain)});
+  parallel_range(int64_t(pieces.size()), 1, [&](int64_t a, int64_t e) {
+    for (int64_t i = a; i < e; ++i) f(size_t(pieces[size_t(i)][0]), pieces[size_t(i)][1], pieces[size_t(i)][2]);
+  });
 }
 
 // How many tasks a row-parallel kernel cuts N rows into when each task should get at least

@@ -23,37 +23,38 @@ void Optimizer::step(float lr) {
   ++t_;
   const OptimizerConfig c = cfg_;
   const double bc1 = 1.0 - std::pow(double(c.beta1), double(t_)), bc2 = 1.0 - std::pow(double(c.beta2), double(t_));
+  // Every parameter with a gradient, all updated in one parallel loop (element by element: the
+  // result does not depend on how the elements are split).
+  std::vector<Tensor> grads(params_.size());
+  std::vector<int64_t> sizes(params_.size(), 0);
   for (size_t k = 0; k < params_.size(); ++k) {
     Tensor g = params_[k].value.grad();
     if (!g.defined()) continue;
-    g = g.to(DType::F32).contiguous();
+    grads[k] = g.to(DType::F32).contiguous();
+    sizes[k] = params_[k].value.numel();
+  }
+  const float step_size = float(lr / bc1), sq = float(1.0 / std::sqrt(bc2)), decay = 1.f - lr * c.weight_decay;
+  const bool first = t_ == 1;
+  parallel_pieces(sizes, 1 << 14, [&](size_t k, int64_t s, int64_t e) {
     float* p = params_[k].value.data<float>();
-    const float* pg = g.data<float>();
+    const float* pg = grads[k].data<float>();
     float* m = m_[k].data<float>();
-    int64_t n = params_[k].value.numel();
     if (type_ == OptimizerType::AdamW) {
       float* v = v_[k].data<float>();
-      const float step_size = float(lr / bc1), sq = float(1.0 / std::sqrt(bc2));
-      const float decay = 1.f - lr * c.weight_decay;
-      parallel_range(n, 1 << 14, [&](int64_t s, int64_t e) {
-        for (int64_t i = s; i < e; ++i) {
-          p[i] *= decay;
-          m[i] = c.beta1 * m[i] + (1.f - c.beta1) * pg[i];
-          v[i] = c.beta2 * v[i] + (1.f - c.beta2) * pg[i] * pg[i];
-          p[i] -= step_size * m[i] / (std::sqrt(v[i]) * sq + c.eps);
-        }
-      });
+      for (int64_t i = s; i < e; ++i) {
+        p[i] *= decay;
+        m[i] = c.beta1 * m[i] + (1.f - c.beta1) * pg[i];
+        v[i] = c.beta2 * v[i] + (1.f - c.beta2) * pg[i] * pg[i];
+        p[i] -= step_size * m[i] / (std::sqrt(v[i]) * sq + c.eps);
+      }
     } else {
-      const bool first = t_ == 1;
-      parallel_range(n, 1 << 14, [&](int64_t s, int64_t e) {
-        for (int64_t i = s; i < e; ++i) {
-          float gi = pg[i] + c.weight_decay * p[i];
-          if (c.momentum != 0.f) { m[i] = first ? gi : c.momentum * m[i] + gi; gi = m[i]; }
-          p[i] -= lr * gi;
-        }
-      });
+      for (int64_t i = s; i < e; ++i) {
+        float gi = pg[i] + c.weight_decay * p[i];
+        if (c.momentum != 0.f) { m[i] = first ? gi : c.momentum * m[i] + gi; gi = m[i]; }
+        p[i] -= lr * gi;
+      }
     }
-  }
+  });
 }
 
 std::map<std::string, Tensor> Optimizer::state() const {

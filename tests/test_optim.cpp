@@ -34,6 +34,54 @@ TEST(Optim, AdamWMatchesTorchFormula) {
   EXPECT_NEAR(got[1], pr[1], 1e-6);
 }
 
+// All parameters are stepped in one parallel loop of pieces (autograd/kernels.h parallel_pieces):
+// each gets the update rule's result (a plain loop here, within float rounding), whatever its size
+// (around the 16K-element piece, many small ones, one with no gradient), for AdamW and SGD with
+// momentum.
+TEST(Optim, OneLoopOverManyParametersGivesEachItsUpdate) {
+  for (const std::string type : {"adamw", "sgd"}) {
+    const std::vector<int64_t> sizes = {3, 16384, 16385, 40000, 1, 700, 5};
+    std::vector<NamedParam> params;
+    std::vector<std::vector<float>> p, m, v;
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      params.push_back({"p" + std::to_string(k), Tensor::randn({sizes[k]}, 10 + k).set_requires_grad(true)});
+      p.push_back(params.back().value.to_vector());
+      m.emplace_back(size_t(sizes[k]), 0.f);
+      v.emplace_back(size_t(sizes[k]), 0.f);
+    }
+    const float lr = 0.01f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.1f, mom = 0.5f;
+    Optimizer opt(params, OptimizerConfig{type, b1, b2, eps, wd, mom});
+    for (int t = 1; t <= 3; ++t) {
+      for (size_t k = 0; k < sizes.size(); ++k) {
+        params[k].value.zero_grad();
+        if (k == 4) continue;  // no gradient: not stepped
+        Tensor gt = Tensor::randn({sizes[k]}, 100 * t + k);
+        params[k].value.set_grad(gt);
+        std::vector<float> g = gt.to_vector();
+        for (size_t i = 0; i < g.size(); ++i) {
+          if (type == "adamw") {
+            p[k][i] *= 1.f - lr * wd;
+            m[k][i] = b1 * m[k][i] + (1.f - b1) * g[i];
+            v[k][i] = b2 * v[k][i] + (1.f - b2) * g[i] * g[i];
+            const double mh = m[k][i] / (1 - std::pow(0.9, t)), vh = v[k][i] / (1 - std::pow(0.999, t));
+            p[k][i] -= float(lr * mh / (std::sqrt(vh) + eps));
+          } else {
+            float gi = g[i] + wd * p[k][i];
+            m[k][i] = t == 1 ? gi : mom * m[k][i] + gi;
+            p[k][i] -= lr * m[k][i];
+          }
+        }
+      }
+      opt.step(lr);
+    }
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      std::vector<float> got = params[k].value.to_vector();
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], p[k][i], 1e-5f * (1.f + std::fabs(p[k][i]))) << type << " parameter " << k << "[" << i << "]";
+    }
+  }
+}
+
 TEST(Optim, SgdMomentumAndClipping) {
   Tensor p = Tensor::from_vector({3.0f, 4.0f}, {2}).set_requires_grad(true);
   Optimizer opt({{"p", p}}, OptimizerConfig{"sgd", 0.9f, 0.999f, 1e-8f, 0.0f, 0.5f});
