@@ -101,7 +101,9 @@ void add_row_chunks64(int64_t rows, int64_t seq, size_t n, double* acc, const st
         part(chunks[c0 + size_t(i)].first, chunks[c0 + size_t(i)].second, out);
       }
     });
-    parallel_range(int64_t(n), 1 << 12, [&](int64_t a, int64_t b) {
+    // ~16K additions a task (an adapter's A or B has only a few thousand elements: with a fixed grain
+    // of 4096 of them, 16 threads summed 16 chunks in 1-3 tasks)
+    parallel_range(int64_t(n), std::max<int64_t>(128, int64_t(16384 / w)), [&](int64_t a, int64_t b) {
       for (int64_t j = a; j < b; ++j) {
         double s = acc[j];
         for (size_t i = 0; i < w; ++i) s += double(parts[i * n + size_t(j)]);

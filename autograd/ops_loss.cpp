@@ -49,6 +49,42 @@ FT_INLINE void softmax_row(const float* x, float* o, int64_t n, float m, float l
   if (full < n) V::store_part(o + full, V::exp((V::load_part(x + full, n - full, 0.f) - m) - logs) * f, n - full);
 }
 
+// The fused LM head's row in place: m = max(x), x ← exp(x − m) with s = Σ x (flushed into a double
+// every 64 vectors, as row_stats), then x ← x · (1/s) when `normalise`: the softmax row with one exp
+// an element (row_stats then softmax_row take two).
+template <int N>
+FT_INLINE void softmax_in_place(float* x, int64_t n, bool normalise, float* max_out, float* sum_out) {
+  using V = simd::Vec<N>;
+  const int64_t full = n - n % N;
+  typename V::F mv = V::splat(-INFINITY);
+  for (int64_t i = 0; i < full; i += N) mv = V::max(mv, V::load(x + i));
+  if (full < n) mv = V::max(mv, V::load_part(x + full, n - full, -INFINITY));
+  const float m = V::hmax(mv);
+  double s = 0;
+  for (int64_t b = 0; b < full; b += 64 * N) {
+    typename V::F acc = V::splat(0.f);
+    for (int64_t i = b, e = std::min(full, b + 64 * N); i < e; i += N) {
+      const typename V::F ex = V::exp(V::load(x + i) - m);
+      V::store(x + i, ex);
+      acc += ex;
+    }
+    s += V::hsum(acc);
+  }
+  if (full < n) {
+    const typename V::F ex = V::exp(V::load_part(x + full, n - full, -INFINITY) - m);
+    V::store_part(x + full, ex, n - full);
+    s += V::hsum(ex);
+  }
+  *max_out = m;
+  *sum_out = float(s);
+  if (!normalise) return;
+  const typename V::F inv = V::splat(float(1.0 / s));
+  for (int64_t i = 0; i < full; i += N) V::store(x + i, V::load(x + i) * inv);
+  if (full < n) V::store_part(x + full, V::load_part(x + full, n - full, 0.f) * inv, n - full);
+}
+
+FT_SIMD_KERNEL(ce_softmax_in_place, softmax_in_place, (float* x, int64_t n, bool normalise, float* m, float* s),
+               (x, n, normalise, m, s))
 FT_SIMD_KERNEL(ce_row_stats, row_stats, (const float* x, int64_t n, float* m, float* s), (x, n, m, s))
 FT_SIMD_KERNEL(ce_softmax_row, softmax_row, (const float* x, float* o, int64_t n, float m, float ls, float f),
                (x, o, n, m, ls, f))
@@ -245,9 +281,12 @@ Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& 
   std::vector<double> row_loss(size_t(N), 0.0);
   for (int64_t c0 = 0; c0 < N; c0 += chunk) {
     const int64_t m = std::min(chunk, N - c0);
-    gemm_weight(false, true, m, V, H, ph + c0 * H, H, wc, 0.f, L, V, bf16);  // logits of rows [c0, c0 + m)
+    {
+      FT_PROFILE_SCOPE("logits");
+      gemm_weight(false, true, m, V, H, ph + c0 * H, H, wc, 0.f, L, V, bf16);  // logits of rows [c0, c0 + m)
+    }
     if (f16) round_to_f16(L, m * V);
-    parallel_range(m, std::max<int64_t>(1, 16384 / V), [&](int64_t b, int64_t e) {
+    if (FT_PROFILE_SCOPE("softmax"); true) parallel_range(m, std::max<int64_t>(1, 16384 / V), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         float* x = L + i * V;
         const int32_t t = pt[c0 + i];
@@ -258,6 +297,13 @@ Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& 
         if (softcap > 0)
           for (int64_t j = 0; j < V; ++j) x[j] = softcap * std::tanh(x[j] / softcap);
         float mx, s;
+        if (softcap == 0 && (need_gh || need_gw)) {  // the gradient row (softmax − onehot) in place: one exp an element
+          const float lt = x[t];
+          ce_softmax_in_place(x, V, true, &mx, &s);
+          row_loss[size_t(c0 + i)] = (double(mx) - double(lt)) + double(std::log(s));
+          x[t] -= 1.f;
+          continue;
+        }
         ce_row_stats(x, V, &mx, &s);
         const float logs = std::log(s), lt = x[t];
         row_loss[size_t(c0 + i)] = (double(mx) - double(lt)) + double(logs);
@@ -275,6 +321,7 @@ Tensor linear_cross_entropy_sum(const Tensor& h, const Tensor& w, const Tensor& 
         }
       }
     });
+    FT_PROFILE_SCOPE("dh");
     if (need_gh)  // dh = G·W, over vocabulary blocks: one GEMM with K = V would re-pack G for every few columns
       for (int64_t v0 = 0; v0 < V; v0 += kVocabBlock)
         gemm_weight(false, false, m, H, std::min(kVocabBlock, V - v0), L + v0, V, wc.slice(0, v0, std::min(V, v0 + kVocabBlock)),
