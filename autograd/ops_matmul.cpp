@@ -253,6 +253,10 @@ FT_SIMD_KERNEL(rank_kernel, rank_rows,
                 int64_t i1, float* part, int64_t ldp),
                (l, li, lk, r, x, ldx, in, i0, i1, part, ldp))
 
+// Columns of g (or x) per task in the rank-r kernels under fp64 sums (lora_bwd64, dA): a tile of a
+// 64-row chunk is 128 KiB, in L2 for the two passes over it.
+constexpr int64_t kLoraTile = 512;
+
 // gu [rows, r] and gB [out, r] (see lora_bwd_rows); rows split into one range per thread, each with
 // its own gBᵀ partial, summed in a fixed order (deterministic for a given thread count).
 void lora_bwd(const float* g, int64_t rows, int64_t out, const float* B, const float* uT, int64_t r, float s, float* gu, float* gB) {
@@ -285,23 +289,30 @@ void lora_bwd64(const float* g, int64_t rows, int64_t seq, int64_t out, const fl
   std::vector<float> Bt(size_t(r4 * out), 0.f);
   for (int64_t o = 0; o < out; ++o)
     for (int64_t k = 0; k < r; ++k) Bt[size_t(k * out + o)] = B[o * r + k];
-  // Per row chunk, g's columns in tiles of kTile (the chunk's tile of g stays in L2 for the two
-  // passes over it): gu's dot products summed over the tiles in order, and gBᵀ's columns.
-  constexpr int64_t kTile = 512;
+  // Per row chunk, g's columns in tiles of kLoraTile, the tiles in parallel too (a chunk is the
+  // fixed unit of the fp64 sums: at 16 threads and 1024 rows there is one chunk a thread, and each
+  // would otherwise run alone): gBᵀ's columns of the tile straight into the chunk's part, gu's dot
+  // products of the tile into a partial per tile, summed in tile order afterwards (the same bits
+  // with any thread count).
   add_row_chunks64(rows, seq, size_t(out * r), gB64, [&](int64_t lo, int64_t hi, float* part) {
-    thread_local std::vector<float> gBt, gt;  // Σ_i uT[k][i] · g[i][o] [r, out]; a tile's dot products [hi - lo, r]
-    gBt.resize(size_t(r * out));
-    gt.resize(size_t((hi - lo) * r));
-    std::fill(gu + lo * r, gu + hi * r, 0.f);
-    for (int64_t o0 = 0; o0 < out; o0 += kTile) {
-      const int64_t n = std::min(kTile, out - o0);
-      gu_tile_kernel(g + o0, out, n, Bt.data() + o0, out, r, lo, hi, gt.data());
-      for (int64_t e = 0; e < (hi - lo) * r; ++e) gu[lo * r + e] += gt[size_t(e)];
-      rank_kernel(uT, 1, rows, r, g + o0, out, n, lo, hi, gBt.data() + o0, out);
+    const int64_t m = hi - lo, tiles = (out + kLoraTile - 1) / kLoraTile;
+    std::vector<float> gts(size_t(tiles * m * r));  // per tile: Σ_o g[i][o] · Bt[k][o] over its columns [m, r]
+    parallel_range(tiles, 1, [&](int64_t t0, int64_t t1) {
+      thread_local std::vector<float> gBt;  // the tile's Σ_i uT[k][i] · g[i][o] [r, kLoraTile]
+      gBt.resize(size_t(r * kLoraTile));
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t o0 = t * kLoraTile, n = std::min(kLoraTile, out - o0);
+        gu_tile_kernel(g + o0, out, n, Bt.data() + o0, out, r, lo, hi, gts.data() + t * m * r);
+        rank_kernel(uT, 1, rows, r, g + o0, out, n, lo, hi, gBt.data(), kLoraTile);
+        for (int64_t o = 0; o < n; ++o)
+          for (int64_t k = 0; k < r; ++k) part[(o0 + o) * r + k] = s * gBt[size_t(k * kLoraTile + o)];
+      }
+    });
+    for (int64_t e = 0; e < m * r; ++e) {
+      float acc = 0;
+      for (int64_t t = 0; t < tiles; ++t) acc += gts[size_t(t * m * r + e)];
+      gu[lo * r + e] = s * acc;
     }
-    for (int64_t e = lo * r; e < hi * r; ++e) gu[e] *= s;
-    for (int64_t o = 0; o < out; ++o)
-      for (int64_t k = 0; k < r; ++k) part[o * r + k] = s * gBt[size_t(k * out + o)];
   });
 }
 
@@ -369,7 +380,13 @@ struct LoraLinearNode : Node {
       const float *pu = gu.data<float>(), *px = xs.data<float>();
       if (a64) {
         add_row_chunks64(rows, seq, size_t(r * in), a64, [&](int64_t lo, int64_t hi, float* part) {
-          rank_kernel(pu, r, 1, r, px, in, in, lo, hi, part, in);
+          // column tiles in parallel too (as lora_bwd64): each writes its own columns of the part
+          parallel_range((in + kLoraTile - 1) / kLoraTile, 1, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+              const int64_t j0 = t * kLoraTile;
+              rank_kernel(pu, r, 1, r, px + j0, in, std::min(kLoraTile, in - j0), lo, hi, part + j0, in);
+            }
+          });
         });
       } else {
         ga = Tensor::empty(a.shape());

@@ -134,7 +134,7 @@ TEST(DataParallel, Fp64SumsMakeRankSlicesGiveOneProcesssGradients) {
 // sequences longer than a row chunk and outputs wider than a column tile (512).
 TEST(DataParallel, LoraGradientsIntoFp64SumsMatchThePlainPath) {
   struct Geom { Shape x; int64_t out, r; };
-  for (const Geom& ge : {Geom{{2, 70, 37}, 41, 5}, Geom{{1, 130, 16}, 33, 8}, Geom{{3, 9, 50}, 7, 3}, Geom{{1, 70, 24}, 1100, 6}}) {
+  for (const Geom& ge : {Geom{{2, 70, 37}, 41, 5}, Geom{{1, 130, 16}, 33, 8}, Geom{{3, 9, 50}, 7, 3}, Geom{{1, 70, 24}, 1100, 6}, Geom{{2, 40, 600}, 9, 4}}) {
     const int64_t in = ge.x.back();
     Tensor W = Tensor::randn({ge.out, in}, 5, 0.5f);
     Tensor x = Tensor::randn(ge.x, 1), A = Tensor::randn({ge.r, in}, 2, 0.5f), B = Tensor::randn({ge.out, ge.r}, 3, 0.5f);
