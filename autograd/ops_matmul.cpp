@@ -210,11 +210,11 @@ FT_SIMD_KERNEL(gu_tile_kernel, gu_tile_rows,
                 float* gt),
                (g, ldg, n, Bt, ldb, r, i0, i1, gt))
 
-// A rank-r product summed over rows [i0, i1): part[k][j] = Σ_i L(i, k) · X[i][j] for j < n (X's rows
-// ldx apart, part's ldp apart; written), each sum taken over i in order; L(i, k) = l[i·li + k·lk]. A's gradient is L = gu
-// [rows, r], X = x; Bᵀ's is L = uT [r, rows], X = g. The rows' block of X is read r/4 times from
-// L1/L2, never packed (the packed GEMM copied all of x per call and computed a whole register panel
-// for r = 8 rows; lora_bwd_rows read and wrote all of gBᵀ for every pair of rows).
+// A rank-r product summed over rows [i0, i1): part[k][j] = Σ_i L(i, k) · X[i][j] for j < in (X's
+// rows ldx apart, part's ldp apart; written), each sum taken over i in order, L(i, k) = l[i·li + k·lk].
+// A's gradient is L = gu [rows, r], X = x; Bᵀ's is L = uT [r, rows], X = g. The rows' block of X is
+// read r/4 times from L1/L2, never packed (the packed GEMM copied all of x per call and computed a
+// whole register panel for r = 8 rows; lora_bwd_rows read and wrote all of gBᵀ for every pair of rows).
 template <int N>
 FT_INLINE void rank_rows(const float* l, int64_t li, int64_t lk, int64_t r, const float* x, int64_t ldx, int64_t in,
                          int64_t i0, int64_t i1, float* part, int64_t ldp) {
