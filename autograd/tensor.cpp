@@ -21,15 +21,17 @@
 namespace ft {
 
 namespace {
-std::atomic<int64_t> g_current{0}, g_peak{0};
+std::atomic<int64_t> g_current{0}, g_peak{0}, g_high_water{0};
 void count_alloc(int64_t n) {
   int64_t cur = g_current.fetch_add(n) + n;
   int64_t p = g_peak.load();
   while (cur > p && !g_peak.compare_exchange_weak(p, cur)) {}
+  int64_t h = g_high_water.load();
+  while (cur > h && !g_high_water.compare_exchange_weak(h, cur)) {}
 }
 }  // namespace
 
-MemoryStats memory_stats() { return {g_current.load(), g_peak.load()}; }
+MemoryStats memory_stats() { return {g_current.load(), g_peak.load(), g_high_water.load()}; }
 void reset_peak_memory() { g_peak.store(g_current.load()); }
 
 int64_t peak_rss_bytes() {
@@ -71,8 +73,8 @@ namespace {
 // fresh mmap from the C library: the kernel faults in and zeroes every page on first touch, and
 // with many threads faulting at once they queue on the process's memory map lock. A request that
 // finds no block of its size first frees cached blocks until live + cached bytes are back within
-// the peak of live bytes (plus a slack of 5%, at most 128 MiB), so resident memory stays where it
-// would be without the cache.
+// the process's high-water mark of live bytes (plus a slack of 5%, at most 128 MiB), so resident
+// memory stays where it would be without the cache.
 // Off under AddressSanitizer (it would hide use after free) and with FT_STORAGE_CACHE=0.
 constexpr size_t kCacheMinBytes = size_t(1) << 20;
 constexpr size_t kCacheRound = size_t(64) << 10;  // sizes rounded up to 64 KiB: at most 6% slack
@@ -100,7 +102,7 @@ class BlockCache {
   // A cached block for n bytes: one of exactly n, else the smallest of at most 2n (its own size
   // returned in *got), else null, after freeing (smallest first: the large ones are the most
   // expensive to fault in again) as many cached blocks as keep live + cached + n bytes within the
-  // peak of live bytes plus a slack.
+  // high-water mark of live bytes plus a slack.
   void* take(size_t n, size_t* got) {
     std::vector<void*> evict;
     void* p = nullptr;
@@ -119,11 +121,12 @@ class BlockCache {
         blocks_.erase(blocks_.begin() + std::ptrdiff_t(best));
       } else {
         std::sort(blocks_.begin(), blocks_.end(), [](const Entry& x, const Entry& y) { return x.n > y.n; });
-        // Live + cached bytes may pass the live peak by a little slack (5%, at most 128 MiB): the
-        // blocks a step's high-water mark needs then stay cached instead of being freed and
-        // faulted in again at every step (135M bf16 training: ~28K page faults a step -> ~0, peak
-        // RSS +0.7%).
-        const int64_t peak = g_peak.load(), slack = std::min<int64_t>(peak / 20, int64_t(128) << 20);
+        // Live + cached bytes may pass the process's high-water mark of live bytes (not the peak
+        // that reset_peak_memory restarts, which the trainer does every step) by a little slack
+        // (5%, at most 128 MiB): the blocks a step's high point needs then stay cached instead of
+        // being freed and faulted in again at every step (135M bf16 training: ~28K page faults a
+        // step -> ~0, peak RSS +0.7%).
+        const int64_t peak = g_high_water.load(), slack = std::min<int64_t>(peak / 20, int64_t(128) << 20);
         const int64_t over = g_current.load() + int64_t(bytes_) + int64_t(n) - (peak + slack);
         size_t freed = 0;
         while (over > 0 && !blocks_.empty() && int64_t(freed) < over) {

@@ -31,13 +31,15 @@ struct Storage {
   static std::shared_ptr<Storage> external(void* ptr, size_t nbytes, std::shared_ptr<void> owner);
 };
 
-// Bytes currently held in owned tensor storage, and the high-water mark (reset_peak() to start anew).
-struct MemoryStats { int64_t current, peak; };
+// Bytes currently held in owned tensor storage, the high-water mark since reset_peak_memory(), and
+// the process's high-water mark (never reset).
+struct MemoryStats { int64_t current, peak, high_water; };
 MemoryStats memory_stats();
 void reset_peak_memory();
 // Large tensor blocks (1 MiB and up) are kept after their tensors die, for the next tensor of the
 // same size (no page faults for the kernel to serve again); a request that finds none first frees
-// cached blocks of other sizes. The bytes held so far, and a way to hand them all back to the C
+// cached blocks of other sizes while live + cached bytes would pass the process's high-water mark
+// (MemoryStats::high_water) plus 5% (at most 128 MiB). The bytes held so far, and a way to hand them all back to the C
 // library (e.g. after training, before a long idle time). FT_STORAGE_CACHE=0 turns the cache off.
 size_t cached_storage_bytes();
 size_t release_cached_storage();

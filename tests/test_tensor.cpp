@@ -85,12 +85,11 @@ TEST(Tensor, MisuseThrowsWithShapes) {
 
 // Large blocks (autograd/tensor.h cached_storage_bytes): a freed block serves the next tensor of its
 // size (or of at least half its size), a request that finds none frees cached blocks first when
-// live + cached bytes would pass the live peak, and
+// live + cached bytes would pass the process's high-water mark, and
 // release_cached_storage hands everything back. Off under AddressSanitizer / FT_STORAGE_CACHE=0,
 // where nothing is ever cached.
 TEST(Tensor, LargeBlocksAreReusedAndReleased) {
   release_cached_storage();
-  reset_peak_memory();
   const int64_t big = int64_t(1) << 19;  // 2 MiB of float32
   const void* first;
   {
@@ -112,13 +111,15 @@ TEST(Tensor, LargeBlocksAreReusedAndReleased) {
   }
   EXPECT_EQ(cached_storage_bytes(), size_t(big) * 4);  // returned with its own size
   {
-    // nothing fits, and live + cached bytes would pass the live peak by far more than the slack
-    // (5%, at most 128 MiB): the cached block is freed first
-    Tensor d = Tensor::empty({big * 128});
+    // nothing fits, and live + cached bytes would pass the process's high-water mark by more than
+    // the slack (5%, at most 128 MiB): the cached block is freed first (d's pages are never touched)
+    const MemoryStats ms = memory_stats();
+    const int64_t n = (ms.high_water - ms.current) / 4 + big * 128;
+    Tensor d = Tensor::empty({n});
     EXPECT_EQ(cached_storage_bytes(), 0u);
   }
-  EXPECT_EQ(cached_storage_bytes(), size_t(big) * 512);
-  EXPECT_EQ(release_cached_storage(), size_t(big) * 512);
+  EXPECT_GE(cached_storage_bytes(), size_t(big) * 512);
+  EXPECT_GT(release_cached_storage(), 0u);
   EXPECT_EQ(cached_storage_bytes(), 0u);
   {
     Tensor small = Tensor::empty({1000});  // small blocks go straight back to the C library
